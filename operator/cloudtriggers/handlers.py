@@ -1,0 +1,186 @@
+"""kopf registrations only: events wake a per-Trigger loop that calls the reconciler.
+
+One daemon per Trigger runs reconcile passes in a worker thread and sleeps until the next is due
+(resync, backoff) or until the Trigger changes (generation, the paused or reconcile-requested-at
+annotations). Deletion goes through kopf's finalizer to Reconciler.finalize.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from .models import GROUP, PLURAL, VERSION
+from .reconcile import (
+    FINALIZER,
+    PAUSED_ANNOTATION,
+    REQUESTED_ANNOTATION,
+    Outcome,
+    Reconciler,
+    Retry,
+    condition,
+)
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+STORAGE_PREFIX = "kopf.cloudtriggers.io"
+
+LoginFn = Callable[..., Awaitable[Any] | Any]
+
+
+def configure(settings: kopf.OperatorSettings, s: Settings) -> None:
+    """kopf settings pinned by design.md; applied from day one so stored state never migrates."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=STORAGE_PREFIX, key="last-handled-configuration"
+    )
+    # Our own Events tell the story; kopf's per-handler events would only add noise.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = s.workers
+    settings.peering.standalone = True
+
+
+class Runtime:
+    """Per-process state shared by the handlers: the reconciler, its threads, the wake-up signals."""
+
+    def __init__(self, reconciler: Reconciler, settings: Settings) -> None:
+        self.reconciler = reconciler
+        self.settings = settings
+        self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
+        self.wake: dict[str, asyncio.Event] = {}
+        self.seen: dict[str, tuple[Any, ...]] = {}
+
+    def event(self, uid: str) -> asyncio.Event:
+        return self.wake.setdefault(uid, asyncio.Event())
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+
+def fingerprint(body: Any) -> tuple[Any, ...]:
+    """What a user changes to ask for a reconcile (status writes are not in it)."""
+    meta = body.get("metadata", {})
+    ann = meta.get("annotations") or {}
+    return (meta.get("generation"), ann.get(PAUSED_ANNOTATION), ann.get(REQUESTED_ANNOTATION))
+
+
+def initial_delay(body: Any, runtime: Runtime) -> float:
+    """After a restart, a Trigger that is in sync waits for its next resync: no provider call."""
+    status = body.get("status") or {}
+    meta = body.get("metadata", {})
+    ready = condition(status, "Ready")
+    synced = condition(status, "Synced")
+    if not (ready and synced and ready.get("status") == "True" and synced.get("status") == "True"):
+        return 0.0
+    if status.get("observedGeneration") != meta.get("generation"):
+        return 0.0
+    if status.get("pendingCreate") or status.get("pendingDelete") or not status.get("lastSyncTime"):
+        return 0.0
+    if (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
+        return 0.0
+    last = datetime.fromisoformat(status["lastSyncTime"].replace("Z", "+00:00"))
+    try:
+        period = runtime.reconciler.resync_after(
+            (body.get("spec") or {}).get("resyncPeriod"), meta.get("uid", "")
+        )
+    except ValueError:
+        return 0.0
+    return max(0.0, period - (datetime.now(UTC) - last).total_seconds())
+
+
+def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: LoginFn | None = None) -> None:
+    if login is not None:
+        kopf.on.login(registry=registry)(login)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)  # type: ignore[arg-type]
+    async def watch_triggers(event: dict[str, Any], body: Any, uid: str, **_: Any) -> None:
+        if event.get("type") == "DELETED":
+            runtime.seen.pop(uid, None)
+            runtime.wake.pop(uid, None)
+            runtime.reconciler.forget(uid)
+            return
+        key, claim = runtime.reconciler.claim_of(body)
+        runtime.reconciler.claims.put(key, claim)
+        fp = fingerprint(body)
+        if runtime.seen.get(uid) != fp:
+            runtime.seen[uid] = fp
+            runtime.event(uid).set()
+
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)  # type: ignore[arg-type]
+    async def trigger_loop(
+        stopped: kopf.DaemonStopped, body: Any, name: str, namespace: str, uid: str, **_: Any
+    ) -> None:
+        wake = runtime.event(uid)
+        wake.clear()
+        delay: float | None = initial_delay(body, runtime)
+        watch: tuple[str, str, str] | None = None
+        while not stopped:
+            if (delay is None or delay > 0) and await _sleep(stopped, wake, delay, watch, runtime):
+                return
+            wake.clear()
+            try:
+                outcome: Outcome = await runtime.call(runtime.reconciler.reconcile, namespace, name)
+            except Exception:  # a bug or an API server problem: log, back off, keep the loop alive
+                log.exception("reconcile of %s/%s failed", namespace, name)
+                outcome = Outcome(30.0, "Error")
+            delay, watch = outcome.requeue_after, outcome.watch_secret
+            if delay is not None and delay <= 0:
+                delay = 0.001
+
+    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    async def delete_trigger(body: Any, uid: str, **_: Any) -> None:
+        try:
+            await runtime.call(runtime.reconciler.finalize, dict(body))
+        except Retry as e:
+            raise kopf.TemporaryError(str(e), delay=e.delay) from None
+        runtime.reconciler.forget(uid)
+
+
+async def _sleep(
+    stopped: kopf.DaemonStopped,
+    wake: asyncio.Event,
+    delay: float | None,
+    watch: tuple[str, str, str] | None,
+    runtime: Runtime,
+) -> bool:
+    """Wait until due, woken, or (when watching a credentials Secret) the Secret changed.
+
+    Returns True when the daemon must stop.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if delay is None else loop.time() + delay
+    while True:
+        remaining = None if deadline is None else deadline - loop.time()
+        if remaining is not None and remaining <= 0:
+            return False
+        step = remaining
+        if watch is not None:
+            poll = runtime.settings.credentials_poll
+            step = poll if step is None else min(step, poll)
+        woke = asyncio.ensure_future(wake.wait())
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            done, _ = await asyncio.wait({woke, stop}, timeout=step, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woke.cancel()
+            stop.cancel()
+        if stop in done or stopped:
+            return True
+        if woke in done:
+            return False
+        if watch is not None:
+            ns, secret, rv = watch
+            got = await runtime.call(runtime.reconciler.kube.read_secret, ns, secret)
+            if (got[1] if got else "") != rv:
+                return False

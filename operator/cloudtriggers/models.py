@@ -1,0 +1,373 @@
+"""The Trigger resource: pydantic models that validate specs and generate the CRD schema.
+
+Field descriptions here are what `kubectl explain trigger.spec...` prints. CEL rules live next to
+the fields they guard (`x-kubernetes-validations`), so the CRD and the operator cannot disagree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "cloudtriggers.io"
+VERSION = "v1alpha1"
+KIND = "Trigger"
+PLURAL = "triggers"
+SHORT_NAME = "trg"
+
+PROVIDERS = ("gitlab", "ack", "swr")
+
+URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
+# Kubernetes object names (DNS subdomain), for the output Secret.
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# SWR trigger names: a letter first; letters, digits, '_' and '-'; no doubled or trailing separator.
+SWR_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9]*([-_][A-Za-z0-9]+)*$"
+SWR_NAME_MAX = 64
+# SWR organization: lowercase start, [a-z0-9._-], separators never adjacent (at most two '_'),
+# ends in a letter or digit.
+SWR_ORG_PATTERN = r"^[a-z][a-z0-9]*(([.\-]|_{1,2})[a-z0-9]+)*$"
+SWR_REPO_PATTERN = r"^[a-z0-9]([a-z0-9._/-]*[a-z0-9])?$"
+ACK_PROJECT_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+GITLAB_PROJECT_PATTERN = r"^([0-9]+|[^/\s]+(/[^/\s]+)+)$"
+
+
+def _rule(rule: str, message: str, reason: str | None = None) -> Any:
+    out: dict[str, str] = {"rule": rule, "message": message}
+    if reason:
+        out["reason"] = reason
+    return out
+
+
+class _Model(BaseModel):
+    # camelCase on the wire; the API server prunes unknown fields, so ignore rather than fail.
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+
+def _nonempty(description: str, **kw: Any) -> Any:
+    return Field(description=description, min_length=1, **kw)
+
+
+class GitLabSpec(_Model):
+    """A GitLab pipeline trigger token of one project."""
+
+    url: str = Field(
+        "https://gitlab.com",
+        description="Base URL of the GitLab instance (scheme and host, no /api/v4). Immutable: a trigger "
+        "on another instance is another object; create a new Trigger instead.",
+        pattern=URL_PATTERN,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule("self == oldSelf", "gitlab.url is immutable; create a new Trigger for another instance")
+            ]
+        },
+    )
+    project: str = _nonempty(
+        "The project: its numeric id or its full path (group/subgroup/name). Changing it replaces the "
+        "trigger: a new one is created in the new project, the Secret is updated, the old one deleted.",
+        pattern=GITLAB_PROJECT_PATTERN,
+        max_length=255,
+    )
+    description: str | None = Field(
+        None,
+        description='The trigger\'s description at GitLab; default "<namespace>/<name>". Updated in place.',
+        min_length=1,
+        max_length=255,
+    )
+
+
+class AckSpec(_Model):
+    """An Alibaba Cloud ACK application trigger (a redeploy hook for one application)."""
+
+    region_id: str = _nonempty(
+        "Region of the cluster, e.g. cn-beijing.", pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$", max_length=64
+    )
+    cluster_id: str = _nonempty(
+        "Id of the ACK cluster. Immutable.",
+        pattern=r"^[A-Za-z0-9-]+$",
+        max_length=64,
+        json_schema_extra={
+            "x-kubernetes-validations": [_rule("self == oldSelf", "ack.clusterId is immutable")]
+        },
+    )
+    project_id: str = _nonempty(
+        'The application, as "<namespace>/<application>" in the target cluster. Changing it replaces '
+        "the trigger.",
+        pattern=ACK_PROJECT_PATTERN,
+        max_length=317,
+    )
+    action: Literal["redeploy"] = Field(
+        "redeploy", description="What the trigger does; only redeploy exists."
+    )
+    type: Literal["deployment", "application"] = Field(
+        "deployment",
+        description="deployment (a Kubernetes Deployment) or application (Application Center app).",
+    )
+    endpoint: str | None = Field(
+        None,
+        description="API endpoint override, a full URL (VPC endpoint, private cloud, the sandbox); "
+        "default https://cs.<regionId>.aliyuncs.com.",
+        pattern=URL_PATTERN,
+    )
+
+
+class SwrSpec(_Model):
+    """A Huawei Cloud SWR image trigger: a push whose tag matches updates a CCE/CCI workload."""
+
+    region: str = _nonempty("Region, e.g. cn-north-4.", pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$", max_length=64)
+    organization: str = _nonempty(
+        'The SWR organization (SWR calls it "namespace").', pattern=SWR_ORG_PATTERN, max_length=64
+    )
+    repository: str = _nonempty(
+        "The image repository; may contain '/'.", pattern=SWR_REPO_PATTERN, max_length=128
+    )
+    name: str | None = Field(
+        None,
+        description="Trigger name, which is its id at SWR: a letter first, then letters, digits, '_' or '-', "
+        "no doubled or trailing separator, at most 64. Default derived from metadata.name.",
+        pattern=SWR_NAME_PATTERN,
+        min_length=1,
+        max_length=SWR_NAME_MAX,
+    )
+    app_type: Literal["deployments", "statefulsets"] = Field("deployments", description="Kind of workload.")
+    application: str = _nonempty("Name of the workload to update.", max_length=253)
+    cluster_namespace: str = _nonempty("Kubernetes namespace of the workload.", max_length=63)
+    cluster_id: str | None = Field(
+        None, description="CCE cluster id (triggerMode cce).", min_length=1, max_length=64
+    )
+    cluster_name: str | None = Field(
+        None, description="CCE cluster name (triggerMode cce).", min_length=1, max_length=64
+    )
+    container: str = Field(
+        "", description="Container to update; empty means every container using the image."
+    )
+    trigger_type: Literal["all", "tag", "regular"] = Field(
+        "all", description="all: every tag; tag: the tags in condition; regular: tags matching the regex."
+    )
+    condition: str = Field(
+        ".*",
+        description='For triggerType all ".*"; for tag, tag names separated by ";"; for regular, a regex.',
+        min_length=1,
+        max_length=255,
+    )
+    enabled: bool = Field(True, description="Whether the trigger fires. Changed in place.")
+    trigger_mode: Literal["cce", "cci"] = Field(
+        "cce", description="cce (CCE cluster) or cci (serverless CCI)."
+    )
+    endpoint: str | None = Field(
+        None,
+        description="API endpoint override, a full URL; default https://swr-api.<region>.myhuaweicloud.com.",
+        pattern=URL_PATTERN,
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    "self.triggerMode != 'cce' || has(self.clusterId) || has(self.clusterName)",
+                    "swr: triggerMode cce needs clusterId or clusterName",
+                ),
+                _rule(
+                    "self.triggerType != 'all' || self.condition == '.*'",
+                    'swr: triggerType all needs condition ".*"',
+                ),
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SwrSpec:
+        if self.trigger_mode == "cce" and not (self.cluster_id or self.cluster_name):
+            raise ValueError("swr: triggerMode cce needs clusterId or clusterName")
+        if self.trigger_type == "all" and self.condition != ".*":
+            raise ValueError('swr: triggerType all needs condition ".*"')
+        return self
+
+
+class SecretRef(_Model):
+    """A Secret in the Trigger's own namespace."""
+
+    name: str = _nonempty("Name of the Secret.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
+
+
+def parse_duration(text: str) -> float:
+    """'1h30m' -> 5400.0; raises ValueError on anything else."""
+    m = re.fullmatch(DURATION_PATTERN, text)
+    if not text or not m:
+        raise ValueError(f"not a duration like 30s, 10m, 1h30m: {text!r}")
+    h, mi, s = (int(g[:-1]) if g else 0 for g in m.groups())
+    return float(h * 3600 + mi * 60 + s)
+
+
+_SPEC_RULES: list[Any] = [
+    _rule(
+        "[has(self.gitlab), has(self.ack), has(self.swr)].filter(x, x).size() == 1",
+        "exactly one provider block (gitlab, ack or swr) must be set",
+    ),
+    _rule(
+        "has(self.gitlab) == has(oldSelf.gitlab) && has(self.ack) == has(oldSelf.ack) "
+        "&& has(self.swr) == has(oldSelf.swr)",
+        "the provider block cannot change kind after creation; create a new Trigger instead",
+    ),
+    _rule(
+        "!has(self.managementPolicy) || self.managementPolicy != 'ObserveOnly' || has(self.swr) "
+        "|| (has(self.externalId) && size(self.externalId) > 0)",
+        "managementPolicy ObserveOnly needs spec.externalId for gitlab and ack",
+    ),
+]
+
+
+class TriggerSpec(_Model):
+    """Desired state of a deployment trigger at one provider."""
+
+    gitlab: GitLabSpec | None = Field(None, description="A GitLab pipeline trigger token.")
+    ack: AckSpec | None = Field(None, description="An Alibaba Cloud ACK application trigger.")
+    swr: SwrSpec | None = Field(None, description="A Huawei Cloud SWR image trigger.")
+    credentials_secret_ref: SecretRef | None = Field(
+        None,
+        description="Secret in this namespace with the provider credentials. GitLab: token. "
+        "ACK: accessKeyId, accessKeySecret, optional securityToken. "
+        "SWR: accessKey, secretKey, optional projectId, securityToken. "
+        "When absent, the operator's default credentials or workload identity apply.",
+    )
+    deletion_policy: Literal["Delete", "Orphan"] = Field(
+        "Delete", description="Delete: delete the provider trigger with this object. Orphan: keep it."
+    )
+    management_policy: Literal["Full", "ObserveOnly"] = Field(
+        "Full",
+        description="Full: create, update and delete. ObserveOnly: only read the provider trigger named by "
+        "externalId (never writes).",
+    )
+    external_id: str | None = Field(
+        None,
+        description="Id of an existing provider trigger to adopt (GitLab trigger id, ACK trigger id, SWR "
+        "trigger name) instead of creating one.",
+        max_length=255,
+    )
+    secret_name: str | None = Field(
+        None,
+        description='Secret that receives the secret outputs (token, url); default "<name>-trigger".',
+        pattern=DNS_SUBDOMAIN_PATTERN,
+        max_length=253,
+    )
+    resync_period: str | None = Field(
+        None,
+        description="How often the provider is re-read to repair drift, e.g. 30s, 10m, 1h30m; at least 5s. "
+        "Default from the operator's settings (10m).",
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=32,
+    )
+
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
+
+    @field_validator("resync_period")
+    @classmethod
+    def _resync_min(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) < 5:
+            raise ValueError("resyncPeriod must be at least 5s")
+        return v
+
+    @model_validator(mode="after")
+    def _one_provider(self) -> TriggerSpec:
+        blocks = [p for p in PROVIDERS if getattr(self, p) is not None]
+        if len(blocks) != 1:
+            raise ValueError("exactly one provider block (gitlab, ack or swr) must be set")
+        if self.management_policy == "ObserveOnly" and self.swr is None and not self.external_id:
+            raise ValueError("managementPolicy ObserveOnly needs spec.externalId for gitlab and ack")
+        return self
+
+    @property
+    def provider(self) -> str:
+        return next(p for p in PROVIDERS if getattr(self, p) is not None)
+
+    @property
+    def block(self) -> GitLabSpec | AckSpec | SwrSpec:
+        b = getattr(self, self.provider)
+        assert b is not None
+        return b  # type: ignore[no-any-return]
+
+
+class Condition(_Model):
+    """A standard Kubernetes condition."""
+
+    type: str = Field(description="Ready or Synced.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One word, CamelCase: why the condition has this status.")
+    message: str = Field("", description="Human-readable detail.")
+    observed_generation: int | None = Field(
+        None, description="The metadata.generation this was computed for."
+    )
+    last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339).")
+
+
+class PendingCreate(_Model):
+    """A create that was started and whose outcome is not known yet (crash recovery)."""
+
+    started_at: str = Field(description="When the create call was about to be sent (RFC 3339).")
+    provider: str = Field(description="The provider block the create was for.")
+
+
+class PendingDelete(_Model):
+    """The trigger a replacement superseded; deleted once the new one is recorded."""
+
+    external_id: str = Field(description="Id of the superseded provider trigger.")
+    at_provider: dict[str, Any] = Field(
+        default_factory=dict, description="Where it lives (as in atProvider)."
+    )
+
+
+class TriggerStatus(_Model):
+    """Observed state, written by the operator."""
+
+    provider: str | None = Field(None, description="Which provider block is in use: gitlab, ack or swr.")
+    external_id: str | None = Field(
+        None, description="Id of the provider trigger: GitLab trigger id, ACK trigger id, SWR trigger name."
+    )
+    observed_generation: int | None = Field(None, description="The metadata.generation last reconciled.")
+    last_sync_time: str | None = Field(None, description="When the provider was last observed in sync.")
+    secret_name: str | None = Field(None, description="The Secret that holds the secret outputs.")
+    token_sha256: str | None = Field(
+        None, description="First 12 hex characters of the token's SHA-256 (never the token)."
+    )
+    conditions: list[Condition] = Field(default_factory=list, description="Ready and Synced.")
+    at_provider: dict[str, Any] = Field(
+        default_factory=dict,
+        description="What the provider reports that users care about (owner, created and last-used times, "
+        "resolved ids).",
+    )
+    pending_create: PendingCreate | None = Field(
+        None, description="Set while a create is in flight; used after a crash to find and adopt."
+    )
+    pending_delete: PendingDelete | None = Field(
+        None, description="Set while a replaced trigger still has to be deleted at the provider."
+    )
+
+
+def token_sha256(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def default_description(namespace: str, name: str) -> str:
+    return f"{namespace}/{name}"
+
+
+def default_secret_name(name: str) -> str:
+    return f"{name}-trigger"
+
+
+def swr_default_name(namespace: str, name: str) -> str:
+    """SWR trigger name derived from metadata.name (design.md, "SWR default name")."""
+    if re.fullmatch(SWR_NAME_PATTERN, name) and len(name) <= SWR_NAME_MAX:
+        return name
+    s = name.replace(".", "-")
+    s = re.sub(r"[-_]+", "-", s)
+    s = re.sub(r"^[^A-Za-z]+", "", s)
+    s = s[:55].rstrip("-_")
+    suffix = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
+    # A name with no letter at all still needs a letter first.
+    return f"{s}-{suffix}" if s else f"t-{suffix}"

@@ -1,0 +1,734 @@
+"""Provider-agnostic reconcile: observe the provider, compare with the spec, act, write conditions.
+
+Everything here is plain Python over two interfaces (Kube, Provider), so it is tested without kopf.
+Level-triggered: each pass starts from the Trigger as stored and the provider as it answers now.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import ValidationError
+
+from .kube import Kube, SecretConflict, now_rfc3339
+from .models import (
+    TriggerSpec,
+    default_description,
+    default_secret_name,
+    parse_duration,
+    swr_default_name,
+    token_sha256,
+)
+from .providers.base import (
+    CredentialsError,
+    ErrorClass,
+    Observed,
+    Provider,
+    ProviderError,
+    Target,
+    diff,
+    redact,
+)
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "cloudtriggers.io/finalizer"
+PAUSED_ANNOTATION = "cloudtriggers.io/paused"
+REQUESTED_ANNOTATION = "cloudtriggers.io/reconcile-requested-at"
+CREDENTIAL_KEYS = {
+    "gitlab": ("token",),
+    "ack": ("accessKeyId", "accessKeySecret"),
+    "swr": ("accessKey", "secretKey"),
+}
+OPTIONAL_CREDENTIAL_KEYS = {"gitlab": (), "ack": ("securityToken",), "swr": ("projectId", "securityToken")}
+CLOCK_SKEW = timedelta(minutes=1)
+
+
+# -- conditions -----------------------------------------------------------------------------------
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], type_: str, status: bool, reason: str, message: str, generation: int
+) -> list[dict[str, Any]]:
+    """Return conditions with `type_` set; lastTransitionTime moves only when status flips."""
+    value = "True" if status else "False"
+    out = [dict(c) for c in conditions if c.get("type") != type_]
+    old = next((c for c in conditions if c.get("type") == type_), None)
+    ltt = old.get("lastTransitionTime") if old and old.get("status") == value else now_rfc3339()
+    out.append(
+        {
+            "type": type_,
+            "status": value,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": generation,
+            "lastTransitionTime": ltt,
+        }
+    )
+    order = {"Ready": 0, "Synced": 1}
+    return sorted(out, key=lambda c: order.get(c.get("type", ""), 9))
+
+
+def condition(status: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), None)
+
+
+# -- conflict detection ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    uid: str
+    ref: str  # namespace/name
+    created: str  # metadata.creationTimestamp
+    owns: bool  # status.externalId names the object (it created or adopted it)
+
+
+class ClaimIndex:
+    """Which Triggers point at which provider object, fed by the watch (and by our own writes).
+
+    Thread-safe: the watch updates it in the event loop, reconciles read it in worker threads.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_key: dict[str, dict[str, Claim]] = {}
+        self._by_uid: dict[str, str] = {}
+
+    def put(self, key: str | None, claim: Claim) -> None:
+        with self._lock:
+            old = self._by_uid.pop(claim.uid, None)
+            if old is not None:
+                self._by_key.get(old, {}).pop(claim.uid, None)
+            if key:
+                self._by_key.setdefault(key, {})[claim.uid] = claim
+                self._by_uid[claim.uid] = key
+
+    def drop(self, uid: str) -> None:
+        with self._lock:
+            old = self._by_uid.pop(uid, None)
+            if old is not None:
+                self._by_key.get(old, {}).pop(uid, None)
+
+    def others(self, key: str, uid: str) -> list[Claim]:
+        with self._lock:
+            return [c for u, c in self._by_key.get(key, {}).items() if u != uid]
+
+
+def winner(me: Claim, others: list[Claim]) -> Claim:
+    """Who keeps an object claimed twice: the owner, then the oldest, then by name."""
+    return min([me, *others], key=lambda c: (not c.owns, c.created, c.ref))
+
+
+# -- outcome --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """When to reconcile again. None: only when the Trigger changes."""
+
+    requeue_after: float | None
+    reason: str = ""
+    # Re-read this credentials Secret while waiting; reconcile at once when it changes.
+    watch_secret: tuple[str, str, str] | None = None  # namespace, name, resourceVersion ("" = absent)
+
+
+class Retry(Exception):
+    """The delete path must be retried after `delay` seconds."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class _Stop(Exception):
+    """End this reconcile with the given Ready/Synced outcome (not an error of the operator)."""
+
+    def __init__(
+        self, reason: str, message: str, *, requeue: float | None, ready: bool | None = False
+    ) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+        self.requeue = requeue
+        self.ready = ready  # None: keep Ready as it was
+
+
+# -- the reconciler -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Pass:
+    """One reconcile pass over one Trigger: the object and the status being built."""
+
+    obj: dict[str, Any]
+    status: dict[str, Any]
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.obj["metadata"]  # type: ignore[no-any-return]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.meta['namespace']}/{self.meta['name']}"
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta.get("generation") or 0)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: Kube,
+        providers: Mapping[str, Provider],
+        settings: Settings | None = None,
+        claims: ClaimIndex | None = None,
+    ) -> None:
+        self.kube = kube
+        self.providers = providers
+        self.settings = settings or Settings()
+        self.claims = claims or ClaimIndex()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._failures: dict[str, int] = {}
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def lock(self, uid: str) -> threading.Lock:
+        """One pass at a time per Trigger: the drift timer, a change and a delete never overlap."""
+        with self._locks_guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._locks_guard:
+            self._locks.pop(uid, None)
+        self._failures.pop(uid, None)
+        self.claims.drop(uid)
+
+    def claim_of(self, obj: Mapping[str, Any]) -> tuple[str | None, Claim]:
+        """The provider object this Trigger points at (if known yet), for the ClaimIndex."""
+        meta = obj.get("metadata", {})
+        status = obj.get("status") or {}
+        claim = Claim(
+            uid=meta.get("uid", ""),
+            ref=f"{meta.get('namespace')}/{meta.get('name')}",
+            created=meta.get("creationTimestamp") or "",
+            owns=bool(status.get("externalId")),
+        )
+        try:
+            spec = TriggerSpec.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            return None, claim
+        ext = status.get("externalId") or spec.external_id or self._implicit_id(spec, meta)
+        if not ext:
+            return None, claim
+        provider = self.providers.get(spec.provider)
+        if provider is None:
+            return None, claim
+        key: str = provider.claim_key(spec.block, status.get("atProvider") or {}, ext)
+        return key, claim
+
+    @staticmethod
+    def _implicit_id(spec: TriggerSpec, meta: Mapping[str, Any]) -> str | None:
+        # SWR names are ids, known before anything exists.
+        if spec.swr is not None:
+            return spec.swr.name or swr_default_name(meta["namespace"], meta["name"])
+        return None
+
+    def resync_after(self, period: str | None, uid: str) -> float:
+        """Seconds to the next drift check for a Trigger with spec.resyncPeriod `period`."""
+        seconds = parse_duration(period) if period else self.settings.resync_period
+        # A per-Trigger phase plus a little noise: N Triggers spread over the period.
+        phase = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        j = self.settings.resync_jitter
+        return float(seconds * (1 - j + 2 * j * phase) * random.uniform(0.99, 1.01))
+
+    def _resync(self, spec: TriggerSpec, uid: str) -> float:
+        return self.resync_after(spec.resync_period, uid)
+
+    def _backoff(self, uid: str, kind: str) -> float:
+        n = self._failures.get(uid, 0)
+        self._failures[uid] = n + 1
+        first, cap = self.settings.transient_backoff if kind == "transient" else self.settings.slow_backoff
+        delay = min(first * (2**n), cap)
+        return float(delay * random.uniform(0.8, 1.2))
+
+    def _credentials(self, p: _Pass, spec: TriggerSpec) -> tuple[dict[str, str], tuple[str, str, str]]:
+        ns = p.meta["namespace"]
+        ref = spec.credentials_secret_ref
+        if ref is None:
+            raise CredentialsError(
+                "spec.credentialsSecretRef is not set and the operator has no default credentials for "
+                f"{spec.provider}"
+            )
+        got = self.kube.read_secret(ns, ref.name)
+        if got is None:
+            raise _CredentialsMissing(f"credentials Secret {ns}/{ref.name} not found", (ns, ref.name, ""))
+        data, rv = got
+        missing = [k for k in CREDENTIAL_KEYS[spec.provider] if not data.get(k)]
+        if missing:
+            raise _CredentialsMissing(
+                f"credentials Secret {ns}/{ref.name} lacks key(s): {', '.join(missing)}", (ns, ref.name, rv)
+            )
+        keys = CREDENTIAL_KEYS[spec.provider] + OPTIONAL_CREDENTIAL_KEYS[spec.provider]
+        return {k: data[k] for k in keys if data.get(k)}, (ns, ref.name, rv)
+
+    def _target(self, p: _Pass, spec: TriggerSpec, creds: Mapping[str, str]) -> Target:
+        ns, name = p.meta["namespace"], p.meta["name"]
+        description = ""
+        if spec.gitlab is not None:
+            description = spec.gitlab.description or default_description(ns, name)
+        object_name = ""
+        if spec.swr is not None:
+            object_name = spec.swr.name or swr_default_name(ns, name)
+        return Target(
+            namespace=ns,
+            name=name,
+            uid=p.meta["uid"],
+            block=spec.block,
+            credentials=creds,
+            known=dict(p.status.get("atProvider") or {}),
+            description=description,
+            object_name=object_name,
+        )
+
+    def _flush(self, p: _Pass) -> None:
+        """Write status when it differs from what is stored, then this pass's events.
+
+        Called mid-pass too (the create intent must be stored before the provider call), so the
+        comparison is always against the last stored status.
+        """
+        stored = p.obj.get("status") or {}
+        patch: dict[str, Any] = {k: v for k, v in p.status.items() if stored.get(k) != v}
+        patch.update({k: None for k in stored if k not in p.status})
+        if patch:
+            updated = self.kube.patch_trigger_status(p.meta["namespace"], p.meta["name"], patch)
+            p.obj = {
+                **p.obj,
+                "status": updated.get("status") or dict(p.status),
+                "metadata": updated["metadata"],
+            }
+        for type_, reason, message in p.events:
+            self.kube.emit_event(p.obj, type_, reason, message)
+        p.events.clear()
+
+    # -- the reconcile pass -----------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str) -> Outcome:
+        obj = self.kube.get_trigger(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return Outcome(None, "Gone")
+        with self.lock(obj["metadata"]["uid"]):
+            return self._reconcile(obj)
+
+    def _reconcile(self, obj: dict[str, Any]) -> Outcome:
+        old_status = dict(obj.get("status") or {})
+        p = _Pass(obj=obj, status=dict(old_status))
+        uid = p.meta["uid"]
+        gen = p.generation
+        status = p.status
+
+        def conditions(ready: bool | None, r_reason: str, synced: bool, s_reason: str, message: str) -> None:
+            conds = list(status.get("conditions") or [])
+            if ready is not None:
+                conds = set_condition(conds, "Ready", ready, r_reason, message, gen)
+            conds = set_condition(conds, "Synced", synced, s_reason, message if not synced else "", gen)
+            status["conditions"] = conds
+            status["observedGeneration"] = gen
+
+        try:
+            spec = TriggerSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as e:
+            msg = "; ".join(
+                f"{'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}" for err in e.errors()
+            )
+            conditions(False, "InvalidSpec", False, "InvalidSpec", f"invalid spec: {msg}")
+            self._flush(p)
+            return Outcome(None, "InvalidSpec")
+
+        if (p.meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
+            conditions(None, "", False, "Paused", f"reconcile paused by the annotation {PAUSED_ANNOTATION}")
+            self._flush(p)
+            return Outcome(None, "Paused")
+
+        status["provider"] = spec.provider
+        status["secretName"] = (
+            (spec.secret_name or default_secret_name(p.meta["name"])) if self._outputs(spec) else None
+        )
+        if status["secretName"] is None:
+            status.pop("secretName")
+        try:
+            creds, secret_ref = self._credentials(p, spec)
+        except _CredentialsMissing as e:
+            has_id = bool(status.get("externalId"))
+            conditions(None if has_id else False, "CredentialsMissing", False, "CredentialsMissing", str(e))
+            self._flush(p)
+            return Outcome(self.settings.credentials_poll, "CredentialsMissing", watch_secret=e.secret)
+        except CredentialsError as e:
+            conditions(False, "CredentialsMissing", False, "CredentialsMissing", str(e))
+            self._flush(p)
+            return Outcome(self.settings.credentials_poll, "CredentialsMissing")
+
+        provider = self.providers[spec.provider]
+        target = self._target(p, spec, creds)
+        try:
+            ready_reason, message, ready = self._sync(p, spec, provider, target)
+        except ProviderError as e:
+            message = redact(str(e), target.secrets())
+            log.warning("%s: %s (%s)", p.ref, message, e.kind.value)
+            has_id = bool(status.get("externalId"))
+            conditions(None if has_id else False, e.reason, False, e.reason, message)
+            self._flush(p)
+            if e.kind in (ErrorClass.TRANSIENT, ErrorClass.AMBIGUOUS):
+                delay = self._backoff(uid, "transient")
+            elif e.kind is ErrorClass.THROTTLED:
+                delay = e.retry_after if e.retry_after is not None else self._backoff(uid, "transient")
+                self._failures[uid] = self._failures.get(uid, 0) + 1
+            else:
+                delay = self._backoff(uid, "slow")
+            return Outcome(delay, e.reason, watch_secret=secret_ref)
+        except CredentialsError as e:
+            conditions(False, "CredentialsMissing", False, "CredentialsMissing", str(e))
+            self._flush(p)
+            return Outcome(self.settings.credentials_poll, "CredentialsMissing", watch_secret=secret_ref)
+        except _Stop as s:
+            conditions(s.ready, s.reason, s.reason not in {"Conflict"}, s.reason, s.message)
+            self._flush(p)
+            delay = s.requeue if s.requeue is not None else self._resync(spec, uid)
+            return Outcome(delay, s.reason, watch_secret=secret_ref)
+
+        self._failures.pop(uid, None)
+        conditions(ready, ready_reason, True, "Available" if ready else ready_reason, message)
+        if ready:
+            # lastSyncTime alone is worth a write at most once per resync (no status churn).
+            rest_same = {k: v for k, v in status.items() if k != "lastSyncTime"} == {
+                k: v for k, v in old_status.items() if k != "lastSyncTime"
+            }
+            if not rest_same or self._sync_due(old_status, spec):
+                status["lastSyncTime"] = now_rfc3339()
+        self._flush(p)
+        return Outcome(self._resync(spec, uid), ready_reason)
+
+    def _sync_due(self, old_status: Mapping[str, Any], spec: TriggerSpec) -> bool:
+        last = old_status.get("lastSyncTime")
+        if not last:
+            return True
+        period = parse_duration(spec.resync_period) if spec.resync_period else self.settings.resync_period
+        then = datetime.fromisoformat(last.replace("Z", "+00:00"))
+        return datetime.now(UTC) - then >= timedelta(seconds=period * (1 - self.settings.resync_jitter))
+
+    def _outputs(self, spec: TriggerSpec) -> bool:
+        provider = self.providers.get(spec.provider)
+        return bool(provider and provider.has_outputs)
+
+    def _check_conflict(
+        self, p: _Pass, provider: Provider, spec: TriggerSpec, ext: str, known: Mapping[str, Any]
+    ) -> None:
+        key: str = provider.claim_key(spec.block, known, ext)
+        me = Claim(
+            uid=p.meta["uid"],
+            ref=p.ref,
+            created=p.meta.get("creationTimestamp") or "",
+            owns=p.status.get("externalId") == ext,
+        )
+        others = self.claims.others(key, me.uid)
+        if others and winner(me, others) is not me:
+            w = winner(me, others)
+            raise _Stop(
+                "Conflict",
+                f"{spec.provider} trigger {ext} is already managed by Trigger {w.ref}; "
+                "this Trigger leaves it alone",
+                requeue=self._backoff(me.uid, "slow"),
+                ready=False,
+            )
+        self.claims.put(key, me)
+
+    def _sync(self, p: _Pass, spec: TriggerSpec, provider: Provider, target: Target) -> tuple[str, str, bool]:
+        """Bring the provider in line. Returns (Ready reason, message, Ready)."""
+        status = p.status
+        observe_only = spec.management_policy == "ObserveOnly"
+        if status.get("pendingDelete"):
+            self._finish_replacement(p, provider, target)
+        ext = spec.external_id or status.get("externalId") or self._implicit_id(spec, p.meta)
+        if spec.external_id and status.get("externalId") and spec.external_id != status["externalId"]:
+            p.events.append(
+                (
+                    "Warning",
+                    "Released",
+                    f"spec.externalId changed: trigger {status['externalId']} is no longer managed",
+                )
+            )
+            status.pop("externalId")
+            status["atProvider"] = {}
+            target = Target(**{**target.__dict__, "known": {}})
+        adopting = bool(spec.external_id) and status.get("externalId") != spec.external_id
+
+        obs: Observed | None = None
+        if ext:
+            self._check_conflict(p, provider, spec, ext, p.status.get("atProvider") or {})
+            obs = provider.observe(target, ext)
+            if obs is not None:
+                # Again with what the provider resolved (a GitLab path becomes its numeric id).
+                self._check_conflict(p, provider, spec, ext, obs.at_provider)
+            if obs is None and (observe_only or adopting):
+                raise _Stop(
+                    "NotFound",
+                    f"{spec.provider} trigger {ext} does not exist"
+                    + ("" if observe_only else "; remove spec.externalId to create a new trigger"),
+                    requeue=None,
+                )
+            if obs is None and status.get("externalId"):
+                p.events.append(
+                    ("Warning", "Recreating", f"trigger {ext} was deleted at {spec.provider}; recreating")
+                )
+                status.pop("externalId", None)
+
+        if obs is not None and observe_only:
+            status["externalId"] = obs.external_id
+            status["atProvider"] = obs.at_provider
+            differing = diff(provider.desired(target), obs)
+            note = (
+                f"; differs from spec in: {', '.join(differing)} (ObserveOnly: not changed)"
+                if differing
+                else ""
+            )
+            return "Observed", f"observed {spec.provider} trigger {obs.external_id}{note}", True
+
+        if obs is None:
+            obs = self._create(p, spec, provider, target)
+            return self._settle(p, spec, provider, obs, fresh=True)
+
+        changed = diff(provider.desired(target), obs)
+        if changed and set(changed) <= provider.in_place:
+            obs = provider.update(target, obs, changed)
+            p.events.append(
+                ("Normal", "Updated", f"updated {', '.join(changed)} of trigger {obs.external_id}")
+            )
+        elif changed:
+            obs = self._replace(p, spec, provider, target, obs, changed)
+            return self._settle(p, spec, provider, obs, fresh=True)
+        if adopting:
+            p.events.append(("Normal", "Adopted", f"adopted {spec.provider} trigger {obs.external_id}"))
+        return self._settle(p, spec, provider, obs, fresh=adopting)
+
+    def _settle(
+        self, p: _Pass, spec: TriggerSpec, provider: Provider, obs: Observed, *, fresh: bool
+    ) -> tuple[str, str, bool]:
+        """Record the object and make sure its secret outputs are in the Secret."""
+        status = p.status
+        status["externalId"] = obs.external_id
+        status["atProvider"] = obs.at_provider
+        status.pop("pendingCreate", None)
+        key, claim = self.claim_of({"metadata": p.meta, "spec": p.obj.get("spec"), "status": status})
+        self.claims.put(key, claim)
+        if not provider.has_outputs:
+            return "Available", f"{spec.provider} trigger {obs.external_id} is in sync", True
+        secret_name = status["secretName"]
+        have = self.kube.read_secret(p.meta["namespace"], secret_name)
+        recorded = status.get("tokenSha256")
+        have_sha = token_sha256(have[0]["token"]) if have and have[0].get("token") else None
+        if obs.outputs and (fresh or recorded is None or token_sha256(obs.outputs["token"]) == recorded):
+            # A token the provider shows in full: write it unless the Secret already holds it.
+            sha = token_sha256(obs.outputs["token"])
+            if have is None or have_sha != sha or any(have[0].get(k) != v for k, v in obs.outputs.items()):
+                self._write_secret(p, secret_name, obs.outputs)
+            status["tokenSha256"] = sha
+        elif have_sha is None or (recorded and have_sha != recorded):
+            # The provider masks the token (GitLab: owned by another user) and we hold no copy.
+            raise _Stop(
+                "TokenUnavailable",
+                f"trigger {obs.external_id} is owned by another user, so {spec.provider} shows only a "
+                "masked token; use the owner's credentials, or remove spec.externalId to get a new trigger",
+                requeue=None,
+            )
+        return "Available", f"{spec.provider} trigger {obs.external_id} is in sync", True
+
+    def _write_secret(self, p: _Pass, name: str, outputs: Mapping[str, str]) -> None:
+        try:
+            self.kube.write_output_secret(p.obj, name, dict(outputs))
+        except SecretConflict as e:
+            raise _Stop("Conflict", str(e), requeue=None) from None
+
+    def _create(self, p: _Pass, spec: TriggerSpec, provider: Provider, target: Target) -> Observed:
+        status = p.status
+        pending = status.get("pendingCreate")
+        if pending and pending.get("provider") == spec.provider:
+            since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
+            candidates = [
+                o
+                for o in provider.find(target, since)
+                if not self.claims.others(
+                    provider.claim_key(spec.block, o.at_provider, o.external_id), p.meta["uid"]
+                )
+            ]
+            if candidates:
+                found, extra = candidates[0], candidates[1:]
+                for dup in extra:
+                    provider.delete(target, dup.external_id)
+                    p.events.append(
+                        ("Warning", "DeletedDuplicate", f"deleted duplicate trigger {dup.external_id}")
+                    )
+                p.events.append(
+                    (
+                        "Normal",
+                        "Adopted",
+                        f"found trigger {found.external_id} from an interrupted create; adopted it",
+                    )
+                )
+                return found
+        if FINALIZER not in (p.meta.get("finalizers") or []):
+            # Without the finalizer a quick delete would leave the new provider trigger behind.
+            raise _Stop("Creating", "waiting for the finalizer before creating", requeue=1.0)
+        status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
+        self._flush(p)
+        try:
+            obs = provider.create(target)
+        except ProviderError as e:
+            if e.kind is not ErrorClass.AMBIGUOUS:
+                status.pop("pendingCreate", None)  # definitely not created: nothing to look for
+            raise
+        p.events.append(("Normal", "Created", f"created {spec.provider} trigger {obs.external_id}"))
+        return obs
+
+    def _replace(
+        self,
+        p: _Pass,
+        spec: TriggerSpec,
+        provider: Provider,
+        target: Target,
+        old: Observed,
+        changed: list[str],
+    ) -> Observed:
+        why = f"{', '.join(changed)} cannot change in place"
+        if provider.replace_order == "delete_first":
+            provider.delete(target, old.external_id)
+            p.status.pop("externalId", None)
+            new = self._create(p, spec, provider, target)
+        else:
+            # Create the new one, move the Secret to it, and only then delete the old one, so the Secret
+            # never names a deleted trigger. pendingDelete survives a crash between the two.
+            new = self._create(p, spec, provider, Target(**{**target.__dict__, "known": {}}))
+            if provider.has_outputs and new.outputs:
+                self._write_secret(p, p.status["secretName"], new.outputs)
+                p.status["tokenSha256"] = token_sha256(new.outputs["token"])
+            p.status["pendingDelete"] = {"externalId": old.external_id, "atProvider": old.at_provider}
+            p.status["externalId"] = new.external_id
+            p.status["atProvider"] = new.at_provider
+            p.status.pop("pendingCreate", None)
+            self._flush(p)
+            self._finish_replacement(p, provider, target)
+        p.events.append(
+            ("Normal", "Replaced", f"replaced trigger {old.external_id} by {new.external_id}: {why}")
+        )
+        return new
+
+    def _finish_replacement(self, p: _Pass, provider: Provider, target: Target) -> None:
+        pending = p.status["pendingDelete"]
+        old_target = Target(**{**target.__dict__, "known": pending.get("atProvider") or {}})
+        provider.delete(old_target, pending["externalId"])
+        p.status.pop("pendingDelete", None)
+
+    # -- deletion ---------------------------------------------------------------------------------
+
+    def finalize(self, obj: dict[str, Any]) -> str:
+        """Delete at the provider per deletionPolicy. Returns what happened; raises Retry to try again."""
+        meta = obj["metadata"]
+        with self.lock(meta["uid"]):
+            return self._finalize(obj)
+
+    def _finalize(self, obj: dict[str, Any]) -> str:
+        p = _Pass(obj=obj, status=dict(obj.get("status") or {}))
+        status = p.status
+        try:
+            spec = TriggerSpec.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            if status.get("externalId"):
+                self.kube.emit_event(
+                    obj,
+                    "Warning",
+                    "Orphaned",
+                    f"spec is invalid; trigger {status['externalId']} left at the provider",
+                )
+            return "orphaned"
+        ext = status.get("externalId")
+        pending = status.get("pendingCreate")
+        if spec.management_policy == "ObserveOnly" or spec.deletion_policy == "Orphan":
+            if ext:
+                self.kube.emit_event(
+                    obj, "Normal", "Orphaned", f"{spec.provider} trigger {ext} kept (policy)"
+                )
+            return "orphaned"
+        if not ext and not pending and not status.get("pendingDelete"):
+            return "nothing"
+        provider = self.providers[spec.provider]
+        try:
+            creds, _ = self._credentials(p, spec)
+            target = self._target(p, spec, creds)
+            if status.get("pendingDelete"):
+                self._finish_replacement(p, provider, target)
+            if ext:
+                provider.delete(target, ext)
+            elif pending:
+                since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
+                for o in provider.find(target, since):
+                    k = provider.claim_key(spec.block, o.at_provider, o.external_id)
+                    if not self.claims.others(k, meta_uid(obj)):
+                        provider.delete(target, o.external_id)
+        except (ProviderError, CredentialsError, _CredentialsMissing) as e:
+            message = redact(str(e), [])
+            if self._delete_overdue(obj):
+                self.kube.emit_event(
+                    obj,
+                    "Warning",
+                    "Orphaned",
+                    f"could not delete {spec.provider} trigger {ext} ({message}); the namespace is "
+                    "terminating, so the Trigger is released and the provider trigger is left in place",
+                )
+                return "orphaned"
+            status["conditions"] = set_condition(
+                list(status.get("conditions") or []),
+                "Synced",
+                False,
+                "Deleting",
+                f"delete failed: {message}",
+                p.generation,
+            )
+            self._flush(p)
+            delay = 5.0 if isinstance(e, ProviderError) and e.kind is ErrorClass.TRANSIENT else 15.0
+            if isinstance(e, ProviderError) and e.retry_after:
+                delay = e.retry_after
+            raise Retry(message, delay) from None
+        self.kube.emit_event(
+            obj, "Normal", "Deleted", f"deleted {spec.provider} trigger {ext or '(pending)'}"
+        )
+        return "deleted"
+
+    def _delete_overdue(self, obj: Mapping[str, Any]) -> bool:
+        meta = obj["metadata"]
+        if not self.kube.namespace_terminating(meta["namespace"]):
+            return False
+        since = meta.get("deletionTimestamp")
+        if not since:
+            return False
+        started = datetime.fromisoformat(since.replace("Z", "+00:00"))
+        return datetime.now(UTC) - started >= timedelta(seconds=self.settings.delete_timeout)
+
+
+def meta_uid(obj: Mapping[str, Any]) -> str:
+    return str(obj["metadata"]["uid"])
+
+
+class _CredentialsMissing(Exception):
+    def __init__(self, message: str, secret: tuple[str, str, str]) -> None:
+        super().__init__(message)
+        self.secret = secret

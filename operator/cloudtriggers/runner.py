@@ -1,0 +1,41 @@
+"""Assembles one operator process: reconciler, providers, kopf registry and settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+
+from .handlers import LoginFn, Runtime, configure, register
+from .kube import KubeClient
+from .providers import build_providers
+from .providers.base import Provider
+from .reconcile import Reconciler
+from .settings import Settings
+
+
+@dataclass
+class OperatorParts:
+    registry: kopf.OperatorRegistry
+    settings: kopf.OperatorSettings
+    runtime: Runtime
+
+
+def build_operator(
+    settings: Settings,
+    api_client: Any,
+    login: LoginFn | None = None,
+    providers: Mapping[str, Provider] | None = None,
+) -> OperatorParts:
+    """Everything `kopf.operator()` needs; `api_client` is the kubernetes client the reconciler uses."""
+    reconciler = Reconciler(
+        KubeClient(api_client), providers or build_providers(settings.rate, settings.burst), settings
+    )
+    runtime = Runtime(reconciler, settings)
+    registry = kopf.OperatorRegistry()
+    register(registry, runtime, login=login)
+    kopf_settings = kopf.OperatorSettings()
+    configure(kopf_settings, settings)
+    return OperatorParts(registry, kopf_settings, runtime)

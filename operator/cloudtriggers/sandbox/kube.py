@@ -1,0 +1,779 @@
+"""An in-memory Kubernetes API for tests and the demo: kmock's emulator with its gaps fixed.
+
+kmock 0.8's stock ``KubernetesEmulator`` stores bodies exactly as posted, so kopf cannot run
+against it end to end (gaps E2-E7 in /work/shared/reference/kopf-practice.md §2.5).
+:class:`ClusterEmulator` takes over every state change and every read, keeping kmock only for
+request parsing, discovery, the DSL dispatch (so ``emulator[...] << ...`` reactions still work)
+and the ``objects`` store (so ``emulator.objects[...]`` still works for assertions).
+
+It is pinned to kmock 0.8 internals: ``_handle``, ``_lock``, ``_objects``, ``_resources``,
+``fallback`` and ``KubernetesScaffold``'s rendering of :class:`kmock.KubernetesError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import collections
+import copy
+import datetime
+import json
+import os
+import random
+import socket
+import string
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+import aiohttp.web
+import attrs
+import jsonpatch
+import kmock
+import kubernetes.client
+
+__all__ = [
+    "TRIGGERS",
+    "ClusterEmulator",
+    "KubeServer",
+    "declare_resources",
+    "kube_client",
+]
+
+T = TypeVar("T")
+Body = dict[str, Any]
+ObjKey = tuple[kmock.resource, str | None, str]
+
+TRIGGERS: Final = "cloudtriggers.io/v1alpha1/triggers"
+
+# Fields that only the server sets; clients cannot change them through PATCH or PUT.
+_SERVER_META: Final = (
+    "uid",
+    "name",
+    "namespace",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "resourceVersion",
+)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _api_version(resource: kmock.resource) -> str:
+    return f"{resource.group}/{resource.version}" if resource.group else str(resource.version)
+
+
+def _error(status: int, reason: str, message: str, **details: Any) -> kmock.KubernetesError:
+    # Non-empty details keep kmock from attaching a server-side traceback to the Status body.
+    return kmock.KubernetesError(
+        status=status, reason=reason, message=message, details=details or {"causes": []}
+    )
+
+
+def _meta(body: Mapping[str, Any]) -> Body:
+    meta = body.get("metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch (kmock's own merge refuses dict-vs-scalar replacements)."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result: Body = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge_patch(result.get(key), value)
+    return result
+
+
+def _parse_selector(text: str) -> list[tuple[str, str, set[str]]]:
+    """Parse a label selector into (key, operator, values); supports =, ==, !=, in, notin, k, !k."""
+    terms: list[tuple[str, str, set[str]]] = []
+    # Split on commas that are not inside the parentheses of set-based terms.
+    depth, start, parts = 0, 0, []
+    for idx, char in enumerate(text):
+        depth += char == "("
+        depth -= char == ")"
+        if char == "," and depth == 0:
+            parts.append(text[start:idx])
+            start = idx + 1
+    parts.append(text[start:])
+    for raw_part in parts:
+        part = raw_part.strip()
+        if not part:
+            continue
+        if " notin " in part or " in " in part:
+            op = "notin" if " notin " in part else "in"
+            key, _, values = part.partition(f" {op} ")
+            terms.append((key.strip(), op, {v.strip() for v in values.strip(" ()").split(",")}))
+        elif "!=" in part:
+            key, _, value = part.partition("!=")
+            terms.append((key.strip(), "notin", {value.strip()}))
+        elif "=" in part:
+            key, _, value = part.replace("==", "=").partition("=")
+            terms.append((key.strip(), "in", {value.strip()}))
+        elif part.startswith("!"):
+            terms.append((part[1:].strip(), "absent", set()))
+        else:
+            terms.append((part, "present", set()))
+    return terms
+
+
+def _match_labels(labels: Mapping[str, str], terms: Iterable[tuple[str, str, set[str]]]) -> bool:
+    for key, op, values in terms:
+        if op == "in" and labels.get(key) not in values:
+            return False
+        if op == "notin" and labels.get(key) in values:
+            return False
+        if op == "present" and key not in labels:
+            return False
+        if op == "absent" and key in labels:
+            return False
+    return True
+
+
+def _match_fields(body: Mapping[str, Any], selector: str) -> bool:
+    """Equality field selectors over dotted paths, e.g. ``metadata.name=x,status.phase!=y``."""
+    for raw_term in filter(None, (t.strip() for t in selector.split(","))):
+        negate = "!=" in raw_term
+        path, _, expected = raw_term.replace("!=", "=").replace("==", "=").partition("=")
+        value: Any = body
+        for part in path.strip().split("."):
+            value = value.get(part) if isinstance(value, Mapping) else None
+        if (str(value) == expected.strip() if value is not None else expected.strip() == "") == negate:
+            return False
+    return True
+
+
+@attrs.frozen(eq=False)
+class _Filter:
+    """What a LIST or WATCH request selects: namespace, name and label/field selectors."""
+
+    resource: kmock.resource
+    namespace: str | None
+    name: str | None
+    labels: list[tuple[str, str, set[str]]]
+    fields: str
+
+    @classmethod
+    def of(cls, request: kmock.Request) -> _Filter:
+        assert request.resource is not None
+        return cls(
+            resource=request.resource,
+            namespace=request.namespace,
+            name=request.name,
+            labels=_parse_selector(request.params.get("labelSelector", "")),
+            fields=request.params.get("fieldSelector", ""),
+        )
+
+    def __call__(self, resource: kmock.resource, body: Mapping[str, Any]) -> bool:
+        meta = body.get("metadata", {})
+        return bool(
+            resource == self.resource
+            and (self.namespace is None or meta.get("namespace") == self.namespace)
+            and (self.name is None or meta.get("name") == self.name)
+            and _match_labels(meta.get("labels") or {}, self.labels)
+            and _match_fields(body, self.fields)
+        )
+
+
+@attrs.define(eq=False)
+class _Watcher:
+    matches: _Filter
+    queue: asyncio.Queue[Body] = attrs.field(factory=asyncio.Queue)
+
+
+@attrs.define(kw_only=True)
+class ClusterEmulator(kmock.KubernetesEmulator):
+    """kmock's KubernetesEmulator behaving like a real API server where kopf and the operator care.
+
+    * Server-side metadata (E2, E3): a global ``resourceVersion`` counter bumped on every write
+      (deletions too), ``uid``, ``namespace`` from the URL, ``creationTimestamp``,
+      ``generation`` (1 on create, +1 when a main-endpoint PATCH/PUT changes ``spec``), a name from
+      ``generateName``, ``apiVersion``/``kind``; a Secret's ``stringData`` is folded into ``data``.
+    * Writes (E4): JSON patches are applied to a copy and stored only if every op succeeds, so a
+      failing ``test`` op (or any other failing op) answers 422 ``Invalid`` with nothing applied, as
+      the real API server does; ``metadata.resourceVersion`` in a merge patch or PUT body is an
+      optimistic-lock precondition (409 ``Conflict``); no-op writes keep the resourceVersion and
+      emit no event; PUT (replace) is supported; writes of undeclared resources answer 404.
+    * Status subresource (E5), for resources declared with ``subresources={'status'}``: the main
+      endpoint keeps the stored ``.status`` (also on create), ``/status`` changes only ``.status``.
+      The patch is applied whole and then the other part is restored, which is what the API
+      server's update strategies do.
+    * Deletion: objects with finalizers get ``deletionTimestamp`` and are removed once the last
+      finalizer goes; objects without finalizers are removed at once. A removed object's dependents
+      (``metadata.ownerReferences`` naming its uid; same namespace, any namespace for a cluster-scoped
+      owner) are deleted the same way, recursively, unless another owner is still alive (then only
+      the dangling reference is dropped), as Kubernetes' garbage collector does in background mode.
+    * LIST (E6) returns the current resourceVersion, honours label/field selectors and
+      ``limit``/``continue``.
+    * WATCH (E6, E7): without ``resourceVersion`` (or with ``0``) it sends ADDED for the current
+      objects, with ``resourceVersion=N`` it replays the logged events after N (``410 Gone`` if the
+      log no longer reaches back to N). The watcher is registered under the same lock as the
+      snapshot, so no event falls between them. ``timeoutSeconds`` ends the stream,
+      ``sendInitialEvents=true`` ends the initial ADDED events with a BOOKMARK.
+    """
+
+    #: How many past versions each object keeps in ``objects[...].history`` (None: unlimited).
+    history_limit: int | None = 100
+    #: How many watch events are kept for ``?resourceVersion=N`` resumption.
+    event_log_limit: int = 10_000
+
+    _rv: int = attrs.field(default=0, init=False)
+    _event_log: collections.deque[tuple[int, kmock.resource, Body]] = attrs.field(
+        factory=collections.deque, init=False
+    )
+    _event_log_floor: int = attrs.field(default=0, init=False)  # events up to here were dropped
+    _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
+    _results: dict[kmock.Request, Body] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # kmock guesses no action for PUT, so without this a replace would fall through to 404.
+        self.fallback[kmock.method.PUT] << self._serve_result
+
+    # ---- request entry point ----------------------------------------------------------------
+
+    async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        # Apply every state change here, under one lock hold, and skip KubernetesEmulator._handle:
+        # its check-then-apply spans two lock holds and it stores bodies as posted.
+        if request.resource is not None and self._is_write(request):
+            async with self._lock:
+                self._results[request] = await self._write(request)
+        try:
+            response = await super(kmock.KubernetesEmulator, self)._handle(request)
+            result = self._results.get(request)
+            if result is not None and response.status == 200 and not response.prepared:
+                # The kubernetes client deserializes a create only from 201 (its response map has
+                # no 200 there); a DELETE that only set deletionTimestamp answers 202, as in k8s.
+                if request.action == kmock.action.CREATE:
+                    response.set_status(201)
+                elif request.action == kmock.action.DELETE and _meta(result).get("deletionTimestamp"):
+                    response.set_status(202)
+            return response
+        finally:
+            self._results.pop(request, None)
+
+    @staticmethod
+    def _is_write(request: kmock.Request) -> bool:
+        if request.action in (kmock.action.CREATE, kmock.action.UPDATE):
+            return True
+        if request.action == kmock.action.DELETE and request.name is not None:
+            return True
+        return request.method == kmock.method.PUT and request.name is not None
+
+    async def _write(self, request: kmock.Request) -> Body:
+        assert request.resource is not None
+        resource = request.resource
+        if resource not in self._resources:
+            raise kmock.KubernetesResourceNotFoundError()
+        if request.subresource not in (None, "status") or (
+            request.subresource == "status" and "status" not in self._resources[resource].subresources
+        ):
+            raise _error(404, "NotFound", f"the server could not find {request.url.path}")
+        if request.action == kmock.action.CREATE:
+            return await self._create(request)
+        key: ObjKey = (resource, self._namespace_of(resource, request.namespace), request.name or "")
+        obj = self._live(key)
+        if obj is None:
+            raise _error(404, "NotFound", f'{resource.plural} "{key[2]}" not found', name=key[2])
+        if request.action == kmock.action.DELETE:
+            return await self._delete(key)
+        old = obj.raw
+        new = self._apply_write(request, key[2], old)
+        return await self._update(key, old, new, subresource=request.subresource)
+
+    def _apply_write(self, request: kmock.Request, name: str, old: Body) -> Body:
+        data = request.data
+        result: Body
+        if request.method == kmock.method.PUT:
+            if not isinstance(data, dict):
+                raise _error(400, "BadRequest", "the body of a replace must be a JSON object")
+            if data.get("metadata", {}).get("name", name) != name:
+                raise _error(400, "BadRequest", "the name of the object does not match the URL", name=name)
+            self._check_precondition(data, name, old)
+            result = copy.deepcopy(data)
+            return result
+        if isinstance(data, list):
+            try:
+                # Applied to a copy: a failing op (e.g. kopf's `test` of resourceVersion) stores nothing.
+                result = jsonpatch.JsonPatch(data).apply(old)
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
+                # kopf postpones the change on 422 but blindly retries a 5xx (E4).
+                raise _error(422, "Invalid", f"the JSON patch cannot be applied: {exc}", name=name) from exc
+            return result
+        if isinstance(data, dict):
+            self._check_precondition(data, name, old)
+            result = _merge_patch(old, data)
+            return result
+        raise _error(400, "BadRequest", "the patch must be a JSON list (JSON patch) or object (merge patch)")
+
+    @staticmethod
+    def _check_precondition(data: Mapping[str, Any], name: str, old: Body) -> None:
+        wanted = (data.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != _meta(old).get("resourceVersion"):
+            raise _error(
+                409,
+                "Conflict",
+                "the object has been modified; please apply your changes to the latest version and try again",
+                name=name,
+            )
+
+    # ---- state changes (all called under self._lock) ----------------------------------------
+
+    async def _create(self, request: kmock.Request) -> Body:
+        assert request.resource is not None
+        resource = request.resource
+        info = self._resources[resource]
+        if not isinstance(request.data, dict):
+            raise _error(400, "BadRequest", "the body of a create must be a JSON object")
+        body: Body = copy.deepcopy(request.data)
+        meta: Body = body.setdefault("metadata", {})
+        if request.namespace is not None and meta.get("namespace", request.namespace) != request.namespace:
+            raise _error(400, "BadRequest", "the namespace of the object does not match the URL")
+        namespace = self._namespace_of(resource, request.namespace or meta.get("namespace"))
+        if info.namespaced and namespace is None:
+            raise _error(400, "BadRequest", "a namespace is required for a namespaced resource")
+        if not meta.get("name"):
+            prefix = meta.get("generateName")
+            if not prefix:
+                raise _error(422, "Invalid", "metadata.name or metadata.generateName is required")
+            while True:
+                alphabet = string.ascii_lowercase + string.digits
+                name = prefix + "".join(random.choices(alphabet, k=5))
+                if self._live((resource, namespace, name)) is None:
+                    break
+            meta["name"] = name
+        key: ObjKey = (resource, namespace, meta["name"])
+        if self._live(key) is not None:
+            raise _error(409, "AlreadyExists", f'{resource.plural} "{key[2]}" already exists', name=key[2])
+
+        for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
+            meta.pop(field, None)
+        if namespace is None:
+            meta.pop("namespace", None)
+        else:
+            meta["namespace"] = namespace
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = _now()
+        meta["generation"] = 1
+        meta["resourceVersion"] = self._next_rv()
+        body["apiVersion"] = _api_version(resource)
+        body["kind"] = info.kind or body.get("kind") or str(resource.plural).capitalize()
+        if "status" in info.subresources:
+            body.pop("status", None)  # the API server ignores status on create with the subresource
+        self._normalise(resource, body)
+
+        if key in self._objects:
+            self._objects[key].create(body)  # re-creation after a deletion continues the history
+        else:
+            self._objects[key] = body
+        self._emit(resource, "ADDED", body)
+        return body
+
+    async def _update(self, key: ObjKey, old: Body, new: Body, *, subresource: str | None) -> Body:
+        resource = key[0]
+        info = self._info(resource)
+        if not isinstance(new, dict):
+            raise _error(422, "Invalid", "the patched object is not a JSON object", name=key[2])
+        new = copy.deepcopy(new)  # a merge patch shares unchanged subtrees with the stored version
+        old_meta = _meta(old)
+        if "status" in info.subresources:
+            if subresource == "status":
+                new = dict(copy.deepcopy(old), status=new.get("status"))
+                if new["status"] is None:
+                    del new["status"]
+            else:
+                new.pop("status", None)
+                if "status" in old:
+                    new["status"] = copy.deepcopy(old["status"])
+        new_meta: Body = new.setdefault("metadata", {})
+        if not isinstance(new_meta, dict):
+            raise _error(422, "Invalid", "metadata must be an object", name=key[2])
+        for field in _SERVER_META:
+            new_meta.pop(field, None)
+            if field in old_meta:
+                new_meta[field] = old_meta[field]
+        for field in ("apiVersion", "kind"):
+            if field in old:
+                new[field] = old[field]
+        self._normalise(resource, new)
+        if new == old:
+            return old  # a no-op write changes nothing, like in the real API server
+
+        if subresource is None and new.get("spec") != old.get("spec"):
+            new_meta["generation"] = old_meta.get("generation", 0) + 1
+        new_meta["resourceVersion"] = self._next_rv()
+        if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
+            return await self._remove(key, new)  # the last finalizer is gone
+        self._store(key, new)
+        self._emit(resource, "MODIFIED", new)
+        return new
+
+    async def _delete(self, key: ObjKey) -> Body:
+        obj = self._live(key)
+        assert obj is not None
+        body = copy.deepcopy(obj.raw)
+        if _meta(body).get("deletionTimestamp"):
+            return body  # already being deleted
+        if not _meta(body).get("finalizers"):
+            return await self._remove(key, body)
+        body["metadata"]["deletionTimestamp"] = _now()
+        body["metadata"]["deletionGracePeriodSeconds"] = 0
+        body["metadata"]["resourceVersion"] = self._next_rv()
+        self._store(key, body)
+        self._emit(key[0], "MODIFIED", body)
+        return body
+
+    async def _remove(self, key: ObjKey, body: Body) -> Body:
+        """Remove the object for good, then garbage-collect its dependents."""
+        body = copy.deepcopy(body)
+        body.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
+        self._store(key, body)  # keep the final state in the history
+        self._objects[key].delete()
+        self._emit(key[0], "DELETED", body)
+        if _meta(body).get("uid"):
+            await self._collect_dependents(key[1], body["metadata"]["uid"])
+        return body
+
+    async def _collect_dependents(self, namespace: str | None, owner_uid: str) -> None:
+        alive = {_meta(body).get("uid") for _, body in self._iter_live()}
+        dependents: list[tuple[ObjKey, Body]] = []
+        for dkey, obj in list(self._objects.items()):
+            if obj.deleted or (namespace is not None and dkey[1] != namespace):
+                continue
+            refs = _meta(obj.raw).get("ownerReferences") or []
+            if any(ref.get("uid") == owner_uid for ref in refs):
+                dependents.append((dkey, obj.raw))
+        for dkey, body in dependents:
+            if self._live(dkey) is None:
+                continue  # already collected through another owner in this cascade
+            refs = body["metadata"]["ownerReferences"]
+            if any(ref.get("uid") != owner_uid and ref.get("uid") in alive for ref in refs):
+                new = copy.deepcopy(body)
+                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
+                await self._update(dkey, body, new, subresource=None)
+            else:
+                await self._delete(dkey)
+
+    # ---- reads --------------------------------------------------------------------------------
+
+    async def _serve_result(self, request: kmock.Request) -> Body:
+        try:
+            return self._results[request]
+        except KeyError:
+            raise kmock.KubernetesEndpointNotFoundError() from None
+
+    _serve_create = _serve_update = _serve_delete = _serve_result
+
+    async def _serve_fetch(self, request: kmock.Request) -> Body:
+        assert request.resource is not None
+        self._check_known(request.resource)
+        key: ObjKey = (
+            request.resource,
+            self._namespace_of(request.resource, request.namespace),
+            request.name or "",
+        )
+        async with self._lock:
+            obj = self._live(key)
+            if obj is None:
+                plural = request.resource.plural
+                raise _error(404, "NotFound", f'{plural} "{request.name}" not found', name=request.name)
+            return obj.raw
+
+    async def _serve_list(self, request: kmock.Request) -> Body:
+        assert request.resource is not None
+        resource = request.resource
+        self._check_known(resource)
+        matches = _Filter.of(request)
+        async with self._lock:
+            items = [body for res, body in self._iter_live() if matches(res, body)]
+            rv = str(self._rv)
+        meta: Body = {"resourceVersion": rv}
+        if request.params.get("limit"):
+            offset = int(request.params.get("continue") or 0)
+            limit = int(request.params["limit"])
+            items, rest = items[offset : offset + limit], items[offset + limit :]
+            meta["continue"] = str(offset + limit) if rest else ""
+        kind = self._resources[resource].kind or str(resource.plural).capitalize()
+        return {"apiVersion": _api_version(resource), "kind": f"{kind}List", "metadata": meta, "items": items}
+
+    async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Body | bytes]:
+        assert request.resource is not None
+        self._check_known(request.resource)
+        # Send the headers at once: clients wait for them before they consider the watch open.
+        yield b""
+
+        params = request.params
+        since = params.get("resourceVersion", "")
+        timeout = float(params["timeoutSeconds"]) if params.get("timeoutSeconds") else None
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        watcher = _Watcher(_Filter.of(request))
+        initial: list[Body]
+        async with self._lock:  # the snapshot and the subscription are atomic (E7)
+            self._watchers.add(watcher)
+            if since in ("", "0") or params.get("sendInitialEvents") == "true":
+                initial = [
+                    {"type": "ADDED", "object": body}
+                    for res, body in self._iter_live()
+                    if watcher.matches(res, body)
+                ]
+                if params.get("sendInitialEvents") == "true":
+                    annotations = {"k8s.io/initial-events-end": "true"}
+                    bookmark = {"resourceVersion": str(self._rv), "annotations": annotations}
+                    initial.append({"type": "BOOKMARK", "object": {"metadata": bookmark}})
+            elif not since.isdigit():
+                initial = [self._status_event(400, "BadRequest", f"invalid resourceVersion {since!r}")]
+            elif int(since) < self._event_log_floor:
+                initial = [self._status_event(410, "Expired", f"too old resource version: {since}")]
+            else:
+                initial = [
+                    event
+                    for rv, res, event in self._event_log
+                    if rv > int(since) and watcher.matches(res, event["object"])
+                ]
+        try:
+            for event in initial:
+                yield event
+                if event["type"] == "ERROR":
+                    return
+            while True:
+                if deadline is None:
+                    yield await watcher.queue.get()
+                    continue
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    return
+                try:
+                    yield await asyncio.wait_for(watcher.queue.get(), remaining)
+                except TimeoutError:
+                    return
+        finally:
+            self._watchers.discard(watcher)
+
+    # ---- helpers --------------------------------------------------------------------------------
+
+    def _check_known(self, resource: kmock.resource) -> None:
+        if resource not in self._resources:
+            raise kmock.KubernetesResourceNotFoundError()
+
+    def _info(self, resource: kmock.resource) -> kmock.ResourceInfo:
+        # kmock's ResourcesArray.__getitem__ auto-creates (and so declares) missing resources.
+        return self._resources[resource] if resource in self._resources else kmock.ResourceInfo()
+
+    def _namespace_of(self, resource: kmock.resource, namespace: str | None) -> str | None:
+        return namespace if self._info(resource).namespaced is not False else None
+
+    def _live(self, key: ObjKey) -> kmock.Object | None:
+        if key not in self._objects:
+            return None
+        obj: kmock.Object = self._objects[key]
+        return None if obj.deleted else obj
+
+    def _iter_live(self) -> Iterator[tuple[kmock.resource, Body]]:
+        for (resource, _, _), obj in self._objects.items():
+            if not obj.deleted:
+                yield resource, obj.raw
+
+    def _next_rv(self) -> str:
+        self._rv += 1
+        return str(self._rv)
+
+    def _store(self, key: ObjKey, body: Body) -> None:
+        history = self._objects[key].history
+        history.append(body)
+        if self.history_limit is not None and len(history) > self.history_limit:
+            del history[: len(history) - self.history_limit]
+
+    def _emit(self, resource: kmock.resource, event_type: str, body: Body) -> None:
+        # Bodies are never mutated after being stored (every write deep-copies), so sharing is safe.
+        event: Body = {"type": event_type, "object": body}
+        rv = int(body["metadata"]["resourceVersion"])
+        if len(self._event_log) >= self.event_log_limit:
+            self._event_log_floor = self._event_log.popleft()[0]
+        self._event_log.append((rv, resource, event))
+        for watcher in self._watchers:
+            if watcher.matches(resource, body):
+                watcher.queue.put_nowait(event)
+
+    @staticmethod
+    def _status_event(code: int, reason: str, message: str) -> Body:
+        status = {"apiVersion": "v1", "kind": "Status", "status": "Failure", "metadata": {}}
+        return {"type": "ERROR", "object": dict(status, code=code, reason=reason, message=message)}
+
+    @staticmethod
+    def _normalise(resource: kmock.resource, body: Body) -> None:
+        """Per-kind server-side defaulting that the operator relies on."""
+        if resource.group == "" and resource.plural == "secrets":
+            body.setdefault("type", "Opaque")
+            string_data = body.pop("stringData", None) or {}
+            if string_data:
+                data = dict(body.get("data") or {})
+                for k, v in string_data.items():
+                    data[k] = base64.b64encode(str(v).encode()).decode()
+                body["data"] = data
+
+    # ---- thread-safe reads for KubeServer ------------------------------------------------------
+
+    async def read(self, resource: str, namespace: str | None, name: str) -> Body | None:
+        """The current object, or None. Runs in the server's loop."""
+        res = kmock.resource(resource)
+        async with self._lock:
+            obj = self._live((res, self._namespace_of(res, namespace), name))
+            return None if obj is None else copy.deepcopy(obj.raw)
+
+    async def read_all(self, resource: str, namespace: str | None = None) -> builtins.list[Body]:
+        """All current objects of the resource, optionally in one namespace. Runs in the server's loop."""
+        res = kmock.resource(resource)
+        async with self._lock:
+            return [
+                copy.deepcopy(body)
+                for r, body in self._iter_live()
+                if r == res and (namespace is None or body["metadata"].get("namespace") == namespace)
+            ]
+
+
+def declare_resources(emulator: kmock.KubernetesScaffold) -> None:
+    """Declare kmock's bundled core resources (kopf's backbone, E1) plus the Trigger CRD."""
+    emulator.resources.load_bundled()
+    emulator.resources[TRIGGERS] = kmock.ResourceInfo(
+        kind="Trigger",
+        singular="trigger",
+        namespaced=True,
+        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
+        subresources={"status"},
+    )
+
+
+class KubeServer:
+    """A ClusterEmulator served over loopback HTTP from a daemon thread with its own event loop.
+
+    The server lives outside the test's thread so that synchronous tests (and kopf in its own
+    thread, H1) can block freely. kmock.Server is not used: it patches aiohttp's resolver
+    process-wide and requires strictly LIFO shutdowns, which breaks with several servers.
+    """
+
+    def __init__(self, emulator: ClusterEmulator | None = None, *, declare: bool = True) -> None:
+        self.emulator = emulator if emulator is not None else ClusterEmulator()
+        if declare:
+            declare_resources(self.emulator)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stopping: asyncio.Event | None = None
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._port: int | None = None
+
+    @property
+    def url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("The server is not started.")
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self, timeout: float = 10) -> KubeServer:
+        if self._thread is not None:
+            raise RuntimeError("The server can be started only once.")
+        self._thread = threading.Thread(target=self._run, name=f"kube-server-{id(self):x}", daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout) or self._error is not None:
+            raise RuntimeError("The emulated Kubernetes API did not start.") from self._error
+        return self
+
+    def stop(self, timeout: float = 10) -> None:
+        if self._thread is None or self._loop is None or self._stopping is None:
+            return
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stopping.set)
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                raise TimeoutError(f"The emulated Kubernetes API did not stop in {timeout} s.")
+        self._thread = None
+        if self._error is not None:
+            raise RuntimeError("The emulated Kubernetes API failed.") from self._error
+
+    def __enter__(self) -> KubeServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to start(); the thread must not die silently
+            self._error = exc
+            self._started.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stopping = asyncio.Event()
+        # Bind the socket ourselves so that the random port is known without private attributes.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self._port = sock.getsockname()[1]
+        # handler_cancellation: a client that closes a watch must cancel its server-side stream.
+        server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
+        runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1)
+        async with self.emulator:  # starts kmock's stream feeder, accumulates request errors
+            await runner.setup()
+            try:
+                await aiohttp.web.SockSite(runner, sock).start()
+                self._started.set()
+                await self._stopping.wait()
+            finally:
+                await runner.cleanup()  # closes open watches before the emulator goes away
+
+    def call(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float = 10) -> T:
+        """Run a coroutine in the server's loop from any other thread and return its result."""
+        if self._loop is None or self._thread is None:
+            raise RuntimeError("The server is not started.")
+        return asyncio.run_coroutine_threadsafe(factory(), self._loop).result(timeout)
+
+    def get(self, group_version_plural: str, namespace: str | None, name: str) -> Body | None:
+        """A deep copy of the current object (e.g. ``'v1/secrets'``), or None if it does not exist."""
+        return self.call(lambda: self.emulator.read(group_version_plural, namespace, name))
+
+    def list(self, gvp: str, namespace: str | None = None) -> builtins.list[Body]:
+        """Deep copies of all current objects of the resource, optionally in one namespace."""
+        return self.call(lambda: self.emulator.read_all(gvp, namespace))
+
+    def write_kubeconfig(self, path: str | os.PathLike[str]) -> None:
+        """Write a kubeconfig for this server (plain HTTP, a dummy token, namespace ``default``)."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {"name": "emulator", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}
+            ],
+            "users": [{"name": "emulator", "user": {"token": "dummy-token"}}],
+            "contexts": [
+                {
+                    "name": "emulator",
+                    "context": {"cluster": "emulator", "user": "emulator", "namespace": "default"},
+                }
+            ],
+            "current-context": "emulator",
+        }
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(config, f, indent=2)  # JSON is valid YAML, and needs no YAML writer
+
+
+def kube_client(url: str) -> kubernetes.client.ApiClient:
+    """A kubernetes ApiClient for the emulator at ``url``, independent of the global default config."""
+    config = kubernetes.client.Configuration(host=url, verify_ssl=False)
+    return kubernetes.client.ApiClient(config)

@@ -1,0 +1,149 @@
+"""A whole world in one process: an emulated Kubernetes API, the provider sandboxes and the operator.
+
+The demo and the integration tests both run on it; nothing here needs a cluster or a network.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+from kubernetes import client as k8s
+
+from ..crd import build_crd
+from ..models import GROUP, PLURAL, VERSION
+from ..runner import OperatorParts, build_operator
+from ..settings import Settings
+from .gitlab import GitLabSandbox
+from .kopfthread import KopfThread, login_handler_for
+from .kube import KubeServer, kube_client
+
+T = TypeVar("T")
+
+
+class LocalWorld:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.kube = KubeServer()
+        self.gitlab = GitLabSandbox()
+        self.api: k8s.ApiClient | None = None
+        self.parts: OperatorParts | None = None
+        self.operator: KopfThread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self) -> LocalWorld:
+        self.kube.start()
+        self.gitlab.start()
+        self.api = kube_client(self.kube.url)
+        # The CRD object, as `kubectl apply -f crds/trigger.yaml` would install it.
+        k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())
+        return self
+
+    def start_operator(self) -> OperatorParts:
+        assert self.api is not None, "start() first"
+        self.parts = build_operator(
+            self.settings, kube_client(self.kube.url), login=login_handler_for(self.kube.url)
+        )
+        # The emulator cannot serve namespace or CRD watches (kopf-practice.md E8): no scanning.
+        self.parts.settings.scanning.disabled = True
+        self.parts.settings.watching.server_timeout = 30
+        self.parts.settings.watching.client_timeout = 45
+        self.parts.settings.networking.request_timeout = 10
+        self.parts.settings.networking.error_backoffs = [0.1, 0.2, 0.5, 1]
+        self.operator = KopfThread(self.parts.registry, self.parts.settings)
+        self.operator.start()
+        return self.parts
+
+    def stop_operator(self) -> None:
+        if self.operator is not None:
+            self.operator.stop()
+            self.operator = None
+        if self.parts is not None:
+            self.parts.runtime.executor.shutdown(wait=True, cancel_futures=True)
+            self.parts = None
+
+    def stop(self) -> None:
+        try:
+            self.stop_operator()
+        finally:
+            self.gitlab.stop()
+            self.kube.stop()
+
+    def __enter__(self) -> LocalWorld:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # -- Kubernetes conveniences ------------------------------------------------------------------
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api)
+
+    @property
+    def custom(self) -> k8s.CustomObjectsApi:
+        return k8s.CustomObjectsApi(self.api)
+
+    def apply_secret(self, namespace: str, name: str, data: dict[str, str]) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": namespace},
+            "type": "Opaque",
+            "stringData": data,
+        }
+        try:
+            self.core.create_namespaced_secret(namespace, body)
+        except k8s.ApiException as e:
+            if e.status != 409:
+                raise
+            self.core.replace_namespaced_secret(name, namespace, body)
+
+    def create_trigger(self, obj: dict[str, Any]) -> dict[str, Any]:
+        ns = obj["metadata"]["namespace"]
+        created: dict[str, Any] = self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
+        return created
+
+    def patch_trigger(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
+
+    def delete_trigger(self, namespace: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+
+    def trigger(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get(f"{GROUP}/{VERSION}/{PLURAL}", namespace, name)
+
+    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.kube.get("v1/secrets", namespace, name)
+
+    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        return [
+            e
+            for e in self.kube.list("v1/events", namespace)
+            if (e.get("involvedObject") or {}).get("name") == name
+        ]
+
+
+def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def wait_for(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> T:
+    """Poll `probe` until it returns something truthy; raise TimeoutError with `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what or probe}")
+        time.sleep(interval)

@@ -1,0 +1,5 @@
+import sys
+from pathlib import Path
+
+# tests/ holds shared helpers (fakekube, celcheck) importable by every test module.
+sys.path.insert(0, str(Path(__file__).parent))

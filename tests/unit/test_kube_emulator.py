@@ -1,0 +1,293 @@
+"""The in-memory Kubernetes API (ClusterEmulator/KubeServer) with the kubernetes client and with kopf.
+
+Plain synchronous tests: the server and the operator each run in their own thread and loop, so the
+test thread may block and poll with time.sleep.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import pathlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import kopf
+import kubernetes
+import pytest
+import requests
+from kubernetes.client import CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from cloudtriggers.sandbox.kopfthread import KopfThread, login_handler_for, test_settings
+from cloudtriggers.sandbox.kube import TRIGGERS, ClusterEmulator, KubeServer, kube_client
+
+T = TypeVar("T")
+GROUP, VERSION, PLURAL = "cloudtriggers.io", "v1alpha1", "triggers"
+NS = "default"
+FINALIZER = "cloudtriggers.io/finalizer"
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 5.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Timed out after {timeout} s waiting for: {what}; last value: {value!r}")
+        time.sleep(0.02)
+
+
+def trigger(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Trigger",
+        "metadata": {"name": name},
+        "spec": spec or {"provider": "gitlab"},
+    }
+
+
+@pytest.fixture()
+def kube() -> Iterator[KubeServer]:
+    with KubeServer() as server:
+        yield server
+
+
+@pytest.fixture()
+def api(kube: KubeServer) -> Iterator[kubernetes.client.ApiClient]:
+    with kube_client(kube.url) as client:
+        yield client
+
+
+class ToyOperator:
+    """A minimal Trigger operator: status on create, an owned Secret, a finalizer, a delete handler."""
+
+    def __init__(self, url: str) -> None:
+        self.registry = kopf.OperatorRegistry()
+        self.settings = test_settings()
+        self.settings.persistence.finalizer = FINALIZER
+        self.settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="kopf.cloudtriggers.io"
+        )
+        self.settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="kopf.cloudtriggers.io", key="last-handled-configuration"
+        )
+        self.updated: list[Any] = []
+        self.deleted: list[str] = []
+        self.lock = threading.Lock()
+
+        kopf.on.login(registry=self.registry)(login_handler_for(url))
+
+        @kopf.on.create(GROUP, VERSION, PLURAL, registry=self.registry)
+        def create_fn(name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
+            secret: dict[str, Any] = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": f"{name}-out"},
+                "stringData": {"token": f"for-{name}"},
+            }
+            kopf.adopt(secret)  # needs apiVersion/kind/uid filled in server-side
+            with kube_client(url) as client:
+                CoreV1Api(client).create_namespaced_secret(namespace, secret)
+            patch.status["phase"] = "Ready"
+
+        @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=self.registry)
+        def update_fn(diff: kopf.Diff, **_: Any) -> None:
+            with self.lock:
+                self.updated.append(list(diff))
+
+        @kopf.on.delete(GROUP, VERSION, PLURAL, registry=self.registry)
+        def delete_fn(name: str, **_: Any) -> None:
+            with self.lock:
+                self.deleted.append(name)
+
+    def run(self) -> KopfThread:
+        return KopfThread(self.registry, self.settings)
+
+
+def test_secrets_and_events_with_the_kubernetes_client(
+    kube: KubeServer, api: kubernetes.client.ApiClient, tmp_path: pathlib.Path
+) -> None:
+    core = CoreV1Api(api)
+    body = kubernetes.client.V1Secret(
+        metadata=kubernetes.client.V1ObjectMeta(name="s1", labels={"app": "a"}),
+        string_data={"token": "t0"},
+    )
+    created = core.create_namespaced_secret(NS, body)
+    assert created.metadata.uid and created.metadata.resource_version and created.metadata.creation_timestamp
+    assert created.metadata.namespace == NS and created.type == "Opaque"
+    assert created.data == {"token": base64.b64encode(b"t0").decode()}  # stringData folded into data
+
+    with pytest.raises(ApiException) as conflict:
+        core.create_namespaced_secret(NS, body)
+    assert conflict.value.status == 409
+
+    patched = core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"extra": "x"}}})
+    assert patched.metadata.labels == {"app": "a", "extra": "x"}
+    assert int(patched.metadata.resource_version) > int(created.metadata.resource_version)
+    assert core.read_namespaced_secret("s1", NS).metadata.labels["extra"] == "x"
+    assert [s.metadata.name for s in core.list_namespaced_secret(NS, label_selector="app=a").items] == ["s1"]
+    assert core.list_namespaced_secret(NS, label_selector="app=b").items == []
+
+    # The kubernetes client logs in through a kubeconfig written for the server.
+    kubeconfig = tmp_path / "kubeconfig"
+    kube.write_kubeconfig(kubeconfig)
+    with kubernetes.config.new_client_from_config(config_file=str(kubeconfig)) as via_config:
+        assert [s.metadata.name for s in CoreV1Api(via_config).list_secret_for_all_namespaces().items] == [
+            "s1"
+        ]
+
+    core.delete_namespaced_secret("s1", NS)
+    with pytest.raises(ApiException) as missing:
+        core.read_namespaced_secret("s1", NS)
+    assert missing.value.status == 404
+    assert kube.get("v1/secrets", NS, "s1") is None
+
+    # Events as kopf posts them (generateName) and through the events.k8s.io API.
+    ref = kubernetes.client.V1ObjectReference(kind="Trigger", name="t1", namespace=NS)
+    for _ in range(2):
+        core.create_namespaced_event(
+            NS,
+            kubernetes.client.CoreV1Event(
+                metadata=kubernetes.client.V1ObjectMeta(generate_name="kopf-event-"),
+                involved_object=ref,
+                reason="Testing",
+                message="hello",
+            ),
+        )
+    names = [e["metadata"]["name"] for e in kube.list("v1/events", NS)]
+    assert len(set(names)) == 2 and all(n.startswith("kopf-event-") for n in names)
+    kubernetes.client.EventsV1Api(api).create_namespaced_event(
+        NS,
+        kubernetes.client.EventsV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(name="ev1"),
+            event_time=datetime.datetime.now(datetime.UTC),
+            reason="Testing",
+            note="hello",
+        ),
+    )
+    assert kube.get("events.k8s.io/v1/events", NS, "ev1") is not None
+
+
+def test_json_patch_with_a_failing_test_op_gets_422_and_changes_nothing(
+    kube: KubeServer, api: kubernetes.client.ApiClient
+) -> None:
+    custom = CustomObjectsApi(api)
+    created = custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1"))
+    rv = created["metadata"]["resourceVersion"]
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "999"},
+        {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
+    ]
+    with pytest.raises(ApiException) as error:
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", ops)
+    assert error.value.status == 422
+    assert json.loads(error.value.body)["reason"] == "Invalid"
+    assert kube.get(TRIGGERS, NS, "t1") == created
+
+    ops[0]["value"] = rv
+    patched = custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", ops)
+    assert patched["metadata"]["finalizers"] == [FINALIZER]
+    assert int(patched["metadata"]["resourceVersion"]) > int(rv)
+
+
+def test_watch_resumes_from_a_resource_version(kube: KubeServer, api: kubernetes.client.ApiClient) -> None:
+    core = CoreV1Api(api)
+    for name in ("s1", "s2"):
+        core.create_namespaced_secret(NS, {"metadata": {"name": name}})
+    listed = requests.get(f"{kube.url}/api/v1/namespaces/{NS}/secrets", timeout=5).json()
+    since = listed["metadata"]["resourceVersion"]
+    assert len(listed["items"]) == 2 and since.isdigit()
+
+    core.create_namespaced_secret(NS, {"metadata": {"name": "s3"}})
+    core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"x": "y"}}})
+    core.delete_namespaced_secret("s2", NS)
+
+    def watch(**params: str) -> list[tuple[str, str]]:
+        url = f"{kube.url}/api/v1/namespaces/{NS}/secrets"
+        params = {"watch": "true", "timeoutSeconds": "0.5", **params}
+        with requests.get(url, params=params, stream=True, timeout=5) as rsp:
+            events = [json.loads(line) for line in rsp.iter_lines() if line]
+        return [(e["type"], e["object"]["metadata"].get("name", e["object"].get("code"))) for e in events]
+
+    # Only what happened after the listed version, in order, then the stream ends on timeoutSeconds.
+    assert watch(resourceVersion=since) == [("ADDED", "s3"), ("MODIFIED", "s1"), ("DELETED", "s2")]
+    assert sorted(watch()) == [("ADDED", "s1"), ("ADDED", "s3")]
+
+    # Too old for the kept event log: 410 Gone, upon which kopf re-lists.
+    with KubeServer(ClusterEmulator(event_log_limit=2)) as small:
+        with kube_client(small.url) as client:
+            for name in ("a", "b", "c", "d"):  # rv 1..4; the log keeps only rv 3 and 4
+                CoreV1Api(client).create_namespaced_secret(NS, {"metadata": {"name": name}})
+        url = f"{small.url}/api/v1/namespaces/{NS}/secrets"
+        rsp = requests.get(url, params={"watch": "true", "resourceVersion": "0"}, stream=True, timeout=5)
+        rsp.close()  # a watch from "0" sends the current state; dropping it must not break the server
+        with requests.get(
+            url, params={"watch": "true", "resourceVersion": "1"}, stream=True, timeout=5
+        ) as rsp:
+            events = [json.loads(line) for line in rsp.iter_lines() if line]
+        assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
+
+
+def test_operator_runs_a_trigger_through_its_lifecycle(
+    kube: KubeServer, api: kubernetes.client.ApiClient
+) -> None:
+    toy = ToyOperator(kube.url)
+    custom = CustomObjectsApi(api)
+    with toy.run():
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1", provider="gitlab"))
+
+        # The create handler's status patch lands through /status; it does not bump the generation.
+        obj = wait_for("status.phase", lambda: (o := kube.get(TRIGGERS, NS, "t1")) and o.get("status") and o)
+        assert obj["status"]["phase"] == "Ready"
+        assert obj["metadata"]["generation"] == 1
+        assert FINALIZER in obj["metadata"]["finalizers"]
+        assert "kopf.cloudtriggers.io/last-handled-configuration" in obj["metadata"]["annotations"]
+        secret = kube.get("v1/secrets", NS, "t1-out")
+        assert secret is not None and secret["data"]["token"] == base64.b64encode(b"for-t1").decode()
+        assert [ref["uid"] for ref in secret["metadata"]["ownerReferences"]] == [obj["metadata"]["uid"]]
+
+        # A spec patch bumps the generation and reaches the update handler.
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", {"spec": {"provider": "ack"}})
+        assert wait_for("update handler", lambda: toy.updated) == [
+            [("change", ("provider",), "gitlab", "ack")]
+        ]
+        assert kube.get(TRIGGERS, NS, "t1")["metadata"]["generation"] == 2  # type: ignore[index]
+
+        # The status endpoint changes only .status; the main endpoint never changes .status.
+        custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, NS, PLURAL, "t1", {"status": {"phase": "Odd"}, "spec": {"provider": "x"}}
+        )
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", {"status": {"phase": "Lost"}})
+        obj = kube.get(TRIGGERS, NS, "t1")  # type: ignore[assignment]
+        assert obj["status"]["phase"] == "Odd" and obj["spec"]["provider"] == "ack"
+        assert obj["metadata"]["generation"] == 2
+
+        # Deletion waits for the finalizer; then the object and its owned Secret are gone.
+        custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1")
+        wait_for("delete handler", lambda: toy.deleted)
+        wait_for("trigger gone", lambda: kube.get(TRIGGERS, NS, "t1") is None)
+        assert kube.get("v1/secrets", NS, "t1-out") is None
+    assert toy.deleted == ["t1"]
+
+
+def test_operator_handles_triggers_created_before_it_started(
+    kube: KubeServer, api: kubernetes.client.ApiClient
+) -> None:
+    # The E6/E7 case: kopf LISTs, patches the finalizer and opens the WATCH concurrently.
+    custom = CustomObjectsApi(api)
+    names = [f"early-{i}" for i in range(3)]
+    for name in names:
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger(name))
+    toy = ToyOperator(kube.url)
+    with toy.run():
+        for name in names:
+            wait_for(
+                f"{name} handled",
+                lambda name=name: ((kube.get(TRIGGERS, NS, name) or {}).get("status") or {}).get("phase"),
+            )
+    assert sorted(s["metadata"]["name"] for s in kube.list("v1/secrets", NS)) == [f"{n}-out" for n in names]

@@ -1,0 +1,312 @@
+"""Reconcile decisions, end to end through the real GitLab provider and the GitLab sandbox.
+
+Kubernetes is the in-memory FakeKube, so every decision of design.md "Behaviour" is checked
+without kopf: what is created, updated, adopted, recreated, deleted, and what the conditions say.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fakekube import FakeKube
+
+from cloudtriggers.models import token_sha256
+from cloudtriggers.providers.base import AccountLimiter
+from cloudtriggers.providers.gitlab import GitLabProvider
+from cloudtriggers.reconcile import Reconciler, Retry
+from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox, SandboxUser
+from cloudtriggers.settings import Settings
+
+NS = "apps"
+
+
+@dataclass
+class World:
+    sb: GitLabSandbox
+    kube: FakeKube
+    rec: Reconciler
+    alice: SandboxUser
+    bob: SandboxUser
+    pid: int
+
+    def spec(self, **over: Any) -> dict[str, Any]:
+        gitlab = {"url": self.sb.url, "project": "group/web", **over.pop("gitlab", {})}
+        return {"gitlab": gitlab, "credentialsSecretRef": {"name": "gl"}, **over}
+
+    def writes(self) -> int:
+        return len([c for c in self.sb.calls() if c.method in {"POST", "PUT", "DELETE"}])
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    with GitLabSandbox() as sb:
+        alice = sb.add_user("alice")
+        bob = sb.add_user("bob")
+        pid = sb.add_project("group/web", {"alice": MAINTAINER, "bob": MAINTAINER})
+        kube = FakeKube()
+        kube.put_secret(NS, "gl", {"token": alice.token})
+        provider = GitLabProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0))
+        rec = Reconciler(kube, {"gitlab": provider}, Settings())
+        yield World(sb, kube, rec, alice, bob, pid)
+
+
+def test_create_then_ready_with_id_and_secret(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    out = world.rec.reconcile(NS, "web")
+    triggers = world.sb.triggers(world.pid)
+    assert len(triggers) == 1
+    st = world.kube.status(NS, "web")
+    assert st["externalId"] == str(triggers[0]["id"])
+    assert st["provider"] == "gitlab"
+    assert st["atProvider"]["projectId"] == world.pid
+    assert st["atProvider"]["owner"] == "alice"
+    assert "pendingCreate" not in st
+    assert world.kube.cond(NS, "web")["status"] == "True"
+    assert world.kube.cond(NS, "web")["reason"] == "Available"
+    assert world.kube.cond(NS, "web", "Synced")["status"] == "True"
+    token = triggers[0]["token"]
+    secret, _ = world.kube.read_secret(NS, "web-trigger") or ({}, "")
+    assert secret == {"token": token, "url": f"{world.sb.url}/api/v4/projects/{world.pid}/trigger/pipeline"}
+    assert st["tokenSha256"] == token_sha256(token)
+    assert triggers[0]["description"] == "apps/web"  # the default "<namespace>/<name>"
+    assert out.requeue_after is not None and 540 <= out.requeue_after <= 660
+    assert "Created" in world.kube.reasons()
+    # The token is nowhere but in the Secret.
+    assert token not in json.dumps(list(world.kube.triggers.values())) + json.dumps(world.kube.events)
+
+
+def test_second_pass_in_sync_makes_no_write_and_no_status_churn(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    writes, status_writes = world.writes(), world.kube.status_writes
+    before = json.dumps(world.kube.status(NS, "web"), sort_keys=True)
+    world.rec.reconcile(NS, "web")
+    assert world.writes() == writes
+    assert world.kube.status_writes == status_writes
+    assert json.dumps(world.kube.status(NS, "web"), sort_keys=True) == before
+
+
+def test_description_change_is_one_put_same_id(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    ext = world.kube.status(NS, "web")["externalId"]
+    ltt = world.kube.cond(NS, "web")["lastTransitionTime"]
+    world.sb.clear_requests()
+    world.kube.apply(NS, "web", world.spec(gitlab={"description": "redeploy web"}))
+    world.rec.reconcile(NS, "web")
+    assert [c.method for c in world.sb.calls() if c.method != "GET"] == ["PUT"]
+    assert world.kube.status(NS, "web")["externalId"] == ext
+    assert world.sb.triggers(world.pid)[0]["description"] == "redeploy web"
+    assert world.kube.cond(NS, "web")["observedGeneration"] == 2
+    assert world.kube.cond(NS, "web")["lastTransitionTime"] == ltt  # no transition, no churn
+    assert "Updated" in world.kube.reasons()
+
+
+def test_deleted_at_provider_is_recreated_and_secret_updated(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    old = world.kube.status(NS, "web")["externalId"]
+    world.sb.delete_trigger(world.pid, int(old))
+    world.rec.reconcile(NS, "web")
+    triggers = world.sb.triggers(world.pid)
+    assert len(triggers) == 1 and str(triggers[0]["id"]) != old
+    assert world.kube.status(NS, "web")["externalId"] == str(triggers[0]["id"])
+    assert world.kube.read_secret(NS, "web-trigger")[0]["token"] == triggers[0]["token"]  # type: ignore[index]
+    assert "Recreating" in world.kube.reasons()
+
+
+def test_out_of_band_description_edit_is_repaired(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    ext = int(world.kube.status(NS, "web")["externalId"])
+    world.sb.set_description(world.pid, ext, "hand edited")
+    world.rec.reconcile(NS, "web")
+    assert world.sb.triggers(world.pid)[0]["description"] == "apps/web"
+
+
+def test_project_change_replaces_create_first(world: World) -> None:
+    other = world.sb.add_project("group/other", {"alice": MAINTAINER})
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    world.kube.apply(NS, "web", world.spec(gitlab={"project": "group/other"}))
+    world.rec.reconcile(NS, "web")
+    assert world.sb.triggers(world.pid) == []
+    new = world.sb.triggers(other)
+    assert len(new) == 1
+    st = world.kube.status(NS, "web")
+    assert st["externalId"] == str(new[0]["id"]) and st["atProvider"]["projectId"] == other
+    assert "pendingDelete" not in st
+    assert world.kube.read_secret(NS, "web-trigger")[0]["token"] == new[0]["token"]  # type: ignore[index]
+    assert "Replaced" in world.kube.reasons()
+
+
+def test_delete_policy_delete_and_orphan(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.kube.apply(NS, "keep", world.spec(deletionPolicy="Orphan"))
+    world.rec.reconcile(NS, "web")
+    world.rec.reconcile(NS, "keep")
+    assert len(world.sb.triggers(world.pid)) == 2
+    assert world.rec.finalize(world.kube.get_trigger(NS, "web")) == "deleted"  # type: ignore[arg-type]
+    assert world.rec.finalize(world.kube.get_trigger(NS, "keep")) == "orphaned"  # type: ignore[arg-type]
+    left = world.sb.triggers(world.pid)
+    assert [str(t["id"]) for t in left] == [world.kube.status(NS, "keep")["externalId"]]
+
+
+def test_delete_of_trigger_already_gone_counts_as_deleted(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    world.sb.delete_trigger(world.pid, int(world.kube.status(NS, "web")["externalId"]))
+    assert world.rec.finalize(world.kube.get_trigger(NS, "web")) == "deleted"  # type: ignore[arg-type]
+
+
+def test_observe_only_never_writes(world: World) -> None:
+    existing = world.sb.create_trigger_as("alice", world.pid, "made by hand")
+    world.kube.apply(NS, "obs", world.spec(managementPolicy="ObserveOnly", externalId=str(existing["id"])))
+    world.sb.clear_requests()
+    world.rec.reconcile(NS, "obs")
+    world.rec.finalize(world.kube.get_trigger(NS, "obs"))  # type: ignore[arg-type]
+    assert world.writes() == 0
+    assert world.kube.cond(NS, "obs")["reason"] == "Observed"
+    assert "differs from spec in: description" in world.kube.cond(NS, "obs")["message"]
+    assert world.sb.triggers(world.pid)[0]["description"] == "made by hand"
+    # ...and says NotFound once the object is gone, still without writing.
+    world.sb.delete_trigger(world.pid, existing["id"])
+    world.rec.reconcile(NS, "obs")
+    assert world.kube.cond(NS, "obs")["reason"] == "NotFound"
+    assert world.writes() == 0
+
+
+def test_invalid_spec_makes_no_provider_call(world: World) -> None:
+    ack = {"regionId": "cn-beijing", "clusterId": "c1", "projectId": "default/web"}
+    world.kube.apply(NS, "bad", {**world.spec(), "ack": ack})
+    out = world.rec.reconcile(NS, "bad")
+    assert world.sb.calls() == []
+    assert world.kube.cond(NS, "bad")["reason"] == "InvalidSpec"
+    assert "exactly one provider block" in world.kube.cond(NS, "bad")["message"]
+    assert out.requeue_after is None  # no retry until the spec changes
+
+
+def test_missing_credentials_then_ready_when_secret_appears(world: World) -> None:
+    world.kube.apply(NS, "web", {**world.spec(), "credentialsSecretRef": {"name": "later"}})
+    out = world.rec.reconcile(NS, "web")
+    assert world.kube.cond(NS, "web")["reason"] == "CredentialsMissing"
+    assert world.sb.calls() == []
+    assert out.requeue_after is not None and out.requeue_after <= 30
+    assert out.watch_secret == (NS, "later", "")
+    world.kube.put_secret(NS, "later", {"token": world.alice.token})
+    world.rec.reconcile(NS, "web")
+    assert world.kube.cond(NS, "web")["status"] == "True"
+
+
+def test_bad_token_is_credentials_invalid_with_slow_retry(world: World) -> None:
+    world.kube.put_secret(NS, "gl", {"token": "glpat-wrong-token-000000"})
+    world.kube.apply(NS, "web", world.spec())
+    delays = [world.rec.reconcile(NS, "web").requeue_after for _ in range(4)]
+    assert world.kube.cond(NS, "web")["reason"] == "CredentialsInvalid"
+    assert "401" in world.kube.cond(NS, "web")["message"]
+    assert "glpat-wrong" not in json.dumps(list(world.kube.triggers.values()))
+    assert all(d is not None and d >= 9 for d in delays)  # at most ~5 attempts a minute
+    assert delays[-1] > delays[0]  # and backing off
+
+
+def test_lost_create_response_adopts_instead_of_creating_twice(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.sb.faults.drop_after_create = 1
+    out = world.rec.reconcile(NS, "web")
+    assert out.reason == "ProviderError"
+    assert "pendingCreate" in world.kube.status(NS, "web")
+    assert len(world.sb.triggers(world.pid)) == 1  # created server-side, answer lost
+    # A fresh reconciler, as after an operator restart: it must find and adopt, not create again.
+    rec2 = Reconciler(world.kube, world.rec.providers, Settings())
+    rec2.reconcile(NS, "web")
+    triggers = world.sb.triggers(world.pid)
+    assert len(triggers) == 1
+    assert world.kube.status(NS, "web")["externalId"] == str(triggers[0]["id"])
+    assert world.kube.read_secret(NS, "web-trigger")[0]["token"] == triggers[0]["token"]  # type: ignore[index]
+    assert "Adopted" in world.kube.reasons()
+
+
+def test_adopting_another_users_trigger_is_token_unavailable(world: World) -> None:
+    theirs = world.sb.create_trigger_as("bob", world.pid, "apps/web")
+    world.kube.apply(NS, "web", world.spec(externalId=str(theirs["id"])))
+    world.rec.reconcile(NS, "web")
+    cond = world.kube.cond(NS, "web")
+    assert cond["status"] == "False" and cond["reason"] == "TokenUnavailable"
+    assert "owner's credentials" in cond["message"]
+    assert world.kube.read_secret(NS, "web-trigger") is None  # the 4-character value is never written
+
+
+def test_adopting_own_trigger_takes_its_token(world: World) -> None:
+    mine = world.sb.create_trigger_as("alice", world.pid, "apps/web")
+    world.kube.apply(NS, "web", world.spec(externalId=str(mine["id"])))
+    world.rec.reconcile(NS, "web")
+    assert world.kube.cond(NS, "web")["reason"] == "Available"
+    assert world.kube.read_secret(NS, "web-trigger")[0]["token"] == mine["token"]  # type: ignore[index]
+    assert "Adopted" in world.kube.reasons()
+    assert len(world.sb.triggers(world.pid)) == 1
+
+
+def test_two_triggers_for_one_object_second_is_conflict(world: World) -> None:
+    world.kube.apply(NS, "first", world.spec())
+    world.rec.reconcile(NS, "first")
+    ext = world.kube.status(NS, "first")["externalId"]
+    world.kube.apply(NS, "second", world.spec(externalId=ext))
+    world.sb.clear_requests()
+    world.rec.reconcile(NS, "second")
+    cond = world.kube.cond(NS, "second")
+    assert cond["reason"] == "Conflict" and "apps/first" in cond["message"]
+    assert world.writes() == 0  # never touches it
+    assert world.kube.read_secret(NS, "second-trigger") is None
+    # The owner keeps reconciling undisturbed.
+    world.rec.reconcile(NS, "first")
+    assert world.kube.cond(NS, "first")["reason"] == "Available"
+
+
+def test_paused_makes_no_provider_call_and_keeps_ready(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    world.sb.clear_requests()
+    world.kube.apply(NS, "web", world.spec(gitlab={"description": "x"}), {"cloudtriggers.io/paused": "true"})
+    out = world.rec.reconcile(NS, "web")
+    assert world.sb.calls() == []
+    assert world.kube.cond(NS, "web", "Synced")["reason"] == "Paused"
+    assert world.kube.cond(NS, "web")["status"] == "True"
+    assert out.requeue_after is None
+    # Deleting a paused Trigger still follows its deletionPolicy.
+    assert world.rec.finalize(world.kube.get_trigger(NS, "web")) == "deleted"  # type: ignore[arg-type]
+    assert world.sb.triggers(world.pid) == []
+
+
+def test_throttled_waits_what_retry_after_says(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.sb.faults.retry_after = 7
+    world.sb.fail_next(1, 429)
+    out = world.rec.reconcile(NS, "web")
+    assert out.reason == "Throttled" and out.requeue_after == 7
+    assert world.kube.cond(NS, "web")["reason"] == "Throttled"
+
+
+def test_delete_that_cannot_authenticate_retries_then_orphans_in_terminating_namespace(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    del world.kube.secrets[(NS, "gl")]
+    obj = world.kube.get_trigger(NS, "web")
+    assert obj is not None
+    with pytest.raises(Retry):
+        world.rec.finalize(obj)
+    world.kube.terminating.add(NS)
+    obj["metadata"]["deletionTimestamp"] = "2000-01-01T00:00:00Z"
+    assert world.rec.finalize(obj) == "orphaned"
+    assert any(e["reason"] == "Orphaned" and e["type"] == "Warning" for e in world.kube.events)
+
+
+def test_foreign_secret_is_never_overwritten(world: World) -> None:
+    world.kube.put_secret(NS, "web-trigger", {"hello": "world"}, owner_uid="someone-else")
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    assert world.kube.read_secret(NS, "web-trigger")[0] == {"hello": "world"}  # type: ignore[index]
+    assert world.kube.cond(NS, "web")["reason"] == "Conflict"
