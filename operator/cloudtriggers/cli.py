@@ -13,28 +13,11 @@ from . import __version__
 from .settings import Settings
 
 
-def _operator_parts(settings: Settings, api_client: Any) -> tuple[Any, Any, Any]:
-    """The registry, kopf settings and runtime of one operator process (also used by the demo and tests)."""
-    import kopf
-
-    from .handlers import Runtime, configure, register
-    from .kube import KubeClient
-    from .providers import build_providers
-    from .reconcile import Reconciler
-
-    reconciler = Reconciler(KubeClient(api_client), build_providers(settings.rate, settings.burst), settings)
-    runtime = Runtime(reconciler, settings)
-    registry = kopf.OperatorRegistry()
-    kopf_settings = kopf.OperatorSettings()
-    configure(kopf_settings, settings)
-    return registry, kopf_settings, runtime
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
     from kubernetes import client, config
 
-    from .handlers import register
+    from .runner import build_operator
 
     settings = Settings.from_env()
     if args.namespace:
@@ -49,19 +32,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
-        config.load_kube_config()
-    registry, kopf_settings, runtime = _operator_parts(settings, client.ApiClient())
+        config.load_kube_config()  # type: ignore[no-untyped-call]
 
     async def login(**kwargs: Any) -> Any:
+        # The same credentials the reconciler's client loaded above (kubeconfig or in-cluster).
         return kopf.login_via_client(**kwargs)
 
-    register(registry, runtime, login=login)
+    parts = build_operator(settings, client.ApiClient(), login=login)
     asyncio.run(
         kopf.operator(
-            registry=registry,
-            settings=kopf_settings,
+            registry=parts.registry,
+            settings=parts.settings,
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             liveness_endpoint=args.liveness or None,
@@ -98,7 +81,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cloudtriggers",
-        description="Kubernetes operator for deployment triggers at Alibaba Cloud ACK, Huawei Cloud SWR and GitLab.",
+        description="Kubernetes operator for deployment triggers at Alibaba Cloud ACK, Huawei Cloud SWR "
+        "and GitLab.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

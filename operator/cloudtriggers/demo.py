@@ -82,14 +82,15 @@ def run_demo(timeout: float = 25.0, out: Any = None) -> int:
                     say(f"  Ready={key[0]} reason={key[1]} {ready.get('message', '')}")
             return obj if ready.get("status") == "True" else None
 
-        obj = wait_for(progress, timeout=timeout, what=f"Trigger {ns}/{name} Ready")
+        obj: dict[str, Any] = wait_for(progress, timeout=timeout, what=f"Trigger {ns}/{name} Ready")
         status = obj["status"]
         secret_name = status["secretName"]
         secret = world.secret(ns, secret_name) or {}
         say(f"Ready: external id {status['externalId']} (GitLab trigger in project id {pid})")
         say(f"output Secret {ns}/{secret_name} holds keys: {', '.join(sorted(secret.get('data') or {}))}")
         say(
-            f"status.tokenSha256 = {status['tokenSha256']} (a hash prefix; the token itself is only in the Secret)"
+            f"status.tokenSha256 = {status['tokenSha256']} "
+            "(a hash prefix; the token itself is only in the Secret)"
         )
         for event in world.events(ns, name):
             say(f"  event {event['type']} {event['reason']}: {event['message']}")

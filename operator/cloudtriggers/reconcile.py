@@ -362,6 +362,11 @@ class Reconciler:
             return Outcome(None, "Paused")
 
         status["provider"] = spec.provider
+        if spec.provider not in self.providers:
+            msg = f"this build of cloudtriggers has no {spec.provider} provider; the spec is kept as it is"
+            conditions(False, "ProviderError", False, "ProviderError", msg)
+            self._flush(p)
+            return Outcome(None, "ProviderError")
         status["secretName"] = (
             (spec.secret_name or default_secret_name(p.meta["name"])) if self._outputs(spec) else None
         )
@@ -559,7 +564,10 @@ class Reconciler:
         except SecretConflict as e:
             raise _Stop("Conflict", str(e), requeue=None) from None
 
-    def _create(self, p: _Pass, spec: TriggerSpec, provider: Provider, target: Target) -> Observed:
+    def _create(
+        self, p: _Pass, spec: TriggerSpec, provider: Provider, target: Target, *, exists: bool = False
+    ) -> Observed:
+        """Create (or adopt what an interrupted create left). `exists`: a replacement, the old one is live."""
         status = p.status
         pending = status.get("pendingCreate")
         if pending and pending.get("provider") == spec.provider:
@@ -590,6 +598,15 @@ class Reconciler:
             # Without the finalizer a quick delete would leave the new provider trigger behind.
             raise _Stop("Creating", "waiting for the finalizer before creating", requeue=1.0)
         status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
+        if not exists:
+            status["conditions"] = set_condition(
+                list(status.get("conditions") or []),
+                "Ready",
+                False,
+                "Creating",
+                f"creating {spec.provider} trigger",
+                p.generation,
+            )
         self._flush(p)
         try:
             obs = provider.create(target)
@@ -617,7 +634,7 @@ class Reconciler:
         else:
             # Create the new one, move the Secret to it, and only then delete the old one, so the Secret
             # never names a deleted trigger. pendingDelete survives a crash between the two.
-            new = self._create(p, spec, provider, Target(**{**target.__dict__, "known": {}}))
+            new = self._create(p, spec, provider, Target(**{**target.__dict__, "known": {}}), exists=True)
             if provider.has_outputs and new.outputs:
                 self._write_secret(p, p.status["secretName"], new.outputs)
                 p.status["tokenSha256"] = token_sha256(new.outputs["token"])
@@ -668,7 +685,9 @@ class Reconciler:
                     obj, "Normal", "Orphaned", f"{spec.provider} trigger {ext} kept (policy)"
                 )
             return "orphaned"
-        if not ext and not pending and not status.get("pendingDelete"):
+        if (
+            not ext and not pending and not status.get("pendingDelete")
+        ) or spec.provider not in self.providers:
             return "nothing"
         provider = self.providers[spec.provider]
         try:

@@ -42,6 +42,12 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 5.0) -> T:
         time.sleep(0.02)
 
 
+def must_get(kube: KubeServer, gvp: str, name: str) -> dict[str, Any]:
+    obj = kube.get(gvp, NS, name)
+    assert obj is not None, f"{gvp} {NS}/{name} does not exist"
+    return obj
+
+
 def trigger(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
@@ -83,7 +89,7 @@ class ToyOperator:
         kopf.on.login(registry=self.registry)(login_handler_for(url))
 
         @kopf.on.create(GROUP, VERSION, PLURAL, registry=self.registry)
-        def create_fn(name: str, namespace: str, patch: kopf.Patch, **_: Any) -> None:
+        def create_fn(name: str, namespace: str | None, patch: kopf.Patch, **_: Any) -> None:
             secret: dict[str, Any] = {
                 "apiVersion": "v1",
                 "kind": "Secret",
@@ -92,7 +98,7 @@ class ToyOperator:
             }
             kopf.adopt(secret)  # needs apiVersion/kind/uid filled in server-side
             with kube_client(url) as client:
-                CoreV1Api(client).create_namespaced_secret(namespace, secret)
+                CoreV1Api(client).create_namespaced_secret(namespace or NS, secret)
             patch.status["phase"] = "Ready"
 
         @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=self.registry)
@@ -105,8 +111,8 @@ class ToyOperator:
             with self.lock:
                 self.deleted.append(name)
 
-    def run(self) -> KopfThread:
-        return KopfThread(self.registry, self.settings)
+    def run(self, namespaces: list[str] | None = None) -> KopfThread:
+        return KopfThread(self.registry, self.settings, namespaces=namespaces)
 
 
 def test_secrets_and_events_with_the_kubernetes_client(
@@ -132,6 +138,15 @@ def test_secrets_and_events_with_the_kubernetes_client(
     assert core.read_namespaced_secret("s1", NS).metadata.labels["extra"] == "x"
     assert [s.metadata.name for s in core.list_namespaced_secret(NS, label_selector="app=a").items] == ["s1"]
     assert core.list_namespaced_secret(NS, label_selector="app=b").items == []
+
+    # PUT replaces the object, with metadata.resourceVersion as an optimistic lock.
+    patched.string_data, patched.data = {"token": "t1"}, None
+    replaced = core.replace_namespaced_secret("s1", NS, patched)
+    assert replaced.data == {"token": base64.b64encode(b"t1").decode()}
+    assert replaced.metadata.uid == created.metadata.uid
+    with pytest.raises(ApiException) as stale:
+        core.replace_namespaced_secret("s1", NS, patched)
+    assert stale.value.status == 409
 
     # The kubernetes client logs in through a kubeconfig written for the server.
     kubeconfig = tmp_path / "kubeconfig"
@@ -239,6 +254,7 @@ def test_operator_runs_a_trigger_through_its_lifecycle(
     toy = ToyOperator(kube.url)
     custom = CustomObjectsApi(api)
     with toy.run():
+        kube.wait_watched(TRIGGERS)  # the steady state: the watch is open before the object appears
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1", provider="gitlab"))
 
         # The create handler's status patch lands through /status; it does not bump the generation.
@@ -247,8 +263,8 @@ def test_operator_runs_a_trigger_through_its_lifecycle(
         assert obj["metadata"]["generation"] == 1
         assert FINALIZER in obj["metadata"]["finalizers"]
         assert "kopf.cloudtriggers.io/last-handled-configuration" in obj["metadata"]["annotations"]
-        secret = kube.get("v1/secrets", NS, "t1-out")
-        assert secret is not None and secret["data"]["token"] == base64.b64encode(b"for-t1").decode()
+        secret = must_get(kube, "v1/secrets", "t1-out")
+        assert secret["data"]["token"] == base64.b64encode(b"for-t1").decode()
         assert [ref["uid"] for ref in secret["metadata"]["ownerReferences"]] == [obj["metadata"]["uid"]]
 
         # A spec patch bumps the generation and reaches the update handler.
@@ -256,14 +272,14 @@ def test_operator_runs_a_trigger_through_its_lifecycle(
         assert wait_for("update handler", lambda: toy.updated) == [
             [("change", ("provider",), "gitlab", "ack")]
         ]
-        assert kube.get(TRIGGERS, NS, "t1")["metadata"]["generation"] == 2  # type: ignore[index]
+        assert must_get(kube, TRIGGERS, "t1")["metadata"]["generation"] == 2
 
         # The status endpoint changes only .status; the main endpoint never changes .status.
         custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, NS, PLURAL, "t1", {"status": {"phase": "Odd"}, "spec": {"provider": "x"}}
         )
         custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", {"status": {"phase": "Lost"}})
-        obj = kube.get(TRIGGERS, NS, "t1")  # type: ignore[assignment]
+        obj = must_get(kube, TRIGGERS, "t1")
         assert obj["status"]["phase"] == "Odd" and obj["spec"]["provider"] == "ack"
         assert obj["metadata"]["generation"] == 2
 
@@ -275,8 +291,9 @@ def test_operator_runs_a_trigger_through_its_lifecycle(
     assert toy.deleted == ["t1"]
 
 
+@pytest.mark.parametrize("namespaces", [None, [NS]], ids=["clusterwide", "namespaced"])
 def test_operator_handles_triggers_created_before_it_started(
-    kube: KubeServer, api: kubernetes.client.ApiClient
+    kube: KubeServer, api: kubernetes.client.ApiClient, namespaces: list[str] | None
 ) -> None:
     # The E6/E7 case: kopf LISTs, patches the finalizer and opens the WATCH concurrently.
     custom = CustomObjectsApi(api)
@@ -284,10 +301,25 @@ def test_operator_handles_triggers_created_before_it_started(
     for name in names:
         custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger(name))
     toy = ToyOperator(kube.url)
-    with toy.run():
+    with toy.run(namespaces):
         for name in names:
             wait_for(
                 f"{name} handled",
                 lambda name=name: ((kube.get(TRIGGERS, NS, name) or {}).get("status") or {}).get("phase"),
             )
     assert sorted(s["metadata"]["name"] for s in kube.list("v1/secrets", NS)) == [f"{n}-out" for n in names]
+
+
+def test_kopf_thread_reraises_why_the_operator_could_not_start(kube: KubeServer) -> None:
+    # About 5 s: after a failure, kopf gives its leftover "stop-flag waiter" task 5 s to finish.
+    registry = kopf.OperatorRegistry()
+    kopf.on.login(registry=registry)(login_handler_for(kube.url))
+
+    @kopf.on.startup(registry=registry)
+    def refuse(**_: Any) -> None:
+        raise kopf.PermanentError("refusing to start")
+
+    with pytest.raises(Exception) as failure, KopfThread(registry, test_settings()):
+        pass
+    assert failure.typename == "ActivityError"  # kopf's own, not exported
+    assert "refusing to start" in repr(failure.value.__cause__ or failure.value.outcomes)  # type: ignore[attr-defined]

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fakekube import FakeKube
 
 from cloudtriggers.models import token_sha256
 from cloudtriggers.providers.base import AccountLimiter
@@ -20,6 +19,7 @@ from cloudtriggers.providers.gitlab import GitLabProvider
 from cloudtriggers.reconcile import Reconciler, Retry
 from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox, SandboxUser
 from cloudtriggers.settings import Settings
+from fakekube import FakeKube
 
 NS = "apps"
 
@@ -310,3 +310,13 @@ def test_foreign_secret_is_never_overwritten(world: World) -> None:
     world.rec.reconcile(NS, "web")
     assert world.kube.read_secret(NS, "web-trigger")[0] == {"hello": "world"}  # type: ignore[index]
     assert world.kube.cond(NS, "web")["reason"] == "Conflict"
+
+
+def test_provider_missing_from_this_build_is_a_clear_condition(world: World) -> None:
+    ack = {"regionId": "cn-beijing", "clusterId": "c1", "projectId": "default/web"}
+    world.kube.apply(NS, "ack", {"ack": ack, "credentialsSecretRef": {"name": "gl"}})
+    out = world.rec.reconcile(NS, "ack")
+    cond = world.kube.cond(NS, "ack")
+    assert cond["reason"] == "ProviderError" and "no ack provider" in cond["message"]
+    assert out.requeue_after is None
+    assert world.rec.finalize(world.kube.get_trigger(NS, "ack")) == "nothing"  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -62,15 +63,16 @@ class KopfThread:
         self._thread = threading.Thread(target=self._run, name=f"kopf-{id(self):x}", daemon=True)
         self._thread.start()
         # Poll so that an operator that dies early fails fast instead of after the whole timeout.
-        waited = 0.0
+        deadline = time.monotonic() + timeout
         while not self._ready_flag.wait(0.05):
-            waited += 0.05
             if not self._thread.is_alive():
-                self._raise_from_thread("The operator exited before it was ready.")
-            if waited >= timeout:
+                self._reraise()
+                raise RuntimeError("The operator exited before it was ready.")
+            if time.monotonic() > deadline:
                 self._stop_flag.set()
                 self._thread.join(STOP_TIMEOUT)
-                self._raise_from_thread(f"The operator was not ready in {timeout} s.", always=True)
+                self._reraise()
+                raise TimeoutError(f"The operator was not ready in {timeout} s.")
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Ask the operator to stop, wait for it, and re-raise whatever it failed with."""
@@ -80,7 +82,7 @@ class KopfThread:
         self._thread.join(timeout)
         if self._thread.is_alive():
             raise TimeoutError(f"The operator did not stop in {timeout} s.")
-        self._raise_from_thread("The operator failed.")
+        self._reraise()
 
     def __enter__(self) -> KopfThread:
         self.start()
@@ -95,35 +97,38 @@ class KopfThread:
         if exc is None:
             self.stop()
             return
-        # Keep the test's own failure as the primary error; the operator's is chained if any.
+        # The body's own failure stays the primary error; the operator's is attached as a note.
         try:
             self.stop()
-        except BaseException as stop_exc:
-            raise exc from stop_exc
+        except Exception as stop_exc:
+            exc.add_note(f"Also, the operator failed: {stop_exc!r}")
 
     def _run(self) -> None:
         try:
-            asyncio.run(
-                kopf.operator(
-                    registry=self.registry,
-                    settings=self.settings,
-                    clusterwide=self.namespaces is None,
-                    namespaces=self.namespaces or [],
-                    stop_flag=self._stop_flag,
-                    ready_flag=self._ready_flag,
-                    memo=self.memo,
-                )
-            )
+            asyncio.run(self._operator())
         except BaseException as exc:  # re-raised in the caller's thread by start()/stop()
             self._exception = exc
 
-    def _raise_from_thread(self, message: str, *, always: bool = False) -> None:
-        if self._exception is not None:
-            raise self._exception
-        if always:
-            raise RuntimeError(message)
-        if not self._ready_flag.is_set() and self._thread is not None and not self._thread.is_alive():
-            raise RuntimeError(message)
+    async def _operator(self) -> None:
+        try:
+            await kopf.operator(
+                registry=self.registry,
+                settings=self.settings,
+                clusterwide=self.namespaces is None,
+                namespaces=self.namespaces or [],
+                stop_flag=self._stop_flag,
+                ready_flag=self._ready_flag,
+                memo=self.memo,
+            )
+        finally:
+            # kopf waits for a threading.Event stop flag in the loop's default executor; if the
+            # operator fails on its own, that wait would keep asyncio.run() from finishing.
+            self._stop_flag.set()
+
+    def _reraise(self) -> None:
+        exception, self._exception = self._exception, None
+        if exception is not None:
+            raise exception
 
 
 def test_settings() -> kopf.OperatorSettings:

@@ -24,6 +24,7 @@ import random
 import socket
 import string
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -624,6 +625,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     # ---- thread-safe reads for KubeServer ------------------------------------------------------
 
+    def watch_count(self, resource: str) -> int:
+        """How many watch streams of the resource are open (e.g. to know that kopf is watching)."""
+        res = kmock.resource(resource)
+        return sum(1 for watcher in self._watchers if watcher.matches.resource == res)
+
     async def read(self, resource: str, namespace: str | None, name: str) -> Body | None:
         """The current object, or None. Runs in the server's loop."""
         res = kmock.resource(resource)
@@ -751,6 +757,17 @@ class KubeServer:
     def list(self, gvp: str, namespace: str | None = None) -> builtins.list[Body]:
         """Deep copies of all current objects of the resource, optionally in one namespace."""
         return self.call(lambda: self.emulator.read_all(gvp, namespace))
+
+    def wait_watched(self, group_version_plural: str, timeout: float = 10) -> None:
+        """Block until a client (e.g. kopf) has a watch open on the resource."""
+        deadline = time.monotonic() + timeout
+        while not self.call(lambda: self._count_watches(group_version_plural)):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Nobody watches {group_version_plural} after {timeout} s.")
+            time.sleep(0.01)
+
+    async def _count_watches(self, group_version_plural: str) -> int:
+        return self.emulator.watch_count(group_version_plural)
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> None:
         """Write a kubeconfig for this server (plain HTTP, a dummy token, namespace ``default``)."""

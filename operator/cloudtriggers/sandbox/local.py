@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from kubernetes import client as k8s
 
@@ -39,7 +39,7 @@ class LocalWorld:
         self.gitlab.start()
         self.api = kube_client(self.kube.url)
         # The CRD object, as `kubectl apply -f crds/trigger.yaml` would install it.
-        k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())
+        k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
         return self
 
     def start_operator(self) -> OperatorParts:
@@ -99,16 +99,16 @@ class LocalWorld:
             "stringData": data,
         }
         try:
-            self.core.create_namespaced_secret(namespace, body)
+            self.core.create_namespaced_secret(namespace, body)  # type: ignore[arg-type]
         except k8s.ApiException as e:
             if e.status != 409:
                 raise
-            self.core.replace_namespaced_secret(name, namespace, body)
+            self.core.replace_namespaced_secret(name, namespace, body)  # type: ignore[arg-type]
 
     def create_trigger(self, obj: dict[str, Any]) -> dict[str, Any]:
         ns = obj["metadata"]["namespace"]
-        created: dict[str, Any] = self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
-        return created
+        created = self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, obj)
+        return cast(dict[str, Any], created)
 
     def patch_trigger(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name, patch)
@@ -137,7 +137,9 @@ def condition(obj: dict[str, Any] | None, type_: str = "Ready") -> dict[str, Any
     return {}
 
 
-def wait_for(probe: Callable[[], T], timeout: float = 15.0, interval: float = 0.05, what: str = "") -> T:
+def wait_for(
+    probe: Callable[[], T | None], timeout: float = 15.0, interval: float = 0.05, what: str = ""
+) -> T:
     """Poll `probe` until it returns something truthy; raise TimeoutError with `what` otherwise."""
     deadline = time.monotonic() + timeout
     while True:
