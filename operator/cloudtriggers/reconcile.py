@@ -263,10 +263,15 @@ class Reconciler:
         delay = min(first * (2**n), cap)
         return float(delay * random.uniform(0.8, 1.2))
 
-    def _credentials(self, p: _Pass, spec: TriggerSpec) -> tuple[dict[str, str], tuple[str, str, str]]:
+    def _credentials(self, p: _Pass, spec: TriggerSpec) -> tuple[dict[str, str], tuple[str, str, str] | None]:
+        """The credentials and, when they come from a Secret, (namespace, name, resourceVersion) to watch."""
         ns = p.meta["namespace"]
         ref = spec.credentials_secret_ref
         if ref is None:
+            provider = self.providers[spec.provider]
+            ambient = provider.ambient_credentials(spec.block)
+            if ambient is not None:
+                return dict(ambient), None
             raise CredentialsError(
                 "spec.credentialsSecretRef is not set and the operator has no default credentials for "
                 f"{spec.provider}"
@@ -394,7 +399,7 @@ class Reconciler:
             has_id = bool(status.get("externalId"))
             conditions(None if has_id else False, e.reason, False, e.reason, message)
             self._flush(p)
-            if e.kind in (ErrorClass.TRANSIENT, ErrorClass.AMBIGUOUS):
+            if e.kind in (ErrorClass.TRANSIENT, ErrorClass.AMBIGUOUS, ErrorClass.CONFLICT):
                 delay = self._backoff(uid, "transient")
             elif e.kind is ErrorClass.THROTTLED:
                 delay = e.retry_after if e.retry_after is not None else self._backoff(uid, "transient")
@@ -497,6 +502,21 @@ class Reconciler:
                     ("Warning", "Recreating", f"trigger {ext} was deleted at {spec.provider}; recreating")
                 )
                 status.pop("externalId", None)
+
+        if obs is not None and not observe_only and not status.get("externalId") and not spec.external_id:
+            # The provider's id is a name we derived (SWR) and an object of that name already exists.
+            differing = diff(provider.desired(target), obs)
+            if differing and not status.get("pendingCreate"):
+                raise _Stop(
+                    "Conflict",
+                    f"{spec.provider} trigger {obs.external_id} already exists and differs in: "
+                    f"{', '.join(differing)}; choose another name, or set spec.externalId to take it over",
+                    requeue=self._backoff(p.meta["uid"], "slow"),
+                )
+            p.events.append(
+                ("Normal", "Adopted", f"adopted existing {spec.provider} trigger {obs.external_id}")
+            )
+            adopting = True
 
         if obs is not None and observe_only:
             status["externalId"] = obs.external_id

@@ -32,6 +32,7 @@ class ErrorClass(StrEnum):
     TARGET_NOT_FOUND = "target_not_found"  # the project/cluster/repository the trigger lives in
     PERMANENT = "permanent"  # 400 and other answers that retrying will not change
     AMBIGUOUS = "ambiguous"  # the request may have been acted on but no answer came back
+    CONFLICT = "conflict"  # the object already exists (SWR 409): the next pass observes and decides
 
 
 REASONS = {
@@ -42,6 +43,7 @@ REASONS = {
     ErrorClass.FORBIDDEN: "Forbidden",
     ErrorClass.TARGET_NOT_FOUND: "TargetNotFound",
     ErrorClass.PERMANENT: "ProviderError",
+    ErrorClass.CONFLICT: "Conflict",
 }
 
 
@@ -132,6 +134,9 @@ class Provider(Protocol):
     # or delete first (when the id is a name that must be reused).
     replace_order: ClassVar[Literal["create_first", "delete_first"]]
     has_outputs: ClassVar[bool]
+
+    def ambient_credentials(self, block: Any) -> Mapping[str, str] | None:
+        """Credentials for a Trigger that names no Secret (workload identity, operator defaults)."""
 
     def claim_key(self, block: Any, known: Mapping[str, Any], external_id: str) -> str:
         """Identity of the provider object (provider, host, container, id): Conflict detection."""

@@ -175,6 +175,9 @@ class GitLabProvider:
 
     # -- the Provider protocol ----------------------------------------------------------------------
 
+    def ambient_credentials(self, block: Any) -> Mapping[str, str] | None:
+        return None  # GitLab tokens always come from a Secret
+
     def claim_key(self, block: Any, known: Mapping[str, Any], external_id: str) -> str:
         host = urlsplit(block.url).netloc.lower()
         project = known.get("projectId") or block.project

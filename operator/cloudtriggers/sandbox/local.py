@@ -6,7 +6,7 @@ The demo and the integration tests both run on it; nothing here needs a cluster 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
@@ -14,6 +14,7 @@ from kubernetes import client as k8s
 
 from ..crd import build_crd
 from ..models import GROUP, PLURAL, VERSION
+from ..providers.base import Provider
 from ..runner import OperatorParts, build_operator
 from ..settings import Settings
 from .gitlab import GitLabSandbox
@@ -24,8 +25,11 @@ T = TypeVar("T")
 
 
 class LocalWorld:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, providers: Mapping[str, Provider] | None = None
+    ) -> None:
         self.settings = settings or Settings()
+        self.providers = providers  # None: the operator's own build_providers()
         self.kube = KubeServer()
         self.gitlab = GitLabSandbox()
         self.api: k8s.ApiClient | None = None
@@ -45,7 +49,10 @@ class LocalWorld:
     def start_operator(self) -> OperatorParts:
         assert self.api is not None, "start() first"
         self.parts = build_operator(
-            self.settings, kube_client(self.kube.url), login=login_handler_for(self.kube.url)
+            self.settings,
+            kube_client(self.kube.url),
+            login=login_handler_for(self.kube.url),
+            providers=self.providers,
         )
         # The emulator cannot serve namespace or CRD watches (kopf-practice.md E8): no scanning.
         self.parts.settings.scanning.disabled = True
