@@ -113,8 +113,10 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: LoginFn |
         key, claim = runtime.reconciler.claim_of(body)
         runtime.reconciler.claims.put(key, claim)
         fp = fingerprint(body)
-        if runtime.seen.get(uid) != fp:
-            runtime.seen[uid] = fp
+        previous = runtime.seen.get(uid)
+        runtime.seen[uid] = fp
+        # First sight (start-up, a new object): the daemon decides when its first pass is due.
+        if previous is not None and previous != fp:
             runtime.event(uid).set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)  # type: ignore[arg-type]
