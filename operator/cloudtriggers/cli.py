@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,24 +12,35 @@ from . import __version__
 from .settings import Settings
 
 
+def run_settings(args: argparse.Namespace) -> Settings:
+    """Environment (CLOUDTRIGGERS_*) first, then the flags that were given."""
+    overrides = {
+        "namespaces": args.namespace,
+        "label_selector": args.label_selector,
+        "resync_period": args.resync_period,
+        "rate": args.rate,
+        "burst": args.burst,
+        "workers": args.workers,
+        "default_credentials_secret": args.default_credentials_secret,
+        "default_credentials_endpoint": args.default_credentials_endpoint,
+        "delete_timeout": args.delete_timeout,
+        "log_format": args.log_format,
+        "log_level": args.log_level,
+        "http_port": args.http_port,
+    }
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
     from kubernetes import client, config
 
+    from .logs import configure as configure_logging
+    from .models import GROUP, PLURAL
     from .runner import build_operator
 
-    settings = Settings.from_env()
-    if args.namespace:
-        settings.namespaces = list(args.namespace)
-    if args.resync_period:
-        from .models import parse_duration
-
-        settings.resync_period = parse_duration(args.resync_period)
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    settings = run_settings(args)
+    configure_logging(settings.log_format, settings.log_level)
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except config.ConfigException:
@@ -41,13 +51,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return kopf.login_via_client(**kwargs)
 
     parts = build_operator(settings, client.ApiClient(), login=login)
+    if settings.label_selector:
+        parts.settings.watching.label_selectors[GROUP, PLURAL] = settings.label_selector
     asyncio.run(
         kopf.operator(
             registry=parts.registry,
             settings=parts.settings,
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
-            liveness_endpoint=args.liveness or None,
         )
     )
     return 0
@@ -86,17 +97,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    run = sub.add_parser(
+        "run",
+        help="run the operator against the current kubeconfig or in-cluster config",
+        description="Run the operator. Every flag can also be set as an environment variable "
+        "CLOUDTRIGGERS_<FLAG> (e.g. CLOUDTRIGGERS_RESYNC_PERIOD=10m); flags win.",
+    )
     run.add_argument(
-        "-n",
-        "--namespace",
-        action="append",
-        help="watch only this namespace (repeatable); default: all namespaces",
+        "-n", "--namespace", action="append", help="watch only this namespace (repeatable); default: all"
+    )
+    run.add_argument(
+        "--label-selector", help="only Triggers matching this label selector (sharding), e.g. shard=a"
     )
     run.add_argument("--resync-period", help="default drift-check interval, e.g. 10m (default 10m)")
-    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument("--rate", type=float, help="provider requests per second per account (default 10)")
+    run.add_argument("--burst", type=int, help="provider request burst per account (default 20)")
+    run.add_argument("--workers", type=int, help="threads for provider and Kubernetes calls (default 16)")
     run.add_argument(
-        "--liveness", default="", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz (default: off)"
+        "--default-credentials-secret", help="namespace/name of a Secret for Triggers that name none"
+    )
+    run.add_argument(
+        "--default-credentials-endpoint",
+        help="the only endpoint the default credentials are sent to (GitLab url, ACK/SWR endpoint)",
+    )
+    run.add_argument("--delete-timeout", help="orphan after this in a terminating namespace (default 2m)")
+    run.add_argument("--log-format", choices=["text", "json"], help="log format on stderr (default text)")
+    run.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    run.add_argument(
+        "--http-port", type=int, help="port of /metrics, /healthz and /readyz (default 8080; 0: off)"
     )
     run.set_defaults(func=cmd_run)
 

@@ -11,12 +11,14 @@ import copy
 import logging
 import sys
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .logs import configure as configure_logging
 from .models import GROUP, PLURAL, VERSION
 
 
@@ -33,21 +35,36 @@ def _example() -> list[dict[str, Any]]:
 
 def run_demo(timeout: float = 25.0, out: Any = None) -> int:
     try:
-        from .sandbox.gitlab import MAINTAINER
-        from .sandbox.local import LocalWorld, condition, wait_for
-    except ImportError as e:  # kmock is in the `demo` extra
+        from .sandbox import local  # noqa: F401  (needs kmock, from the demo extra)
+    except ImportError as e:
         print(f"the demo needs the demo extra: pip install 'cloudtriggers[demo]' ({e})", file=sys.stderr)
         return 2
     out = out or sys.stdout
     start = time.monotonic()
-    # The operator's own warnings (e.g. a retried call) go to stderr, prefixed; the story goes to stdout.
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.WARNING, format="  [operator] %(levelname)s %(message)s"
-    )
-    logging.getLogger("kopf").setLevel(logging.ERROR)
 
     def say(text: str) -> None:
         print(f"[{time.monotonic() - start:5.1f}s] {text}", file=out, flush=True)
+
+    # The operator's own warnings go to stderr, prefixed; the story goes to stdout. Logging is
+    # restored afterwards: the demo also runs inside the test suite.
+    root, kopf_log = logging.getLogger(), logging.getLogger("kopf")
+    saved = (list(root.handlers), root.level, kopf_log.level)
+    handler = configure_logging("text", "warning")
+    handler.setFormatter(logging.Formatter("  [operator] %(levelname)s %(message)s"))
+    kopf_log.setLevel(logging.ERROR)
+    try:
+        return _demo(timeout, say)
+    finally:
+        root.removeHandler(handler)
+        for h in saved[0]:
+            root.addHandler(h)
+        root.setLevel(saved[1])
+        kopf_log.setLevel(saved[2])
+
+
+def _demo(timeout: float, say: Callable[[str], None]) -> int:
+    from .sandbox.gitlab import MAINTAINER
+    from .sandbox.local import LocalWorld, condition, wait_for
 
     docs = _example()
     secret_doc = next(d for d in docs if d["kind"] == "Secret")

@@ -15,7 +15,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from aiohttp import web
 
+from .metrics import TRIGGERS, render
 from .models import GROUP, PLURAL, VERSION
 from .reconcile import (
     FINALIZER,
@@ -60,6 +62,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.wake: dict[str, asyncio.Event] = {}
         self.seen: dict[str, tuple[Any, ...]] = {}
+        self.http: web.AppRunner | None = None
 
     def event(self, uid: str) -> asyncio.Event:
         return self.wake.setdefault(uid, asyncio.Event())
@@ -103,13 +106,28 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: LoginFn |
     if login is not None:
         kopf.on.login(registry=registry)(login)
 
+    @kopf.on.startup(registry=registry)
+    async def start_http(**_: Any) -> None:
+        TRIGGERS.clear()  # the gauge describes this operator's view only, filled by the watch
+        if runtime.settings.http_port:
+            runtime.http = await serve_http(runtime.settings.http_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop_http(**_: Any) -> None:
+        TRIGGERS.clear()
+        if runtime.http is not None:
+            await runtime.http.cleanup()
+            runtime.http = None
+
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)  # type: ignore[arg-type]
     async def watch_triggers(event: dict[str, Any], body: Any, uid: str, **_: Any) -> None:
         if event.get("type") == "DELETED":
+            TRIGGERS.drop(uid)
             runtime.seen.pop(uid, None)
             runtime.wake.pop(uid, None)
             runtime.reconciler.forget(uid)
             return
+        TRIGGERS.update(uid, body)
         key, claim = runtime.reconciler.claim_of(body)
         runtime.reconciler.claims.put(key, claim)
         fp = fingerprint(body)
@@ -186,3 +204,28 @@ async def _sleep(
             got = await runtime.call(runtime.reconciler.kube.read_secret, ns, secret)
             if (got[1] if got else "") != rv:
                 return False
+
+
+async def serve_http(port: int, host: str = "0.0.0.0") -> web.AppRunner:
+    """/metrics for Prometheus, /healthz and /readyz for the kubelet, in the operator's own loop.
+
+    Served by the event loop that runs the watches, so an answer proves that loop is alive.
+    """
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(
+            body=render(), headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        )
+
+    async def ok(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/healthz", ok)
+    app.router.add_get("/readyz", ok)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    log.info("serving /metrics, /healthz and /readyz on port %d", port)
+    return runner

@@ -18,6 +18,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from .kube import Kube, SecretConflict, now_rfc3339
+from .logs import register_secret
+from .metrics import DRIFT_REPAIRS, RECONCILE_SECONDS, RECONCILES, Timer
 from .models import (
     TriggerSpec,
     default_description,
@@ -268,25 +270,36 @@ class Reconciler:
         ns = p.meta["namespace"]
         ref = spec.credentials_secret_ref
         if ref is None:
-            provider = self.providers[spec.provider]
-            ambient = provider.ambient_credentials(spec.block)
-            if ambient is not None:
-                return dict(ambient), None
-            raise CredentialsError(
-                "spec.credentialsSecretRef is not set and the operator has no default credentials for "
-                f"{spec.provider}"
-            )
-        got = self.kube.read_secret(ns, ref.name)
+            default = self.settings.default_credentials_secret
+            if default and _same_endpoint(
+                _endpoint_of(spec.block), self.settings.default_credentials_endpoint
+            ):
+                secret_ns, secret_name = default.split("/", 1)
+            else:
+                ambient = self.providers[spec.provider].ambient_credentials(spec.block)
+                if ambient is not None:
+                    return dict(ambient), None
+                raise CredentialsError(
+                    "spec.credentialsSecretRef is not set and no default credentials apply to this "
+                    f"{spec.provider} endpoint"
+                )
+        else:
+            secret_ns, secret_name = ns, ref.name
+        got = self.kube.read_secret(secret_ns, secret_name)
+        where = (secret_ns, secret_name)
         if got is None:
-            raise _CredentialsMissing(f"credentials Secret {ns}/{ref.name} not found", (ns, ref.name, ""))
+            raise _CredentialsMissing(f"credentials Secret {secret_ns}/{secret_name} not found", (*where, ""))
         data, rv = got
         missing = [k for k in CREDENTIAL_KEYS[spec.provider] if not data.get(k)]
         if missing:
             raise _CredentialsMissing(
-                f"credentials Secret {ns}/{ref.name} lacks key(s): {', '.join(missing)}", (ns, ref.name, rv)
+                f"credentials Secret {secret_ns}/{secret_name} lacks key(s): {', '.join(missing)}",
+                (*where, rv),
             )
         keys = CREDENTIAL_KEYS[spec.provider] + OPTIONAL_CREDENTIAL_KEYS[spec.provider]
-        return {k: data[k] for k in keys if data.get(k)}, (ns, ref.name, rv)
+        creds = {k: data[k] for k in keys if data.get(k)}
+        register_secret(*creds.values())
+        return creds, (*where, rv)
 
     def _target(self, p: _Pass, spec: TriggerSpec, creds: Mapping[str, str]) -> Target:
         ns, name = p.meta["namespace"], p.meta["name"]
@@ -324,6 +337,8 @@ class Reconciler:
                 "metadata": updated["metadata"],
             }
         for type_, reason, message in p.events:
+            level = logging.WARNING if type_ == "Warning" else logging.INFO
+            log.log(level, "%s: %s: %s", p.ref, reason, message, extra={"trigger": p.ref})
             self.kube.emit_event(p.obj, type_, reason, message)
         p.events.clear()
 
@@ -333,8 +348,13 @@ class Reconciler:
         obj = self.kube.get_trigger(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return Outcome(None, "Gone")
+        provider = next((p for p in ("gitlab", "ack", "swr") if p in (obj.get("spec") or {})), "unknown")
+        timer = Timer()
         with self.lock(obj["metadata"]["uid"]):
-            return self._reconcile(obj)
+            outcome = self._reconcile(obj)
+        RECONCILES.labels(provider, outcome.reason or "Unknown").inc()
+        RECONCILE_SECONDS.labels(provider).observe(timer.seconds())
+        return outcome
 
     def _reconcile(self, obj: dict[str, Any]) -> Outcome:
         old_status = dict(obj.get("status") or {})
@@ -345,6 +365,10 @@ class Reconciler:
 
         def conditions(ready: bool | None, r_reason: str, synced: bool, s_reason: str, message: str) -> None:
             conds = list(status.get("conditions") or [])
+            before = condition(status, "Synced") or {}
+            if not synced and s_reason != "Paused" and before.get("reason") != s_reason:
+                # One Warning per transition into a failure, not one per retry.
+                p.events.append(("Warning", s_reason, message))
             if ready is not None:
                 conds = set_condition(conds, "Ready", ready, r_reason, message, gen)
             conds = set_condition(conds, "Synced", synced, s_reason, message if not synced else "", gen)
@@ -395,7 +419,7 @@ class Reconciler:
             ready_reason, message, ready = self._sync(p, spec, provider, target)
         except ProviderError as e:
             message = redact(str(e), target.secrets())
-            log.warning("%s: %s (%s)", p.ref, message, e.kind.value)
+            log.warning("%s: %s (%s)", p.ref, message, e.kind.value, extra={"trigger": p.ref})
             has_id = bool(status.get("externalId"))
             conditions(None if has_id else False, e.reason, False, e.reason, message)
             self._flush(p)
@@ -498,10 +522,16 @@ class Reconciler:
                     requeue=None,
                 )
             if obs is None and status.get("externalId"):
-                p.events.append(
-                    ("Warning", "Recreating", f"trigger {ext} was deleted at {spec.provider}; recreating")
+                gone = status.pop("externalId")
+                obs = self._create(p, spec, provider, target, reason="Recreated")
+                p.events[-1] = (
+                    "Warning",
+                    "Recreated",
+                    f"{spec.provider} trigger {gone} was deleted outside cloudtriggers; "
+                    f"created {obs.external_id}",
                 )
-                status.pop("externalId", None)
+                DRIFT_REPAIRS.labels(spec.provider, "recreated").inc()
+                return self._settle(p, spec, provider, obs, fresh=True)
 
         if obs is not None and not observe_only and not status.get("externalId") and not spec.external_id:
             # The provider's id is a name we derived (SWR) and an object of that name already exists.
@@ -534,12 +564,18 @@ class Reconciler:
             return self._settle(p, spec, provider, obs, fresh=True)
 
         changed = diff(provider.desired(target), obs)
+        # Same generation as last time: the difference came from outside, not from the spec.
+        drift = bool(changed) and p.generation == (p.obj.get("status") or {}).get("observedGeneration")
         if changed and set(changed) <= provider.in_place:
             obs = provider.update(target, obs, changed)
             p.events.append(
                 ("Normal", "Updated", f"updated {', '.join(changed)} of trigger {obs.external_id}")
             )
+            if drift:
+                DRIFT_REPAIRS.labels(spec.provider, "updated").inc()
         elif changed:
+            if drift:
+                DRIFT_REPAIRS.labels(spec.provider, "replaced").inc()
             obs = self._replace(p, spec, provider, target, obs, changed)
             return self._settle(p, spec, provider, obs, fresh=True)
         if adopting:
@@ -585,7 +621,14 @@ class Reconciler:
             raise _Stop("Conflict", str(e), requeue=None) from None
 
     def _create(
-        self, p: _Pass, spec: TriggerSpec, provider: Provider, target: Target, *, exists: bool = False
+        self,
+        p: _Pass,
+        spec: TriggerSpec,
+        provider: Provider,
+        target: Target,
+        *,
+        exists: bool = False,
+        reason: str = "Created",
     ) -> Observed:
         """Create (or adopt what an interrupted create left). `exists`: a replacement, the old one is live."""
         status = p.status
@@ -634,7 +677,8 @@ class Reconciler:
             if e.kind is not ErrorClass.AMBIGUOUS:
                 status.pop("pendingCreate", None)  # definitely not created: nothing to look for
             raise
-        p.events.append(("Normal", "Created", f"created {spec.provider} trigger {obs.external_id}"))
+        register_secret(obs.token)
+        p.events.append(("Normal", reason, f"created {spec.provider} trigger {obs.external_id}"))
         return obs
 
     def _replace(
@@ -771,3 +815,12 @@ class _CredentialsMissing(Exception):
     def __init__(self, message: str, secret: tuple[str, str, str]) -> None:
         super().__init__(message)
         self.secret = secret
+
+
+def _endpoint_of(block: Any) -> str:
+    """Where a Trigger's calls go: GitLab's url, or an ACK/SWR endpoint override ("" = the official one)."""
+    return str(getattr(block, "url", None) or getattr(block, "endpoint", None) or "")
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    return a.rstrip("/").lower() == b.rstrip("/").lower()

@@ -1,35 +1,85 @@
-"""Operator settings (environment variables CLOUDTRIGGERS_*, overridden by `cloudtriggers run` flags)."""
+"""Operator settings: environment variables CLOUDTRIGGERS_*, overridden by `cloudtriggers run` flags.
+
+Durations accept seconds (600) or Go-style strings (10m, 1h30m), the same syntax as spec.resyncPeriod.
+"""
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .models import parse_duration
 
 
-def _env_float(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+def _seconds(value: Any) -> Any:
+    if isinstance(value, str) and value and not value.replace(".", "", 1).isdigit():
+        return parse_duration(value)
+    return value
 
 
-@dataclass
-class Settings:
-    resync_period: float = 600.0  # seconds; spec.resyncPeriod overrides per Trigger
-    resync_jitter: float = 0.1  # +-10 % so that N Triggers spread over the period
-    credentials_poll: float = 15.0  # re-read a missing/invalid credentials Secret this often
-    delete_timeout: float = 120.0  # then a Trigger in a terminating namespace is orphaned
-    transient_backoff: tuple[float, float] = (1.0, 300.0)  # first, max
-    slow_backoff: tuple[float, float] = (12.0, 1800.0)  # at most 5 attempts a minute, to 30 min
-    rate: float = 10.0  # provider requests per second per account
-    burst: int = 20
-    workers: int = 16  # threads for provider and Kubernetes calls
-    namespaces: list[str] = field(default_factory=list)  # empty: all namespaces
+Seconds = Annotated[float, BeforeValidator(_seconds)]
+
+
+def _csv(value: Any) -> Any:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CLOUDTRIGGERS_", validate_assignment=True)
+
+    namespaces: Annotated[list[str], NoDecode, BeforeValidator(_csv)] = Field(
+        default_factory=list,
+        description="Namespaces to watch (comma-separated in the environment); empty: all.",
+    )
+    label_selector: str = Field(
+        default="", description="Only Triggers with these labels, e.g. shard=a (sharding)."
+    )
+    resync_period: Seconds = Field(
+        default=600.0, description="Default drift-check interval; spec.resyncPeriod wins."
+    )
+    resync_jitter: float = Field(default=0.1, ge=0, le=0.5, description="Relative jitter of the drift timer.")
+    credentials_poll: Seconds = Field(
+        default=15.0, gt=0, description="Re-read a missing or failing credentials Secret."
+    )
+    delete_timeout: Seconds = Field(
+        default=120.0,
+        description="After this, a Trigger in a terminating namespace whose delete fails is orphaned.",
+    )
+    transient_backoff: tuple[float, float] = Field(
+        default=(1.0, 300.0), description="First and maximum transient backoff."
+    )
+    slow_backoff: tuple[float, float] = Field(
+        default=(12.0, 1800.0),
+        description="First and maximum backoff for credential, permission and not-found errors.",
+    )
+    rate: float = Field(default=10.0, gt=0, description="Provider requests per second per account.")
+    burst: int = Field(default=20, ge=1, description="Provider request burst per account.")
+    workers: int = Field(default=16, ge=1, description="Threads for provider and Kubernetes calls.")
+    default_credentials_secret: str = Field(
+        default="",
+        description="namespace/name of a Secret used by Triggers that name none (single-tenant installs).",
+    )
+    default_credentials_endpoint: str = Field(
+        default="",
+        description="The only endpoint (GitLab url, ACK/SWR endpoint) the default credentials are sent to.",
+    )
+    log_format: Literal["text", "json"] = Field(default="text", description="Log format on stderr.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    http_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0: off."
+    )
+
+    @field_validator("default_credentials_secret")
+    @classmethod
+    def _ns_name(cls, v: str) -> str:
+        if v and v.count("/") != 1:
+            raise ValueError("default credentials Secret must be namespace/name")
+        return v
 
     @classmethod
     def from_env(cls) -> Settings:
-        s = cls()
-        s.resync_period = _env_float("CLOUDTRIGGERS_RESYNC_PERIOD", s.resync_period)
-        s.delete_timeout = _env_float("CLOUDTRIGGERS_DELETE_TIMEOUT", s.delete_timeout)
-        s.rate = _env_float("CLOUDTRIGGERS_RATE", s.rate)
-        ns = os.environ.get("CLOUDTRIGGERS_NAMESPACES", "")
-        s.namespaces = [n for n in ns.split(",") if n]
-        return s
+        return cls()

@@ -137,7 +137,7 @@ def test_deleted_at_provider_is_recreated_with_new_secret_and_event(world: World
     assert obj["status"]["externalId"] == str(new["id"]) != old
     wait_for(lambda: world.secret_data("web-trigger")["token"] == new["token"], what="Secret update")
     assert new["token"] != old_token
-    assert any(e["reason"] == "Recreating" for e in world.events(world.ns, "web"))
+    assert any(e["reason"] == "Recreated" for e in world.events(world.ns, "web"))
 
 
 def test_reconcile_requested_at_annotation_forces_a_pass(world: World) -> None:

@@ -116,7 +116,7 @@ def test_deleted_at_provider_is_recreated_and_secret_updated(world: World) -> No
     assert len(triggers) == 1 and str(triggers[0]["id"]) != old
     assert world.kube.status(NS, "web")["externalId"] == str(triggers[0]["id"])
     assert world.kube.read_secret(NS, "web-trigger")[0]["token"] == triggers[0]["token"]  # type: ignore[index]
-    assert "Recreating" in world.kube.reasons()
+    assert "Recreated" in world.kube.reasons()
 
 
 def test_out_of_band_description_edit_is_repaired(world: World) -> None:
@@ -320,3 +320,23 @@ def test_provider_missing_from_this_build_is_a_clear_condition(world: World) -> 
     assert cond["reason"] == "ProviderError" and "no ack provider" in cond["message"]
     assert out.requeue_after is None
     assert world.rec.finalize(world.kube.get_trigger(NS, "ack")) == "nothing"  # type: ignore[arg-type]
+
+
+def test_default_credentials_only_for_their_configured_endpoint(world: World) -> None:
+    world.kube.put_secret("cloudtriggers", "defaults", {"token": world.alice.token})
+    settings = Settings(
+        default_credentials_secret="cloudtriggers/defaults", default_credentials_endpoint=world.sb.url
+    )
+    rec = Reconciler(world.kube, world.rec.providers, settings)
+    spec = world.spec()
+    del spec["credentialsSecretRef"]
+    world.kube.apply(NS, "web", spec)
+    rec.reconcile(NS, "web")
+    assert world.kube.cond(NS, "web")["reason"] == "Available"
+    # Another endpoint taken from a spec never gets the default credentials.
+    other = {"gitlab": {"url": "http://127.0.0.1:9", "project": "group/web"}}
+    world.kube.apply(NS, "elsewhere", other)
+    world.sb.clear_requests()
+    rec.reconcile(NS, "elsewhere")
+    assert world.kube.cond(NS, "elsewhere")["reason"] == "CredentialsMissing"
+    assert "no default credentials apply" in world.kube.cond(NS, "elsewhere")["message"]

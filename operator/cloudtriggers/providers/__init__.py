@@ -2,11 +2,43 @@
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
+import requests
+
+from ..metrics import PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
 from .base import AccountLimiter, Provider
 from .gitlab import GitLabProvider
+
+
+def instrument(session: requests.Session, provider: str) -> None:
+    """Count and time every request of `session` for /metrics, failures without an answer included."""
+    send = session.request
+
+    def request(method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        m, u = str(method if isinstance(method, str) else method.decode()), str(url)
+        op = operation_of(m, u, kwargs.get("headers") or {})
+        start = time.monotonic()
+        try:
+            resp = send(method, url, *args, **kwargs)
+        except requests.RequestException:
+            PROVIDER_REQUESTS.labels(provider, op, "error").inc()
+            PROVIDER_SECONDS.labels(provider, op).observe(time.monotonic() - start)
+            raise
+        PROVIDER_REQUESTS.labels(provider, op, str(resp.status_code)).inc()
+        PROVIDER_SECONDS.labels(provider, op).observe(time.monotonic() - start)
+        return resp
+
+    session.request = request  # type: ignore[method-assign]
 
 
 def build_providers(rate: float = 10.0, burst: int = 20) -> dict[str, Provider]:
     """One instance per provider; each shares one limiter across all Triggers of an account."""
     limiter = AccountLimiter(rate=rate, burst=burst)
-    return {"gitlab": GitLabProvider(limiter=limiter)}
+    providers: dict[str, Provider] = {"gitlab": GitLabProvider(limiter=limiter)}
+    for name, provider in providers.items():
+        session = getattr(provider, "session", None)
+        if isinstance(session, requests.Session):
+            instrument(session, name)
+    return providers

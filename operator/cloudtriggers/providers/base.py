@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Literal, Protocol
 import requests
 
 from .. import __version__
+from ..metrics import LIMITER_WAIT
 
 USER_AGENT = f"cloudtriggers/{__version__} (+https://cloudtriggers.io)"
 # (connect, read) seconds; every provider call has both.
@@ -198,6 +199,7 @@ class AccountLimiter:
                     wait = (1.0 - tokens) / self.rate
                 self._state[key] = (tokens, now, not_before)
                 self.waited_seconds += wait
+            LIMITER_WAIT.labels(key.split(":", 1)[0]).inc(wait)
             time.sleep(wait)
 
     def throttle(self, key: str, seconds: float) -> None:

@@ -28,7 +28,9 @@ class LocalWorld:
     def __init__(
         self, settings: Settings | None = None, providers: Mapping[str, Provider] | None = None
     ) -> None:
-        self.settings = settings or Settings()
+        self.settings = settings or Settings(http_port=0)
+        if "http_port" not in self.settings.model_fields_set:
+            self.settings.http_port = 0  # tests and the demo do not bind the operator's port by default
         self.providers = providers  # None: the operator's own build_providers()
         self.kube = KubeServer()
         self.gitlab = GitLabSandbox()

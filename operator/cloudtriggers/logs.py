@@ -1,0 +1,96 @@
+"""Logging: human-readable or JSON on stderr, every line redacted of secrets.
+
+The code never logs a secret on purpose; the filter is the second line of defence for what a
+library might print (a URL with a token, an exception carrying a header). Credentials and tokens
+the reconciler handles are registered here so that their exact values are scrubbed too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from .providers.base import redact
+
+_secrets: set[str] = set()
+_lock = threading.Lock()
+
+
+def register_secret(*values: str | None) -> None:
+    with _lock:
+        _secrets.update(v for v in values if v and len(v) >= 6)
+
+
+def scrub(text: str) -> str:
+    with _lock:
+        known = sorted(_secrets, key=len, reverse=True)
+    return redact(text, known)
+
+
+class RedactingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = scrub(message)
+        if clean != message or record.args:
+            record.msg, record.args = clean, ()
+        if record.exc_info and record.exc_info[1] is not None:
+            # Tracebacks are rendered later from exc_info; render and scrub them now instead.
+            record.exc_text = scrub(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
+
+
+def _trigger_of(record: logging.LogRecord) -> str | None:
+    ref = getattr(record, "k8s_ref", None)  # kopf's per-object loggers attach this
+    if isinstance(ref, dict) and ref.get("name"):
+        return f"{ref.get('namespace')}/{ref['name']}"
+    trigger = getattr(record, "trigger", None)
+    return str(trigger) if trigger else None
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        trigger = _trigger_of(record)
+        if trigger:
+            out["trigger"] = trigger
+        if record.exc_text:
+            out["exception"] = record.exc_text
+        return json.dumps(out, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        trigger = _trigger_of(record)
+        text = super().format(record)
+        # kopf's object loggers already put "[ns/name]" in the message.
+        if trigger and f"[{trigger}]" not in text and trigger not in record.getMessage():
+            text = text.replace(": ", f": [{trigger}] ", 1)
+        return text
+
+
+def configure(fmt: str = "text", level: str = "info", stream: Any = None) -> logging.Handler:
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RedactingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(getattr(logging, level.upper()))
+    # Request-level debug lines of HTTP libraries add nothing an operator needs and may carry URLs.
+    for noisy in ("urllib3", "kubernetes.client.rest", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, root.level))
+    return handler

@@ -1,0 +1,171 @@
+"""Prometheus metrics (docs/metrics.md) and the operator's HTTP endpoint: /metrics, /healthz, /readyz."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILES = Counter(
+    "cloudtriggers_reconciles_total",
+    "Reconcile passes, by provider and result (the Ready/Synced reason they ended with).",
+    ["provider", "result"],
+    registry=REGISTRY,
+)
+RECONCILE_SECONDS = Histogram(
+    "cloudtriggers_reconcile_duration_seconds",
+    "Duration of one reconcile pass, provider calls included.",
+    ["provider"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=REGISTRY,
+)
+PROVIDER_REQUESTS = Counter(
+    "cloudtriggers_provider_requests_total",
+    "HTTP requests to providers, by provider, operation and status code ('error' when none came back).",
+    ["provider", "operation", "code"],
+    registry=REGISTRY,
+)
+PROVIDER_SECONDS = Histogram(
+    "cloudtriggers_provider_request_duration_seconds",
+    "Latency of provider HTTP requests.",
+    ["provider", "operation"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+DRIFT_REPAIRS = Counter(
+    "cloudtriggers_drift_repairs_total",
+    "Provider objects repaired after they drifted: recreated, updated or replaced.",
+    ["provider", "action"],
+    registry=REGISTRY,
+)
+LIMITER_WAIT = Counter(
+    "cloudtriggers_rate_limiter_wait_seconds_total",
+    "Seconds provider calls waited in the per-account rate limiter (pacing and provider throttling).",
+    ["provider"],
+    registry=REGISTRY,
+)
+CREDENTIALS_BLOCKED = Gauge(
+    "cloudtriggers_credentials_blocked",
+    "1 while calls with an account's credentials are held back after authentication failures "
+    "(circuit open), else 0.",
+    ["provider", "account"],
+    registry=REGISTRY,
+)
+
+
+class TriggerStates(Collector):
+    """Triggers by provider and Ready state, and GitLab triggers' last use, from the watch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._states: dict[
+            str, tuple[str, str, str, float | None]
+        ] = {}  # uid -> provider, ready, ref, last_used
+
+    def update(self, uid: str, body: Any) -> None:
+        status = body.get("status") or {}
+        spec = body.get("spec") or {}
+        provider = status.get("provider") or next(
+            (p for p in ("gitlab", "ack", "swr") if p in spec), "unknown"
+        )
+        ready = next(
+            (c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), "Unknown"
+        )
+        meta = body.get("metadata", {})
+        last_used = _timestamp((status.get("atProvider") or {}).get("lastUsed"))
+        with self._lock:
+            self._states[uid] = (
+                provider,
+                str(ready),
+                f"{meta.get('namespace')}/{meta.get('name')}",
+                last_used,
+            )
+
+    def drop(self, uid: str) -> None:
+        with self._lock:
+            self._states.pop(uid, None)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._states.clear()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            states = list(self._states.values())
+        counts = GaugeMetricFamily(
+            "cloudtriggers_triggers", "Triggers by provider and Ready state.", labels=["provider", "ready"]
+        )
+        tally: dict[tuple[str, str], int] = {}
+        for provider, ready, _, _ in states:
+            tally[(provider, ready)] = tally.get((provider, ready), 0) + 1
+        for (provider, ready), n in sorted(tally.items()):
+            counts.add_metric([provider, ready], n)
+        yield counts
+        used = GaugeMetricFamily(
+            "cloudtriggers_gitlab_trigger_last_used_timestamp_seconds",
+            "When GitLab last ran a pipeline through the trigger (as of the last observation).",
+            labels=["trigger"],
+        )
+        for provider, _, ref, last in states:
+            if provider == "gitlab" and last is not None:
+                used.add_metric([ref], last)
+        yield used
+
+
+TRIGGERS = TriggerStates()
+REGISTRY.register(TRIGGERS)
+
+
+def _timestamp(value: Any) -> float | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+_ID = re.compile(r"/(\d+|[0-9a-f]{16,}|[^/]*%2F[^/]*)(?=/|$)", re.I)
+
+
+def operation_of(method: str, url: str, headers: Any) -> str:
+    """A low-cardinality operation name: ACK's x-acs-action, else method and path with ids collapsed."""
+    action = headers.get("x-acs-action") if headers is not None else None
+    if action:
+        return str(action)
+    path = _ID.sub("/{id}", urlsplit(url).path)
+    return f"{method} {path}"
+
+
+def observe_response(provider: str) -> Callable[..., Any]:
+    """A requests response hook recording count and latency for `provider`."""
+
+    def hook(resp: Any, *args: Any, **kwargs: Any) -> Any:
+        op = operation_of(resp.request.method or "", resp.request.url or "", resp.request.headers)
+        PROVIDER_REQUESTS.labels(provider, op, str(resp.status_code)).inc()
+        PROVIDER_SECONDS.labels(provider, op).observe(resp.elapsed.total_seconds())
+        return resp
+
+    return hook
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.start

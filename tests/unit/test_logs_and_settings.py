@@ -1,0 +1,81 @@
+"""Redaction in logs, and settings from environment and flags."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from cloudtriggers.cli import build_parser, run_settings
+from cloudtriggers.logs import RedactingFilter, configure, register_secret
+from cloudtriggers.settings import Settings
+
+
+def _emit(fmt: str, *args: object, exc: bool = False) -> str:
+    stream = io.StringIO()
+    handler = configure("json", "debug", stream=stream)
+    log = logging.getLogger("test.redaction")
+    try:
+        if exc:
+            try:
+                raise RuntimeError(*args)
+            except RuntimeError:
+                log.exception(fmt)
+        else:
+            log.warning(fmt, *args)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_token_shapes_and_registered_secrets_are_scrubbed() -> None:
+    register_secret("s3cr3t-access-key-value")
+    out = _emit(
+        "token %s key %s jwt %s",
+        "glptt-" + "a" * 40,
+        "s3cr3t-access-key-value",
+        "eyJhbGciOiJIUzI1Ni.eyJzdWIiOiIx.sig",
+    )
+    assert "glptt-aaaa" not in out and "s3cr3t-access-key-value" not in out and "eyJhbGci" not in out
+    assert json.loads(out)["message"].count("***") == 3
+
+
+def test_exceptions_are_scrubbed_too() -> None:
+    register_secret("another-secret-value-123")
+    out = _emit("failed", "header PRIVATE-TOKEN: another-secret-value-123", exc=True)
+    assert "another-secret-value-123" not in out and "RuntimeError" in out
+
+
+def test_filter_keeps_plain_messages() -> None:
+    rec = logging.LogRecord("x", logging.INFO, __file__, 1, "plain %s", ("text",), None)
+    assert RedactingFilter().filter(rec) and rec.getMessage() == "plain text"
+
+
+def test_settings_from_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLOUDTRIGGERS_RESYNC_PERIOD", "5m")
+    monkeypatch.setenv("CLOUDTRIGGERS_NAMESPACES", "apps, ci")
+    monkeypatch.setenv("CLOUDTRIGGERS_RATE", "3")
+    args = build_parser().parse_args(["run", "--rate", "7", "--log-format", "json", "--http-port", "9090"])
+    s = run_settings(args)
+    assert s.resync_period == 300 and s.namespaces == ["apps", "ci"]
+    assert s.rate == 7 and s.log_format == "json" and s.http_port == 9090
+    args = build_parser().parse_args(["run", "-n", "only", "--resync-period", "1h30m"])
+    s = run_settings(args)
+    assert s.namespaces == ["only"] and s.resync_period == 5400
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError):
+        Settings(default_credentials_secret="no-namespace")
+    with pytest.raises(ValueError):
+        Settings(rate=0)
+
+
+@pytest.mark.parametrize("command", ["run", "crd", "demo", "sandbox", "version"])
+def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args([command, "--help"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: cloudtriggers " + command)
