@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,13 +52,6 @@ LIMITER_WAIT = Counter(
     "cloudtriggers_rate_limiter_wait_seconds_total",
     "Seconds provider calls waited in the per-account rate limiter (pacing and provider throttling).",
     ["provider"],
-    registry=REGISTRY,
-)
-CREDENTIALS_BLOCKED = Gauge(
-    "cloudtriggers_credentials_blocked",
-    "1 while calls with an account's credentials are held back after authentication failures "
-    "(circuit open), else 0.",
-    ["provider", "account"],
     registry=REGISTRY,
 )
 
