@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +31,10 @@ def run_settings(args: argparse.Namespace) -> Settings:
         "log_format": args.log_format,
         "log_level": args.log_level,
         "http_port": args.http_port,
+        "leader_election": args.leader_election,
+        "lease_name": args.lease_name,
+        "lease_namespace": args.lease_namespace,
+        "lease_duration": args.lease_duration,
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -50,18 +58,65 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The same credentials the reconciler's client loaded above (kubeconfig or in-cluster).
         return kopf.login_via_client(**kwargs)
 
-    parts = build_operator(settings, client.ApiClient(), login=login)
+    api = client.ApiClient()
+    parts = build_operator(settings, api, login=login)
     if settings.label_selector:
         parts.settings.watching.label_selectors[GROUP, PLURAL] = settings.label_selector
-    asyncio.run(
-        kopf.operator(
-            registry=parts.registry,
-            settings=parts.settings,
-            clusterwide=not settings.namespaces,
-            namespaces=settings.namespaces,
-        )
+
+    def operate(stop: threading.Event | None = None) -> None:
+        async def main() -> None:
+            # kopf would wait for a threading stop flag in the loop's default executor (and then give
+            # that waiter 5 s at exit); an asyncio.Event set from a bridge thread of ours avoids both.
+            loop = asyncio.get_running_loop()
+            aio_stop = asyncio.Event()
+
+            def bridge() -> None:
+                assert stop is not None
+                stop.wait()
+                with contextlib.suppress(RuntimeError):  # the loop may be closed already
+                    loop.call_soon_threadsafe(aio_stop.set)
+
+            if stop is not None:
+                threading.Thread(target=bridge, name="stop-bridge", daemon=True).start()
+            try:
+                await kopf.operator(
+                    registry=parts.registry,
+                    settings=parts.settings,
+                    clusterwide=not settings.namespaces,
+                    namespaces=settings.namespaces,
+                    stop_flag=aio_stop if stop is not None else None,
+                )
+            finally:
+                if stop is not None:
+                    stop.set()
+
+        if stop is None:
+            asyncio.run(main())
+            return
+        # With a stop flag, kopf runs in a thread: it then installs no signal handlers of its own, and
+        # SIGTERM (handled in the main thread below) stops it through the flag alone, at once.
+        worker = threading.Thread(target=lambda: asyncio.run(main()), name="kopf")
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.5)
+
+    if not settings.leader_election:
+        operate()
+        return 0
+    from .leader import LeaseElector, lead
+
+    elector = LeaseElector(
+        api,
+        settings.lease_name,
+        settings.lease_namespace or os.environ.get("POD_NAMESPACE") or "default",
+        settings.identity,
+        settings.lease_duration,
     )
-    return 0
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    lost = lead(elector, operate, stop)
+    return 1 if lost else 0
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
@@ -126,6 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--http-port", type=int, help="port of /metrics, /healthz and /readyz (default 8080; 0: off)"
     )
+    run.add_argument(
+        "--leader-election",
+        action="store_true",
+        default=None,
+        help="act only while holding a coordination.k8s.io Lease (run several replicas safely)",
+    )
+    run.add_argument("--lease-name", help="name of the Lease (default cloudtriggers)")
+    run.add_argument("--lease-namespace", help="namespace of the Lease (default: POD_NAMESPACE or default)")
+    run.add_argument("--lease-duration", help="a dead leader is replaced after about this long (default 15s)")
     run.set_defaults(func=cmd_run)
 
     crd = sub.add_parser("crd", help="print the Trigger CustomResourceDefinition (YAML)")

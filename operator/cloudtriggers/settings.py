@@ -73,6 +73,19 @@ class Settings(BaseSettings):
         default=8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0: off."
     )
 
+    leader_election: bool = Field(
+        default=False, description="Run only while holding a coordination.k8s.io Lease (for replicas > 1)."
+    )
+    lease_name: str = Field(default="cloudtriggers", description="Name of the leader-election Lease.")
+    lease_namespace: str = Field(
+        default="",
+        description="Namespace of the Lease; default: the pod's namespace (POD_NAMESPACE) or default.",
+    )
+    lease_duration: Seconds = Field(
+        default=15.0, ge=2, description="A leader that stops renewing loses it after this."
+    )
+    identity: str = Field(default="", description="This replica's name in the Lease; default: the hostname.")
+
     @field_validator("default_credentials_secret")
     @classmethod
     def _ns_name(cls, v: str) -> str:
