@@ -147,3 +147,17 @@ def test_find_lists_all_pages_and_matches_owner_description_and_time(sb: GitLabS
     assert [o.external_id for o in found] == [mine.external_id]
     assert p.find(target(sb), datetime.now(UTC) + timedelta(minutes=5)) == []
     assert len(sb.calls("GET", "/triggers")) >= 2  # paginated (per_page=100)
+
+
+def test_project_path_lookup_is_shared_across_triggers(sb: GitLabSandbox) -> None:
+    p = provider()
+    for name in ("a", "b", "c"):
+        t = target(sb)
+        p.create(Target(**{**t.__dict__, "name": name, "description": f"apps/{name}"}))
+    assert len(sb.calls("GET", "/projects/group%2Fweb")) == 1
+    assert len(sb.calls("POST", "/triggers")) == 3
+    # Another token is another account: it looks the project up itself.
+    sb.add_user("bob", token="glpat-bob-00000000000000")
+    sb.set_member("group/web", "bob", MAINTAINER)
+    p.create(target(sb, token="glpat-bob-00000000000000"))
+    assert len(sb.calls("GET", "/projects/group%2Fweb")) == 2

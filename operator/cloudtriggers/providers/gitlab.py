@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from datetime import datetime
@@ -25,7 +26,8 @@ from .base import (
     redact,
 )
 
-PER_PAGE = 100  # the API's maximum; fewer round trips when listing for crash recovery
+PER_PAGE = 100
+PROJECT_CACHE_SECONDS = 300.0  # the API's maximum; fewer round trips when listing for crash recovery
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -54,6 +56,8 @@ class GitLabProvider:
         self.limiter = limiter or AccountLimiter()
         self.session = session or new_session()
         self.timeout = timeout
+        self._project_ids: dict[tuple[str, str, str], tuple[int, float]] = {}
+        self._cache_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -131,6 +135,13 @@ class GitLabProvider:
             return int(block.project)
         if target.known.get("project") == block.project and target.known.get("projectId"):
             return int(target.known["projectId"])
+        # Many Triggers name the same project: one lookup per instance, token and path serves them all
+        # for a while (a moved project is noticed when the cache entry expires).
+        key = (block.url, account_key(self.name, block.url, {"token": self._token(target)}), block.project)
+        with self._cache_lock:
+            hit = self._project_ids.get(key)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
         try:
             resp = self._request(target, "GET", "/projects/" + quote(block.project, safe=""))
         except ProviderError as e:
@@ -139,7 +150,10 @@ class GitLabProvider:
                     f"project {block.project!r} not found or not visible to these credentials ({e.message})"
                 )
             raise
-        return int(resp.json()["id"])
+        pid = int(resp.json()["id"])
+        with self._cache_lock:
+            self._project_ids[key] = (pid, time.monotonic() + PROJECT_CACHE_SECONDS)
+        return pid
 
     def _live_project(self, target: Target) -> tuple[int, str | None]:
         """Where the existing trigger lives: the project recorded when it was created or adopted."""
