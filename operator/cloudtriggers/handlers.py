@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import kopf
@@ -92,14 +92,13 @@ def initial_delay(body: Any, runtime: Runtime) -> float:
         return 0.0
     if (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
         return 0.0
-    last = datetime.fromisoformat(status["lastSyncTime"].replace("Z", "+00:00"))
+    last = datetime.fromisoformat(status["lastSyncTime"].replace("Z", "+00:00")).timestamp()
     try:
-        period = runtime.reconciler.resync_after(
-            (body.get("spec") or {}).get("resyncPeriod"), meta.get("uid", "")
+        return runtime.reconciler.resync_after(
+            (body.get("spec") or {}).get("resyncPeriod"), meta.get("uid", ""), last
         )
     except ValueError:
         return 0.0
-    return max(0.0, period - (datetime.now(UTC) - last).total_seconds())
 
 
 def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: LoginFn | None = None) -> None:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import random
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -247,13 +249,20 @@ class Reconciler:
             return spec.swr.name or swr_default_name(meta["namespace"], meta["name"])
         return None
 
-    def resync_after(self, period: str | None, uid: str) -> float:
-        """Seconds to the next drift check for a Trigger with spec.resyncPeriod `period`."""
+    def resync_after(self, period: str | None, uid: str, last: float | None = None) -> float:
+        """Seconds from now to the next drift check of a Trigger, after a sync at `last` (default now).
+
+        Each Trigger owns a fixed phase of the period (from its uid) on the wall clock, and the next
+        check is the first slot of that phase at least half a period after the last sync. N Triggers
+        thus spread evenly over the period however they were created, and a restart keeps the
+        schedule instead of checking everything at once.
+        """
         seconds = parse_duration(period) if period else self.settings.resync_period
-        # A per-Trigger phase plus a little noise: N Triggers spread over the period.
-        phase = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-        j = self.settings.resync_jitter
-        return float(seconds * (1 - j + 2 * j * phase) * random.uniform(0.99, 1.01))
+        phase = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0x100000000 * seconds
+        now = time.time()
+        earliest = (now if last is None else last) + seconds / 2
+        slot = math.ceil((earliest - phase) / seconds) * seconds + phase
+        return max(0.0, slot - now)
 
     def _resync(self, spec: TriggerSpec, uid: str) -> float:
         return self.resync_after(spec.resync_period, uid)
@@ -459,7 +468,7 @@ class Reconciler:
             return True
         period = parse_duration(spec.resync_period) if spec.resync_period else self.settings.resync_period
         then = datetime.fromisoformat(last.replace("Z", "+00:00"))
-        return datetime.now(UTC) - then >= timedelta(seconds=period * (1 - self.settings.resync_jitter))
+        return datetime.now(UTC) - then >= timedelta(seconds=period / 2)
 
     def _outputs(self, spec: TriggerSpec) -> bool:
         provider = self.providers.get(spec.provider)

@@ -41,7 +41,6 @@ class Settings(BaseSettings):
     resync_period: Seconds = Field(
         default=600.0, description="Default drift-check interval; spec.resyncPeriod wins."
     )
-    resync_jitter: float = Field(default=0.1, ge=0, le=0.5, description="Relative jitter of the drift timer.")
     credentials_poll: Seconds = Field(
         default=15.0, gt=0, description="Re-read a missing or failing credentials Secret."
     )

@@ -73,7 +73,7 @@ def test_create_then_ready_with_id_and_secret(world: World) -> None:
     assert secret == {"token": token, "url": f"{world.sb.url}/api/v4/projects/{world.pid}/trigger/pipeline"}
     assert st["tokenSha256"] == token_sha256(token)
     assert triggers[0]["description"] == "apps/web"  # the default "<namespace>/<name>"
-    assert out.requeue_after is not None and 540 <= out.requeue_after <= 660
+    assert out.requeue_after is not None and 300 <= out.requeue_after < 900  # [period/2, 3 period/2)
     assert "Created" in world.kube.reasons()
     # The token is nowhere but in the Secret.
     assert token not in json.dumps(list(world.kube.triggers.values())) + json.dumps(world.kube.events)
@@ -340,3 +340,25 @@ def test_default_credentials_only_for_their_configured_endpoint(world: World) ->
     rec.reconcile(NS, "elsewhere")
     assert world.kube.cond(NS, "elsewhere")["reason"] == "CredentialsMissing"
     assert "no default credentials apply" in world.kube.cond(NS, "elsewhere")["message"]
+
+
+def test_resync_slots_spread_triggers_evenly_and_survive_restarts() -> None:
+    import time
+    import uuid
+
+    rec = Reconciler(FakeKube(), {}, Settings())
+    now = time.time()
+    period = 600.0
+    uids = [str(uuid.uuid4()) for _ in range(2000)]
+    due = [now + rec.resync_after("10m", u, last=now) for u in uids]
+    assert all(now + period / 2 - 1 <= d < now + 1.5 * period + 1 for d in due)
+    # All created at once, yet spread over the whole period: ten buckets, none far from 200.
+    buckets = [0] * 10
+    for d in due:
+        buckets[int((d % period) / period * 10)] += 1
+    assert min(buckets) > 140 and max(buckets) < 260, buckets
+    # Each Trigger keeps its slot: computed again later (as after a restart), the same instant.
+    u = uids[0]
+    first = now + rec.resync_after("10m", u, last=now)
+    later = time.time() + rec.resync_after("10m", u, last=first)
+    assert abs((later - first) - period) < 0.5
