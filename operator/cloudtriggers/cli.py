@@ -58,7 +58,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         # The same credentials the reconciler's client loaded above (kubeconfig or in-cluster).
         return kopf.login_via_client(**kwargs)
 
-    api = client.ApiClient()
+    config_ = client.Configuration.get_default_copy()
+    # One pooled connection per worker thread, or urllib3 discards and reopens them under load.
+    config_.connection_pool_maxsize = settings.workers + 4
+    api = client.ApiClient(config_)
     parts = build_operator(settings, api, login=login)
     if settings.label_selector:
         parts.settings.watching.label_selectors[GROUP, PLURAL] = settings.label_selector

@@ -12,25 +12,63 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from importlib import resources
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .logs import configure as configure_logging
-from .models import GROUP, PLURAL, VERSION
+from .models import GROUP
+
+DEMO_PROVIDERS = ("gitlab", "ack")
 
 
-def _example() -> list[dict[str, Any]]:
-    """examples/gitlab.yaml from the source tree, or the copy packaged with the module."""
-    repo_copy = Path(__file__).resolve().parents[2] / "examples" / "gitlab.yaml"
-    text = (
-        repo_copy.read_text()
-        if repo_copy.exists()
-        else (resources.files("cloudtriggers").joinpath("examples/gitlab.yaml").read_text())
-    )
-    return [d for d in yaml.safe_load_all(text) if d]
+def _example(provider: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """examples/<provider>.yaml from the source tree: its credentials Secret and its Trigger."""
+    path = Path(__file__).resolve().parents[2] / "examples" / f"{provider}.yaml"
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return next(d for d in docs if d["kind"] == "Secret"), next(d for d in docs if d["kind"] == "Trigger")
+
+
+@dataclass
+class _Prepared:
+    trigger: dict[str, Any]
+    credentials: dict[str, str]
+    what: str  # where the provider object lives, for the story
+    remaining: Callable[[], int]  # provider objects left once the Trigger is deleted
+
+
+def _prepare(provider: str, world: Any, trigger: dict[str, Any]) -> _Prepared:
+    """Create what the example needs in the sandbox, and point the example at the sandbox."""
+    trigger = copy.deepcopy(trigger)
+    spec = trigger["spec"][provider]
+    if provider == "gitlab":
+        from .sandbox.gitlab import MAINTAINER
+
+        user = world.gitlab.add_user("cloudtriggers-bot")
+        pid = world.gitlab.add_project(spec["project"], {user.username: MAINTAINER})
+        spec["url"] = world.gitlab.url
+        return _Prepared(
+            trigger,
+            {"token": user.token},
+            f"GitLab project {spec['project']} (id {pid})",
+            lambda: len(world.gitlab.triggers(pid)),
+        )
+    if provider == "ack":
+        account = world.ack.add_account("demo")
+        world.ack.add_cluster(
+            "demo", spec["clusterId"], region=spec["regionId"], applications=(spec["projectId"],)
+        )
+        spec["endpoint"] = world.ack.url
+        return _Prepared(
+            trigger,
+            {"accessKeyId": account.access_key_id, "accessKeySecret": account.access_key_secret},
+            f"ACK cluster {spec['clusterId']}, application {spec['projectId']}",
+            lambda: len(world.ack.triggers(spec["clusterId"])),
+        )
+    raise ValueError(f"no demo for provider {provider}")
 
 
 def run_demo(timeout: float = 25.0, out: Any = None) -> int:
@@ -62,66 +100,61 @@ def run_demo(timeout: float = 25.0, out: Any = None) -> int:
         kopf_log.setLevel(saved[2])
 
 
-def _demo(timeout: float, say: Callable[[str], None]) -> int:
-    from .sandbox.gitlab import MAINTAINER
-    from .sandbox.local import LocalWorld, condition, wait_for
+def _gone(world: Any, ns: str, name: str) -> bool:
+    return world.trigger(ns, name) is None
 
-    docs = _example()
-    secret_doc = next(d for d in docs if d["kind"] == "Secret")
-    trigger_doc = next(d for d in docs if d["kind"] == "Trigger")
-    ns, name = trigger_doc["metadata"]["namespace"], trigger_doc["metadata"]["name"]
-    project = trigger_doc["spec"]["gitlab"]["project"]
+
+def _demo(timeout: float, say: Callable[[str], None]) -> int:
+    from .sandbox.local import LocalWorld, condition, wait_for
 
     with LocalWorld() as world:
         say(f"emulated Kubernetes API at {world.kube.url}; CRD triggers.{GROUP} installed")
-        user = world.gitlab.add_user("cloudtriggers-bot")
-        pid = world.gitlab.add_project(project, {user.username: MAINTAINER})
-        say(f"GitLab sandbox at {world.gitlab.url}: project {project} (id {pid}), a Maintainer token")
+        say(f"sandboxes: GitLab at {world.gitlab.url}, Alibaba ACK at {world.ack.url}")
         world.start_operator()
-        say("operator running (the real one: kopf handlers, reconciler, GitLab provider)")
+        say("operator running (the real one: kopf handlers, reconciler, provider clients)")
 
-        # examples/gitlab.yaml, pointed at the sandbox instead of gitlab.com.
-        trigger = copy.deepcopy(trigger_doc)
-        trigger["spec"]["gitlab"]["url"] = world.gitlab.url
-        world.apply_secret(ns, secret_doc["metadata"]["name"], {"token": user.token})
-        world.create_trigger(trigger)
-        say(f"applied examples/gitlab.yaml: Trigger {ns}/{name} (url -> sandbox) and its credentials Secret")
+        applied: list[tuple[str, str, str, _Prepared]] = []
+        for provider in DEMO_PROVIDERS:
+            secret_doc, trigger_doc = _example(provider)
+            prepared = _prepare(provider, world, trigger_doc)
+            ns, name = trigger_doc["metadata"]["namespace"], trigger_doc["metadata"]["name"]
+            world.apply_secret(ns, secret_doc["metadata"]["name"], prepared.credentials)
+            world.create_trigger(prepared.trigger)
+            say(f"applied examples/{provider}.yaml: Trigger {ns}/{name} for {prepared.what} (-> sandbox)")
+            applied.append((provider, ns, name, prepared))
 
-        seen: set[tuple[str, str]] = set()
+        for provider, ns, name, _ in applied:
+            seen: set[tuple[str, str]] = set()
 
-        def progress() -> dict[str, Any] | None:
-            obj = world.trigger(ns, name)
-            ready = condition(obj)
-            if ready:
+            def progress(ns: str = ns, name: str = name, seen: set[tuple[str, str]] = seen) -> Any:
+                obj = world.trigger(ns, name)
+                ready = condition(obj)
                 key = (ready.get("status", ""), ready.get("reason", ""))
-                if key not in seen:
+                if ready and key not in seen:
                     seen.add(key)
-                    say(f"  Ready={key[0]} reason={key[1]} {ready.get('message', '')}")
-            return obj if ready.get("status") == "True" else None
+                    say(f"  {ns}/{name}: Ready={key[0]} reason={key[1]} {ready.get('message', '')}")
+                return obj if ready.get("status") == "True" else None
 
-        obj: dict[str, Any] = wait_for(progress, timeout=timeout, what=f"Trigger {ns}/{name} Ready")
-        status = obj["status"]
-        secret_name = status["secretName"]
-        secret = world.secret(ns, secret_name) or {}
-        say(f"Ready: external id {status['externalId']} (GitLab trigger in project id {pid})")
-        say(f"output Secret {ns}/{secret_name} holds keys: {', '.join(sorted(secret.get('data') or {}))}")
-        say(
-            f"status.tokenSha256 = {status['tokenSha256']} "
-            "(a hash prefix; the token itself is only in the Secret)"
-        )
-        for event in world.events(ns, name):
-            say(f"  event {event['type']} {event['reason']}: {event['message']}")
+            obj = wait_for(progress, timeout=timeout, what=f"Trigger {ns}/{name} Ready")
+            status = obj["status"]
+            say(f"{provider}: Ready, external id {status['externalId']}")
+            if status.get("secretName"):
+                secret = world.secret(ns, status["secretName"]) or {}
+                keys = ", ".join(sorted(secret.get("data") or {}))
+                say(f"{provider}: output Secret {ns}/{status['secretName']} holds keys: {keys}")
+                say(
+                    f"{provider}: status.tokenSha256 = {status['tokenSha256']} (a hash prefix, not the token)"
+                )
+            for event in world.events(ns, name):
+                say(f"  event {event['type']} {event['reason']}: {event['message']}")
 
-        world.delete_trigger(ns, name)
-        say(f"deleted Trigger {ns}/{name}")
-        wait_for(lambda: world.trigger(ns, name) is None, timeout=timeout, what="the Trigger to be gone")
-        remaining = world.gitlab.triggers(pid)
-        say(f"Trigger gone (finalizer released); GitLab triggers left in {project}: {len(remaining)}")
-        if remaining:
-            say("FAILED: the provider trigger was not deleted")
-            return 1
-        gone = world.kube.get(f"{GROUP}/{VERSION}/{PLURAL}", ns, name) is None
-        if not gone:
-            return 1
-    say("demo finished: create -> Ready -> delete, all against the sandbox")
+        for provider, ns, name, prepared in applied:
+            world.delete_trigger(ns, name)
+            wait_for(partial(_gone, world, ns, name), timeout=timeout, what=f"{ns}/{name} to be deleted")
+            left = prepared.remaining()
+            say(f"{provider}: deleted Trigger {ns}/{name}; provider triggers left: {left}")
+            if left:
+                say(f"FAILED: the {provider} trigger was not deleted")
+                return 1
+    say("demo finished: create -> Ready -> delete for every provider, all against the sandboxes")
     return 0

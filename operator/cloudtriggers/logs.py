@@ -14,7 +14,7 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from .providers.base import redact
+from .redaction import redact
 
 _secrets: set[str] = set()
 _lock = threading.Lock()

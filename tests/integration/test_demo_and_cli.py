@@ -21,10 +21,11 @@ def test_demo_reaches_ready_deletes_and_never_prints_the_token() -> None:
     out = io.StringIO()
     assert run_demo(timeout=20, out=out) == 0
     text = out.getvalue()
-    assert "Ready: external id" in text
-    assert "holds keys: token, url" in text
-    assert "GitLab triggers left in group/web: 0" in text
-    assert "glptt-" not in text
+    for provider in ("gitlab", "ack"):
+        assert f"{provider}: Ready, external id" in text
+        assert f"{provider}: output Secret" in text and "holds keys: token, url" in text
+        assert f"{provider}: deleted Trigger" in text and "provider triggers left: 0" in text
+    assert "glptt-" not in text and "token=" not in text
 
 
 def test_crd_and_version_commands(capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import requests
 
 from ..metrics import PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
+from .ack import AckProvider
 from .base import AccountLimiter, Provider
 from .gitlab import GitLabProvider
 
@@ -36,7 +37,10 @@ def instrument(session: requests.Session, provider: str) -> None:
 def build_providers(rate: float = 10.0, burst: int = 20) -> dict[str, Provider]:
     """One instance per provider; each shares one limiter across all Triggers of an account."""
     limiter = AccountLimiter(rate=rate, burst=burst)
-    providers: dict[str, Provider] = {"gitlab": GitLabProvider(limiter=limiter)}
+    providers: dict[str, Provider] = {
+        "gitlab": GitLabProvider(limiter=limiter),
+        "ack": AckProvider(limiter=limiter),
+    }
     for name, provider in providers.items():
         session = getattr(provider, "session", None)
         if isinstance(session, requests.Session):

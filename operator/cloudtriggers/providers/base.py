@@ -6,7 +6,6 @@ The reconciler only ever talks to this protocol; it never names a provider.
 from __future__ import annotations
 
 import hashlib
-import re
 import threading
 import time
 from collections.abc import Mapping
@@ -19,6 +18,9 @@ import requests
 
 from .. import __version__
 from ..metrics import LIMITER_WAIT
+from ..redaction import redact
+
+__all__ = ["redact"]  # re-exported: providers redact provider messages through base
 
 USER_AGENT = f"cloudtriggers/{__version__} (+https://cloudtriggers.io)"
 # (connect, read) seconds; every provider call has both.
@@ -78,17 +80,6 @@ class ProviderError(Exception):
 
 class CredentialsError(Exception):
     """Credentials are missing or lack a required key; `reason` is CredentialsMissing."""
-
-
-_TOKENISH = re.compile(r"(glptt-[0-9a-f]{8,}|eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-.]+)")
-
-
-def redact(text: str, secrets: Any = ()) -> str:
-    """Remove every known secret value and anything shaped like a trigger token."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "***")
-    return _TOKENISH.sub("***", text)
 
 
 @dataclass(frozen=True)

@@ -236,6 +236,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _event_log_floor: int = attrs.field(default=0, init=False)  # events up to here were dropped
     _watchers: set[_Watcher] = attrs.field(factory=set, init=False)
     _results: dict[kmock.Request, Body] = attrs.field(factory=dict, init=False)
+    #: kmock matches every request against every stub by re-filtering all recorded requests, which
+    #: makes a long run quadratic; nothing here uses the old requests, so only the newest are kept.
+    request_history_limit: int = 16
+    #: Requests served, by User-Agent (what the benchmark counts once the history is trimmed).
+    requests_by_agent: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -245,6 +250,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     # ---- request entry point ----------------------------------------------------------------
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        self.requests_by_agent[request.headers.get("User-Agent", "")] += 1
+        if len(self._requests) > 2 * self.request_history_limit:
+            # The request being served is the newest and stays; ids are only informational.
+            del self._requests[: -self.request_history_limit]
         # Apply every state change here, under one lock hold, and skip KubernetesEmulator._handle:
         # its check-then-apply spans two lock holds and it stores bodies as posted.
         if request.resource is not None and self._is_write(request):
@@ -793,4 +802,5 @@ class KubeServer:
 def kube_client(url: str) -> kubernetes.client.ApiClient:
     """A kubernetes ApiClient for the emulator at ``url``, independent of the global default config."""
     config = kubernetes.client.Configuration(host=url, verify_ssl=False)
+    config.connection_pool_maxsize = 32  # the operator's worker threads share it
     return kubernetes.client.ApiClient(config)

@@ -17,6 +17,7 @@ from ..models import GROUP, PLURAL, VERSION
 from ..providers.base import Provider
 from ..runner import OperatorParts, build_operator
 from ..settings import Settings
+from .ack import AckSandbox
 from .gitlab import GitLabSandbox
 from .kopfthread import KopfThread, login_handler_for
 from .kube import KubeServer, kube_client
@@ -34,6 +35,7 @@ class LocalWorld:
         self.providers = providers  # None: the operator's own build_providers()
         self.kube = KubeServer()
         self.gitlab = GitLabSandbox()
+        self.ack = AckSandbox()
         self.api: k8s.ApiClient | None = None
         self.parts: OperatorParts | None = None
         self.operator: KopfThread | None = None
@@ -43,6 +45,7 @@ class LocalWorld:
     def start(self) -> LocalWorld:
         self.kube.start()
         self.gitlab.start()
+        self.ack.start()
         self.api = kube_client(self.kube.url)
         # The CRD object, as `kubectl apply -f crds/trigger.yaml` would install it.
         k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
@@ -78,6 +81,7 @@ class LocalWorld:
         try:
             self.stop_operator()
         finally:
+            self.ack.stop()
             self.gitlab.stop()
             self.kube.stop()
 
