@@ -60,6 +60,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {k: _structural(v, defs) for k, v in value.items()}
         elif key == "items":
             out[key] = _structural(value, defs)
+            if "description" not in out[key] and node.get("description"):
+                out[key]["description"] = f"One entry of: {node['description']}"
         else:
             out[key] = value
     if out.get("default") == {} or out.get("default") == []:

@@ -310,6 +310,11 @@ class PendingCreate(_Model):
 
     started_at: str = Field(description="When the create call was about to be sent (RFC 3339).")
     provider: str = Field(description="The provider block the create was for.")
+    existing: list[str] = Field(
+        default_factory=list,
+        description="Ids that existed before the create, never adopted as its result (providers without "
+        "creation times).",
+    )
 
 
 class PendingDelete(_Model):

@@ -644,10 +644,12 @@ class Reconciler:
         pending = status.get("pendingCreate")
         if pending and pending.get("provider") == spec.provider:
             since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
+            existed = set(pending.get("existing") or [])
             candidates = [
                 o
                 for o in provider.find(target, since)
-                if not self.claims.others(
+                if o.external_id not in existed
+                and not self.claims.others(
                     provider.claim_key(spec.block, o.at_provider, o.external_id), p.meta["uid"]
                 )
             ]
@@ -670,6 +672,11 @@ class Reconciler:
             # Without the finalizer a quick delete would leave the new provider trigger behind.
             raise _Stop("Creating", "waiting for the finalizer before creating", requeue=1.0)
         status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
+        if not getattr(provider, "find_uses_time", True):
+            # Without creation times, what exists now must never be mistaken for what we make next.
+            status["pendingCreate"]["existing"] = [
+                o.external_id for o in provider.find(target, datetime.now(UTC))
+            ]
         if not exists:
             status["conditions"] = set_condition(
                 list(status.get("conditions") or []),
@@ -772,9 +779,10 @@ class Reconciler:
                 provider.delete(target, ext)
             elif pending:
                 since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
+                existed = set(pending.get("existing") or [])
                 for o in provider.find(target, since):
                     k = provider.claim_key(spec.block, o.at_provider, o.external_id)
-                    if not self.claims.others(k, meta_uid(obj)):
+                    if o.external_id not in existed and not self.claims.others(k, meta_uid(obj)):
                         provider.delete(target, o.external_id)
         except (ProviderError, CredentialsError, _CredentialsMissing) as e:
             message = redact(str(e), [])

@@ -300,3 +300,25 @@ def test_rrsa_workload_identity_when_no_secret_is_named(world: World, tmp_path: 
     # Without RRSA configured the same Trigger has no credentials at all.
     world.rec.reconcile(NS, "web")
     assert world.kube.cond(NS, "web")["reason"] == "CredentialsMissing"
+
+
+def test_lost_create_never_adopts_a_hand_made_trigger_that_existed_before(world: World) -> None:
+    # ACK keeps no creation time, so the intent records what existed before the create.
+    hand_made = world.sb.create_trigger_as("alice", world.cid, "default/web")
+    world.kube.apply(NS, "web", world.spec())
+    world.sb.faults.drop_after_create = 1
+    world.rec.reconcile(NS, "web")
+    assert world.kube.status(NS, "web")["pendingCreate"]["existing"] == [str(hand_made["id"])]
+    world.fresh_reconciler().reconcile(NS, "web")
+    ids = sorted(str(t["id"]) for t in world.sb.triggers(world.cid))
+    ours = world.kube.status(NS, "web")["externalId"]
+    assert len(ids) == 2 and ours in ids and ours != str(hand_made["id"])
+    # Deleting with a create still pending also leaves the hand-made one alone.
+    world.kube.apply(NS, "gone", world.spec(ack={"projectId": "default/web"}))
+    world.sb.faults.drop_after_create = 1
+    world.rec.reconcile(NS, "gone")
+    obj = world.kube.get_trigger(NS, "gone")
+    assert obj is not None and obj["status"]["pendingCreate"]["existing"]
+    world.rec.finalize(obj)
+    assert str(hand_made["id"]) in {str(t["id"]) for t in world.sb.triggers(world.cid)}
+    assert ours in {str(t["id"]) for t in world.sb.triggers(world.cid)}

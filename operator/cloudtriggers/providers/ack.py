@@ -365,6 +365,8 @@ class AckProvider:
     in_place: ClassVar[frozenset[str]] = frozenset()  # no update call exists
     replace_order: ClassVar[Literal["create_first", "delete_first"]] = "create_first"
     has_outputs: ClassVar[bool] = True
+    # find() cannot filter by creation time: the reconciler records what existed before a create.
+    find_uses_time: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -617,7 +619,7 @@ class AckProvider:
         """Triggers of the spec's application with its type and action, oldest id first.
 
         `since` cannot narrow this: ACK keeps no creation time. The reconciler skips the ones another
-        Trigger claims; an unclaimed hand-made trigger of the same application may be adopted.
+        Trigger claims and the ones that existed before its create (find_uses_time = False).
         """
         where = self._spec_where(target.block)
         found = [

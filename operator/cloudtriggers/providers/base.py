@@ -126,6 +126,9 @@ class Provider(Protocol):
     # or delete first (when the id is a name that must be reused).
     replace_order: ClassVar[Literal["create_first", "delete_first"]]
     has_outputs: ClassVar[bool]
+    # False when find() cannot tell when a trigger was made (ACK): the reconciler then records the
+    # ids that existed before a create and never adopts those after a crash.
+    find_uses_time: ClassVar[bool]
 
     def ambient_credentials(self, block: Any) -> Mapping[str, str] | None:
         """Credentials for a Trigger that names no Secret (workload identity, operator defaults)."""

@@ -46,6 +46,7 @@ class GitLabProvider:
     in_place: ClassVar[frozenset[str]] = frozenset({"description"})
     replace_order: ClassVar[Literal["create_first", "delete_first"]] = "create_first"
     has_outputs: ClassVar[bool] = True
+    find_uses_time: ClassVar[bool] = True  # created_at, owner and description narrow it
 
     def __init__(
         self,
