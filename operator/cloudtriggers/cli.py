@@ -135,9 +135,33 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from .sandbox.gitlab import serve
+    from .sandbox import ack, gitlab, swr
 
-    serve(args.host, args.gitlab_port)
+    serving = {
+        "gitlab": (gitlab.serve, args.gitlab_port),
+        "ack": (ack.serve, args.ack_port),
+        "swr": (swr.serve, args.swr_port),
+    }
+    chosen = [p.strip() for p in args.providers.split(",") if p.strip()]
+    unknown = set(chosen) - set(serving)
+    if unknown:
+        print(f"unknown provider(s): {', '.join(sorted(unknown))}", file=sys.stderr)
+        return 2
+    # Each emulator serves in the foreground of its own thread, printing its endpoint and credentials.
+    threads = [
+        threading.Thread(
+            target=serving[p][0], args=(args.host, serving[p][1]), name=f"sandbox-{p}", daemon=True
+        )
+        for p in chosen
+    ]
+    for t in threads:
+        t.start()
+    try:
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.5)
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -204,9 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--timeout", type=float, default=25.0, help="seconds to wait for each step")
     demo.set_defaults(func=cmd_demo)
 
-    sandbox = sub.add_parser("sandbox", help="serve the GitLab API emulator for manual testing")
-    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="serve the provider emulators (GitLab, ACK, SWR) to try manifests without cloud accounts",
+        description="Serve the provider emulators with demo credentials (printed) until interrupted. Point a "
+        "Trigger at one with spec.gitlab.url or spec.ack/swr.endpoint.",
+    )
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--providers", default="gitlab,ack,swr", help="which emulators (default all)")
     sandbox.add_argument("--gitlab-port", type=int, default=8929)
+    sandbox.add_argument("--ack-port", type=int, default=8931)
+    sandbox.add_argument("--swr-port", type=int, default=8930)
     sandbox.set_defaults(func=cmd_sandbox)
 
     version = sub.add_parser("version", help="print the version")

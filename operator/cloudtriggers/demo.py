@@ -22,7 +22,7 @@ import yaml
 from .logs import configure as configure_logging
 from .models import GROUP
 
-DEMO_PROVIDERS = ("gitlab", "ack")
+DEMO_PROVIDERS = ("gitlab", "ack", "swr")
 
 
 def _example(provider: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -68,6 +68,21 @@ def _prepare(provider: str, world: Any, trigger: dict[str, Any]) -> _Prepared:
             f"ACK cluster {spec['clusterId']}, application {spec['projectId']}",
             lambda: len(world.ack.triggers(spec["clusterId"])),
         )
+    if provider == "swr":
+        swr_account = world.swr.add_account("demo")
+        world.swr.add_repository(spec["organization"], spec["repository"])
+        spec["endpoint"] = world.swr.url
+        org, repo = spec["organization"], spec["repository"]
+        return _Prepared(
+            trigger,
+            {
+                "accessKey": swr_account.access_key,
+                "secretKey": swr_account.secret_key,
+                "projectId": swr_account.project_id,
+            },
+            f"SWR repository {org}/{repo}",
+            lambda: len(world.swr.triggers(org, repo)),
+        )
     raise ValueError(f"no demo for provider {provider}")
 
 
@@ -109,7 +124,7 @@ def _demo(timeout: float, say: Callable[[str], None]) -> int:
 
     with LocalWorld() as world:
         say(f"emulated Kubernetes API at {world.kube.url}; CRD triggers.{GROUP} installed")
-        say(f"sandboxes: GitLab at {world.gitlab.url}, Alibaba ACK at {world.ack.url}")
+        say(f"sandboxes: GitLab {world.gitlab.url}, Alibaba ACK {world.ack.url}, Huawei SWR {world.swr.url}")
         world.start_operator()
         say("operator running (the real one: kopf handlers, reconciler, provider clients)")
 

@@ -128,6 +128,15 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
+# SWR paths carry organization, repository and trigger names: one operation each, not one per name.
+_SWR = re.compile(r"/v2/manage/namespaces/[^/]+/repos/[^/]+/triggers(/[^/]+)?/?$")
+_SWR_OPS = {
+    ("POST", False): "CreateTrigger",
+    ("GET", False): "ListTriggersDetails",
+    ("GET", True): "ShowTrigger",
+    ("PATCH", True): "UpdateTrigger",
+    ("DELETE", True): "DeleteTrigger",
+}
 _ID = re.compile(r"/(\d+|[0-9a-f]{16,}|[^/]*%2F[^/]*)(?=/|$)", re.I)
 
 
@@ -136,7 +145,11 @@ def operation_of(method: str, url: str, headers: Any) -> str:
     action = headers.get("x-acs-action") if headers is not None else None
     if action:
         return str(action)
-    path = _ID.sub("/{id}", urlsplit(url).path)
+    raw = urlsplit(url).path
+    swr = _SWR.search(raw)
+    if swr:
+        return _SWR_OPS.get((method.upper(), swr.group(1) is not None), f"{method.upper()} swr-triggers")
+    path = _ID.sub("/{id}", raw)
     return f"{method} {path}"
 
 

@@ -317,7 +317,8 @@ class Reconciler:
             description = spec.gitlab.description or default_description(ns, name)
         object_name = ""
         if spec.swr is not None:
-            object_name = spec.swr.name or swr_default_name(ns, name)
+            # An adopted trigger keeps its own name; otherwise spec.swr.name or the derived default.
+            object_name = spec.external_id or spec.swr.name or swr_default_name(ns, name)
         return Target(
             namespace=ns,
             name=name,

@@ -7,28 +7,18 @@ sandbox, which the in-process operator reaches on loopback. Skipped cleanly with
 from __future__ import annotations
 
 import logging
-import os
-import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from e2e.cluster import ClusterMixin, have_cluster
+
 pytestmark = pytest.mark.e2e
 
-KUBECONFIG = os.environ.get("KUBECONFIG", "")
-if not KUBECONFIG or not os.path.exists(KUBECONFIG.split(os.pathsep)[0]):
+if not have_cluster():
     pytest.skip("no KUBECONFIG: the e2e tests need a real cluster", allow_module_level=True)
 
-import kopf  # noqa: E402
-from kubernetes import client as k8s  # noqa: E402
-from kubernetes import config as k8s_config  # noqa: E402
 
-from cloudtriggers.crd import build_crd  # noqa: E402
-from cloudtriggers.models import GROUP, PLURAL, VERSION  # noqa: E402
-from cloudtriggers.runner import build_operator  # noqa: E402
-from cloudtriggers.sandbox.kopfthread import KopfThread  # noqa: E402
-from cloudtriggers.sandbox.local import wait_for  # noqa: E402
 from cloudtriggers.settings import Settings  # noqa: E402
 from integration.test_gitlab_operator import (  # noqa: E402
     World,
@@ -62,84 +52,8 @@ __all__ = [
 ]
 
 
-class ClusterWorld(World):
-    """World on a real API server: same helpers, real admission, real garbage collection."""
-
-    def start(self) -> ClusterWorld:
-        self.api = k8s_config.new_client_from_config(config_file=KUBECONFIG)
-        self.ns = f"ct-e2e-{uuid.uuid4().hex[:8]}"
-        ext = k8s.ApiextensionsV1Api(self.api)
-        crd = build_crd()
-        try:
-            ext.create_custom_resource_definition(crd)
-        except k8s.ApiException as e:
-            if e.status != 409:
-                raise
-            current = ext.read_custom_resource_definition(crd["metadata"]["name"])
-            crd["metadata"]["resourceVersion"] = current.metadata.resource_version
-            ext.replace_custom_resource_definition(crd["metadata"]["name"], crd)
-        wait_for(lambda: self._crd_established(ext), timeout=30, what="the CRD to be established")
-        self.core.create_namespace({"metadata": {"name": self.ns}})
-        self.gitlab.start()
-        return self
-
-    def _crd_established(self, ext: k8s.ApiextensionsV1Api) -> bool:
-        crd = ext.read_custom_resource_definition(f"{PLURAL}.{GROUP}")
-        return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
-
-    def start_operator(self) -> Any:
-        async def login(**kwargs: Any) -> Any:
-            return kopf.login_via_client(**kwargs)
-
-        self.parts = build_operator(self.settings, self.api, login=login)
-        self.operator = KopfThread(self.parts.registry, self.parts.settings, namespaces=[self.ns])
-        self.operator.start()
-        return self.parts
-
-    def stop(self) -> None:
-        try:
-            # Delete the Triggers while the operator still runs, so their finalizers are released.
-            for obj in self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL)["items"]:
-                self.delete_trigger(self.ns, obj["metadata"]["name"])
-            if self.operator is not None:
-                wait_for(
-                    lambda: (
-                        not self.custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL)[
-                            "items"
-                        ]
-                    ),
-                    timeout=60,
-                    what="the Triggers to be deleted",
-                )
-            self.stop_operator()
-        finally:
-            self.core.delete_namespace(self.ns)
-            self.gitlab.stop()
-
-    def trigger(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            obj: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name
-            )
-            return obj
-        except k8s.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            s = self.core.read_namespaced_secret(name, namespace)
-        except k8s.ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-        out: dict[str, Any] = k8s.ApiClient().sanitize_for_serialization(s)
-        return out
-
-    def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        items = self.core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
-        return [k8s.ApiClient().sanitize_for_serialization(e) for e in items]
+class ClusterWorld(ClusterMixin, World):
+    pass
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ every trigger token are checked against every captured log line.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -26,6 +27,7 @@ NS = "apps"
 
 
 class World(LocalWorld):
+    ns = NS
     ack: AckSandbox
     cid: str
     sts: StsCredentials
@@ -42,13 +44,13 @@ class World(LocalWorld):
         return {
             "apiVersion": "cloudtriggers.io/v1alpha1",
             "kind": "Trigger",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": self.ns},
             "spec": {"ack": ack, "credentialsSecretRef": {"name": "ali"}, **spec},
         }
 
     def ready(self, name: str, reason: str = "Available", timeout: float = 15.0) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:
-            obj = self.trigger(NS, name)
+            obj = self.trigger(self.ns, name)
             c = condition(obj)
             generation = (obj or {}).get("metadata", {}).get("generation")
             return obj if c.get("reason") == reason and c.get("observedGeneration") == generation else None
@@ -59,7 +61,7 @@ class World(LocalWorld):
         return [f"{c.method} {c.path}" for c in self.ack.calls() if c.method != "GET"]
 
     def secret_data(self, name: str) -> dict[str, str]:
-        s = self.secret(NS, name) or {}
+        s = self.secret(self.ns, name) or {}
         return {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
 
     def server_triggers(self) -> list[dict[str, Any]]:
@@ -68,19 +70,20 @@ class World(LocalWorld):
         return found
 
 
-@pytest.fixture
-def world(caplog: pytest.LogCaptureFixture) -> Iterator[World]:
+@contextlib.contextmanager
+def ack_world(cls: type[World], caplog: pytest.LogCaptureFixture) -> Iterator[World]:
+    """The ACK scenarios' world on `cls`: LocalWorld here, the real cluster in tests/e2e."""
     caplog.set_level(logging.DEBUG)
     provider = AckProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0), environ={})
-    w = World(Settings(credentials_poll=0.5), providers={"ack": provider})
+    w = cls(Settings(credentials_poll=0.5), providers={"ack": provider})
     w.tokens = set()
-    w.start()  # LocalWorld starts (and stops) its own ACK sandbox
+    w.start()  # starts (and stops) its own ACK sandbox
     try:
         w.ack.add_account("bot")
         w.cid = w.ack.add_cluster("bot", applications=("default/web", "default/api"))
         w.sts = w.ack.issue_sts("bot")
         w.apply_secret(
-            NS,
+            w.ns,
             "ali",
             {
                 "accessKeyId": w.sts.access_key_id,
@@ -103,17 +106,23 @@ def world(caplog: pytest.LogCaptureFixture) -> Iterator[World]:
     assert leaked == [], f"secrets found in logs: {leaked}"
 
 
+@pytest.fixture
+def world(caplog: pytest.LogCaptureFixture) -> Iterator[World]:
+    with ack_world(World, caplog) as w:
+        yield w
+
+
 def test_create_becomes_ready_with_token_and_url_in_owned_secret(world: World) -> None:
     world.create_trigger(world.trigger_obj("web"))
     obj = world.ready("web")
     [trig] = world.server_triggers()
     assert obj["status"]["externalId"] == trig["id"] and obj["status"]["provider"] == "ack"
     assert world.secret_data("web-trigger") == {"token": trig["token"], "url": HOOK_URL + trig["token"]}
-    secret = world.secret(NS, "web-trigger") or {}
+    secret = world.secret(world.ns, "web-trigger") or {}
     assert secret["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert world.writes() == [f"POST /clusters/{world.cid}/triggers"]
     assert all(c.sts for c in world.ack.calls())  # signed with the Secret's security token
-    visible = json.dumps(world.trigger(NS, "web")) + json.dumps(world.events(NS, "web"))
+    visible = json.dumps(world.trigger(world.ns, "web")) + json.dumps(world.events(world.ns, "web"))
     assert trig["token"] not in visible
 
 
@@ -122,7 +131,7 @@ def test_project_change_replaces_the_trigger_and_moves_the_secret(world: World) 
     obj = world.ready("web")
     old, uid = obj["status"]["externalId"], obj["metadata"]["uid"]
     started = time.monotonic()
-    world.patch_trigger(NS, "web", {"spec": {"ack": {"projectId": "default/api"}}})
+    world.patch_trigger(world.ns, "web", {"spec": {"ack": {"projectId": "default/api"}}})
     obj = world.ready("web")
     elapsed = time.monotonic() - started
     [new] = world.server_triggers()  # one new trigger; the old one is deleted
@@ -133,7 +142,7 @@ def test_project_change_replaces_the_trigger_and_moves_the_secret(world: World) 
     assert world.secret_data("web-trigger")["url"] == HOOK_URL + new["token"]
     assert [w.split()[0] for w in world.writes()] == ["POST", "POST", "DELETE"]
     assert world.writes()[-1].endswith(f"/triggers/{old}")
-    assert any(e["reason"] == "Replaced" for e in world.events(NS, "web"))
+    assert any(e["reason"] == "Replaced" for e in world.events(world.ns, "web"))
     print(f"\nreplacement: spec patch to Ready with the new trigger in {elapsed * 1000:.0f} ms")
 
 
@@ -145,7 +154,7 @@ def test_deleted_at_provider_is_recreated_with_a_new_token_in_the_secret(world: 
     world.ack.delete_trigger(world.cid, old)
     # Ask for a pass now rather than wait for the drift timer (same reconcile path, seconds sooner).
     world.patch_trigger(
-        NS, "web", {"metadata": {"annotations": {"cloudtriggers.io/reconcile-requested-at": "now"}}}
+        world.ns, "web", {"metadata": {"annotations": {"cloudtriggers.io/reconcile-requested-at": "now"}}}
     )
     wait_for(lambda: len(world.server_triggers()) == 1, timeout=10, what="the recreate")
     [new] = world.server_triggers()
@@ -160,11 +169,11 @@ def test_delete_calls_delete_trigger_and_collects_the_secret(world: World) -> No
     world.create_trigger(world.trigger_obj("web"))
     ext = world.ready("web")["status"]["externalId"]
     world.server_triggers()
-    world.delete_trigger(NS, "web")
-    wait_for(lambda: world.trigger(NS, "web") is None, what="the Trigger to be gone")
+    world.delete_trigger(world.ns, "web")
+    wait_for(lambda: world.trigger(world.ns, "web") is None, what="the Trigger to be gone")
     assert world.server_triggers() == []
     assert f"DELETE /clusters/{world.cid}/triggers/{ext}" in world.writes()
-    wait_for(lambda: world.secret(NS, "web-trigger") is None, what="the output Secret to be collected")
+    wait_for(lambda: world.secret(world.ns, "web-trigger") is None, what="the output Secret to be collected")
 
 
 def test_throttling_waits_as_long_as_x_acs_retry_after_says(world: World) -> None:
@@ -185,8 +194,8 @@ def test_lost_create_response_then_restart_gives_exactly_one_trigger(world: Worl
     world.create_trigger(world.trigger_obj("web"))
     wait_for(
         lambda: (
-            (world.trigger(NS, "web") or {}).get("status", {}).get("pendingCreate")
-            and condition(world.trigger(NS, "web"), "Synced").get("status") == "False"
+            (world.trigger(world.ns, "web") or {}).get("status", {}).get("pendingCreate")
+            and condition(world.trigger(world.ns, "web"), "Synced").get("status") == "False"
         ),
         what="the failed create to be recorded",
     )
@@ -205,8 +214,8 @@ def test_observe_only_makes_zero_write_calls(world: World) -> None:
     world.create_trigger(world.trigger_obj("obs", managementPolicy="ObserveOnly", externalId=existing["id"]))
     obj = world.ready("obs", reason="Observed")
     assert obj["status"]["externalId"] == existing["id"]
-    world.delete_trigger(NS, "obs")
-    wait_for(lambda: world.trigger(NS, "obs") is None, what="the Trigger to be gone")
+    world.delete_trigger(world.ns, "obs")
+    wait_for(lambda: world.trigger(world.ns, "obs") is None, what="the Trigger to be gone")
     assert world.writes() == []
     assert len(world.server_triggers()) == 1
 
@@ -218,7 +227,7 @@ def test_missing_credentials_then_ready_when_the_secret_appears(world: World) ->
     world.ready("web", reason="CredentialsMissing")
     assert world.ack.calls() == []
     world.apply_secret(
-        NS,
+        world.ns,
         "later",
         {
             "accessKeyId": world.sts.access_key_id,

@@ -21,10 +21,13 @@ def test_demo_reaches_ready_deletes_and_never_prints_the_token() -> None:
     out = io.StringIO()
     assert run_demo(timeout=20, out=out) == 0
     text = out.getvalue()
-    for provider in ("gitlab", "ack"):
+    for provider in ("gitlab", "ack", "swr"):
         assert f"{provider}: Ready, external id" in text
+        assert f"{provider}: deleted Trigger" in text and f"{provider}: deleted Trigger" in text
+    for provider in ("gitlab", "ack"):  # SWR triggers have no secret outputs
         assert f"{provider}: output Secret" in text and "holds keys: token, url" in text
-        assert f"{provider}: deleted Trigger" in text and "provider triggers left: 0" in text
+    assert "swr: output Secret" not in text
+    assert text.count("provider triggers left: 0") == 3
     assert "glptt-" not in text and "token=" not in text
 
 
@@ -41,3 +44,40 @@ def test_console_script_help_lists_commands() -> None:
     ).stdout
     for command in ("run", "crd", "demo", "sandbox", "version"):
         assert command in out
+
+
+def test_sandbox_command_serves_every_provider(tmp_path: Path) -> None:
+    import socket
+    import time
+
+    import requests
+
+    ports = []
+    for _ in range(3):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    args = ["--gitlab-port", str(ports[0]), "--ack-port", str(ports[1]), "--swr-port", str(ports[2])]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudtriggers.cli", "sandbox", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        up: set[int] = set()
+        while len(up) < 3 and time.monotonic() < deadline:
+            for port in ports:
+                try:
+                    requests.get(f"http://127.0.0.1:{port}/", timeout=1)
+                    up.add(port)
+                except requests.ConnectionError:
+                    pass
+            time.sleep(0.1)
+        assert up == set(ports)
+        # GitLab answers its API with a 401 without a token, like the real one.
+        assert requests.get(f"http://127.0.0.1:{ports[0]}/api/v4/user", timeout=2).status_code == 401
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0].decode()
+    assert str(ports[0]) in out and str(ports[1]) in out and str(ports[2]) in out

@@ -11,6 +11,7 @@ from ..metrics import PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
 from .ack import AckProvider
 from .base import AccountLimiter, Provider
 from .gitlab import GitLabProvider
+from .swr import SwrProvider
 
 
 def instrument(session: requests.Session, provider: str) -> None:
@@ -40,6 +41,7 @@ def build_providers(rate: float = 10.0, burst: int = 20) -> dict[str, Provider]:
     providers: dict[str, Provider] = {
         "gitlab": GitLabProvider(limiter=limiter),
         "ack": AckProvider(limiter=limiter),
+        "swr": SwrProvider(limiter=limiter),
     }
     for name, provider in providers.items():
         session = getattr(provider, "session", None)

@@ -1152,7 +1152,7 @@ class _Handler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------------------------------
 
 
-def serve(host: str = "127.0.0.1", port: int = 8930) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8931) -> None:
     """Run a sandbox in the foreground with one account and one cluster, until interrupted."""
     sandbox = AckSandbox(host, port)
     account = sandbox.add_account("demo")

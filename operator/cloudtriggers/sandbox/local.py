@@ -21,6 +21,7 @@ from .ack import AckSandbox
 from .gitlab import GitLabSandbox
 from .kopfthread import KopfThread, login_handler_for
 from .kube import KubeServer, kube_client
+from .swr import SwrSandbox
 
 T = TypeVar("T")
 
@@ -36,6 +37,7 @@ class LocalWorld:
         self.kube = KubeServer()
         self.gitlab = GitLabSandbox()
         self.ack = AckSandbox()
+        self.swr = SwrSandbox()
         self.api: k8s.ApiClient | None = None
         self.parts: OperatorParts | None = None
         self.operator: KopfThread | None = None
@@ -46,6 +48,7 @@ class LocalWorld:
         self.kube.start()
         self.gitlab.start()
         self.ack.start()
+        self.swr.start()
         self.api = kube_client(self.kube.url)
         # The CRD object, as `kubectl apply -f crds/trigger.yaml` would install it.
         k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
@@ -81,6 +84,7 @@ class LocalWorld:
         try:
             self.stop_operator()
         finally:
+            self.swr.stop()
             self.ack.stop()
             self.gitlab.stop()
             self.kube.stop()
