@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -156,6 +157,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     ]
     for t in threads:
         t.start()
+        time.sleep(0.3)  # one banner at a time
     try:
         while any(t.is_alive() for t in threads):
             for t in threads:
