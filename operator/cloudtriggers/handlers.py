@@ -8,6 +8,7 @@ annotations). Deletion goes through kopf's finalizer to Reconciler.finalize.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -142,14 +143,25 @@ def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: LoginFn |
     ) -> None:
         wake = runtime.event(uid)
         wake.clear()
+        # kopf adds the finalizer as it spawns us; a first pass before it lands would only be refused
+        # (the reconciler never creates without it) and retried later.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while FINALIZER not in (body.get("metadata", {}).get("finalizers") or []) and loop.time() < deadline:
+            if await stopped.wait(0.05):
+                return
         delay: float | None = initial_delay(body, runtime)
         watch: tuple[str, str, str] | None = None
+        first_pass = True
         while not stopped:
             if (delay is None or delay > 0) and await _sleep(stopped, wake, delay, watch, runtime):
                 return
             wake.clear()
             try:
-                outcome: Outcome = await runtime.call(runtime.reconciler.reconcile, namespace, name)
+                # On a loop's first pass no write of ours can be newer than the watched body: no GET.
+                snapshot = copy.deepcopy(dict(body)) if first_pass else None
+                first_pass = False
+                outcome: Outcome = await runtime.call(runtime.reconciler.reconcile, namespace, name, snapshot)
             except Exception:  # a bug or an API server problem: log, back off, keep the loop alive
                 log.exception("reconcile of %s/%s failed", namespace, name)
                 outcome = Outcome(30.0, "Error")

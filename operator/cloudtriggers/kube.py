@@ -84,25 +84,26 @@ class KubeClient:
             "controller": True,
         }
         encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": dict(MANAGED_BY),
+                "ownerReferences": [owner_ref],
+            },
+            "data": encoded,
+        }
+        # Create first: the common case costs one request; an existing Secret is checked, then patched.
         try:
-            current = self.core.read_namespaced_secret(name, ns)
-        except ApiException as e:
-            if e.status != 404:
-                raise
-            body = {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": "Opaque",
-                "metadata": {
-                    "name": name,
-                    "namespace": ns,
-                    "labels": dict(MANAGED_BY),
-                    "ownerReferences": [owner_ref],
-                },
-                "data": encoded,
-            }
             self.core.create_namespaced_secret(ns, body)  # type: ignore[arg-type]
             return
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        current = self.core.read_namespaced_secret(name, ns)
         refs = (current.metadata.owner_references if current.metadata else None) or []
         if not any(r.uid == meta["uid"] for r in refs):
             raise SecretConflict(

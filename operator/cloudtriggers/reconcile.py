@@ -354,8 +354,10 @@ class Reconciler:
 
     # -- the reconcile pass -----------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str) -> Outcome:
-        obj = self.kube.get_trigger(namespace, name)
+    def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> Outcome:
+        """One pass. `body`: the object as just delivered by the watch, when no write of ours can be
+        newer (a loop's first pass); otherwise the object is read fresh."""
+        obj = body if body is not None else self.kube.get_trigger(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return Outcome(None, "Gone")
         provider = next((p for p in ("gitlab", "ack", "swr") if p in (obj.get("spec") or {})), "unknown")
@@ -605,6 +607,11 @@ class Reconciler:
         if not provider.has_outputs:
             return "Available", f"{spec.provider} trigger {obs.external_id} is in sync", True
         secret_name = status["secretName"]
+        if fresh and obs.outputs:
+            # Just created or adopted with a visible token: write it (no need to read what is there).
+            self._write_secret(p, secret_name, obs.outputs)
+            status["tokenSha256"] = token_sha256(obs.outputs["token"])
+            return "Available", f"{spec.provider} trigger {obs.external_id} is in sync", True
         have = self.kube.read_secret(p.meta["namespace"], secret_name)
         recorded = status.get("tokenSha256")
         have_sha = token_sha256(have[0]["token"]) if have and have[0].get("token") else None

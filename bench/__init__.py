@@ -1,0 +1,1 @@
+"""The cloudtriggers benchmark (see bench/README.md)."""

@@ -1,0 +1,41 @@
+"""python -m bench: run the benchmark and print a Markdown table (JSON and Markdown saved in bench/results/)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .run import Config, markdown, run, save
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("-n", type=int, default=500, help="Triggers applied at once (default 500)")
+    p.add_argument("--latency", type=float, default=0.0, help="provider latency in seconds (default 0)")
+    p.add_argument("--workers", type=int, default=16, help="the operator's provider concurrency C (default 16)")
+    p.add_argument("--resync", type=float, default=20.0, help="steady-state drift period, seconds (default 20)")
+    p.add_argument("--steady-periods", type=float, default=3.0, help="how many periods to watch (default 3)")
+    p.add_argument("--no-floor", action="store_true", help="skip the kopf floor")
+    p.add_argument("--no-restart", action="store_true", help="skip the restart phase")
+    p.add_argument("--no-steady", action="store_true", help="skip the steady-state phase")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
+    a = p.parse_args()
+    cfg = Config(
+        n=a.n,
+        latency=a.latency,
+        workers=a.workers,
+        resync=a.resync,
+        steady_periods=a.steady_periods,
+        floor=not a.no_floor,
+        restart=not a.no_restart,
+        steady=not a.no_steady,
+    )
+    result = run(cfg)
+    save(result, a.out)
+    print(json.dumps(result, indent=2) if a.json else markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,366 @@
+"""The benchmark: N Triggers at once against the emulated API and the provider sandboxes.
+
+The operator under test runs as a subprocess (`cloudtriggers run`, as users run it) so that its
+peak RSS and CPU seconds are its own. The floor is bench/floor.py, a kopf operator that only
+patches status Ready, run the same way against the same kind of world.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+
+from cloudtriggers.crd import build_crd
+from cloudtriggers.models import GROUP, PLURAL, VERSION
+from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
+from cloudtriggers.sandbox.kube import KubeServer, kube_client
+
+NS = "bench"
+BENCH_UA = "cloudtriggers-bench"
+TRIGGERS = f"{GROUP}/{VERSION}/{PLURAL}"
+FLOOR = Path(__file__).with_name("floor.py")
+
+
+@dataclass
+class Config:
+    n: int = 500
+    latency: float = 0.0  # seconds the provider sandboxes add to every request
+    workers: int = 16  # the operator's provider concurrency C
+    rate: float = 10000.0  # per-account limit; high, so that C and latency are what is measured
+    resync: float = 20.0  # steady-state phase: drift-check period
+    steady_periods: float = 3.0
+    floor: bool = True
+    restart: bool = True
+    steady: bool = True
+    timeout: float = 600.0
+
+
+@dataclass
+class Phase:
+    seconds: float = 0.0
+    p50: float = 0.0
+    p99: float = 0.0
+    provider_calls: dict[str, float] = field(default_factory=dict)  # per Trigger, by operation
+    kube_requests: float = 0.0  # per Trigger
+    peak_rss_mib: float = 0.0
+    cpu_seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class World:
+    """The emulated API with the CRD, a GitLab sandbox with one project and a credentials Secret."""
+
+    def __init__(self, latency: float) -> None:
+        self.kube = KubeServer().start()
+        self.api = kube_client(self.kube.url)
+        self.api.user_agent = BENCH_UA
+        k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
+        self.gitlab = GitLabSandbox().start()
+        self.gitlab.faults.latency = latency
+        self.user = self.gitlab.add_user("bench-bot")
+        self.pid = self.gitlab.add_project("group/web", {self.user.username: MAINTAINER})
+        body = {"metadata": {"name": "gl", "namespace": NS}, "stringData": {"token": self.user.token}}
+        k8s.CoreV1Api(self.api).create_namespaced_secret(NS, body)  # type: ignore[arg-type]
+        self.dir = Path(tempfile.mkdtemp(prefix="ct-bench-"))
+        self.kubeconfig = self.dir / "kubeconfig"
+        self.kube.write_kubeconfig(self.kubeconfig)
+
+    def close(self) -> None:
+        self.gitlab.stop()
+        self.kube.stop()
+
+    def _operator_total(self) -> int:
+        counts = self.kube.call(lambda: _async(dict(self.kube.emulator.requests_by_agent)))
+        return sum(n for agent, n in counts.items() if agent != BENCH_UA)
+
+    def operator_requests(self, since: int = 0) -> int:
+        """Requests the operator (kopf and its Kubernetes client) sent since the mark."""
+        return self._operator_total() - since
+
+    def request_mark(self) -> int:
+        return self._operator_total()
+
+    def create_all(self, n: int) -> dict[str, float]:
+        custom = k8s.CustomObjectsApi(self.api)
+        started: dict[str, float] = {}
+
+        def create(i: int) -> None:
+            name = f"t{i:05d}"
+            body = {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "Trigger",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"gitlab": {"url": self.gitlab.url, "project": "group/web"}, "credentialsSecretRef": {"name": "gl"}},
+            }
+            started[name] = time.monotonic()
+            custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(n)))
+        return started
+
+    def ready_names(self) -> set[str]:
+        out = set()
+        for obj in self.kube.list(TRIGGERS, NS):
+            for c in (obj.get("status") or {}).get("conditions") or []:
+                if c.get("type") == "Ready" and c.get("status") == "True":
+                    out.add(obj["metadata"]["name"])
+        return out
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+class Proc:
+    """An operator subprocess with its resource usage read from /proc."""
+
+    def __init__(self, argv: list[str], world: World, env: dict[str, str], log: Path) -> None:
+        self.proc = subprocess.Popen(
+            argv,
+            env={**os.environ, "KUBECONFIG": str(world.kubeconfig), **env},
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def peak_rss_mib(self) -> float:
+        text = Path(f"/proc/{self.proc.pid}/status").read_text()
+        m = re.search(r"VmHWM:\s+(\d+) kB", text)
+        return int(m.group(1)) / 1024 if m else 0.0
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def _wait_watched(world: World, timeout: float = 60) -> None:
+    world.kube.wait_watched(TRIGGERS, timeout=timeout)
+
+
+def _operator(world: World, cfg: Config, resync: float | None = None) -> Proc:
+    env = {
+        "CLOUDTRIGGERS_WORKERS": str(cfg.workers),
+        "CLOUDTRIGGERS_RATE": str(cfg.rate),
+        "CLOUDTRIGGERS_BURST": str(max(cfg.workers, 20)),
+        "CLOUDTRIGGERS_HTTP_PORT": "0",
+        "CLOUDTRIGGERS_LOG_LEVEL": "warning",
+        "CLOUDTRIGGERS_RESYNC_PERIOD": str(resync or 3600),
+    }
+    return Proc([sys.executable, "-m", "cloudtriggers.cli", "run"], world, env, world.dir / "operator.log")
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
+    _wait_watched(world)
+    mark = world.request_mark()
+    world.gitlab.clear_requests()
+    t0 = time.monotonic()
+    started = world.create_all(cfg.n)
+    ready_at: dict[str, float] = {}
+    deadline = t0 + cfg.timeout
+    while len(ready_at) < cfg.n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(ready_at)} of {cfg.n} Triggers Ready after {cfg.timeout} s")
+        now = time.monotonic()
+        for name in world.ready_names() - ready_at.keys():
+            ready_at[name] = now
+        time.sleep(0.05)
+    total = max(ready_at.values()) - t0
+    per = [ready_at[k] - started[k] for k in ready_at]
+    calls: dict[str, float] = {}
+    for c in world.gitlab.calls():
+        op = re.sub(r"/\d+", "/{id}", f"{c.method} {c.path}")
+        calls[op] = calls.get(op, 0) + 1 / cfg.n
+    time.sleep(1.0)  # let the last status writes and events land before counting
+    return Phase(
+        seconds=round(total, 3),
+        p50=round(statistics.median(per), 3),
+        p99=round(_percentile(per, 0.99), 3),
+        provider_calls={k: round(v, 3) for k, v in sorted(calls.items())},
+        kube_requests=round(world.operator_requests(mark) / cfg.n, 2),
+        peak_rss_mib=round(proc.peak_rss_mib(), 1),
+        cpu_seconds=round(proc.cpu_seconds(), 2),
+    )
+
+
+def _restart_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
+    proc.stop()
+    world.gitlab.clear_requests()
+    mark = world.request_mark()
+    t0 = time.monotonic()
+    proc = _operator(world, cfg)
+    _wait_watched(world)
+    # Idle: no provider call and no Kubernetes request from the operator for 2 s.
+    last_change, seen = time.monotonic(), (-1, -1)
+    while time.monotonic() - last_change < 2.0:
+        now = (len(world.gitlab.calls()), world.operator_requests(mark))
+        if now != seen:
+            seen, last_change = now, time.monotonic()
+        time.sleep(0.1)
+    calls = world.gitlab.calls()
+    writes = sum(1 for c in calls if c.method in {"POST", "PUT", "DELETE"})
+    return (
+        Phase(
+            seconds=round(last_change - t0, 3),
+            provider_calls={"writes": writes, "reads_per_trigger": round((len(calls) - writes) / cfg.n, 3)},
+            kube_requests=round(world.operator_requests(mark) / cfg.n, 2),
+            peak_rss_mib=round(proc.peak_rss_mib(), 1),
+            cpu_seconds=round(proc.cpu_seconds(), 2),
+        ),
+        proc,
+    )
+
+
+def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
+    proc.stop()
+    proc = _operator(world, cfg, resync=cfg.resync)
+    _wait_watched(world)
+    world.gitlab.clear_requests()
+    t0 = time.time()
+    duration = cfg.resync * cfg.steady_periods
+    time.sleep(duration)
+    calls = [c for c in world.gitlab.calls() if c.at >= t0]
+    per_minute = len(calls) / duration * 60
+    expected = cfg.n / cfg.resync * 60
+    # Evenness: calls in 20 equal slices of the window; the coefficient of variation of the counts.
+    slices = [0] * 20
+    for c in calls:
+        slices[min(19, int((c.at - t0) / duration * 20))] += 1
+    mean = statistics.mean(slices)
+    cv = statistics.pstdev(slices) / mean if mean else 0.0
+    return (
+        Phase(
+            seconds=round(duration, 1),
+            provider_calls={"per_minute": round(per_minute, 1), "expected_per_minute": round(expected, 1)},
+            peak_rss_mib=round(proc.peak_rss_mib(), 1),
+            cpu_seconds=round(proc.cpu_seconds(), 2),
+            extra={"slices": slices, "cv": round(cv, 3), "writes": sum(c.method != "GET" for c in calls)},
+        ),
+        proc,
+    )
+
+
+def run_operator(cfg: Config) -> dict[str, Phase]:
+    world = World(cfg.latency)
+    phases: dict[str, Phase] = {}
+    proc = _operator(world, cfg)
+    try:
+        phases["create"] = _create_phase(world, proc, cfg)
+        if cfg.restart:
+            phases["restart"], proc = _restart_phase(world, proc, cfg)
+        if cfg.steady:
+            phases["steady"], proc = _steady_phase(world, proc, cfg)
+    finally:
+        proc.stop()
+        world.close()
+    return phases
+
+
+def run_floor(cfg: Config) -> Phase:
+    world = World(cfg.latency)
+    proc = Proc(
+        [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "--quiet", str(FLOOR)],
+        world,
+        {},
+        world.dir / "floor.log",
+    )
+    try:
+        return _create_phase(world, proc, cfg)
+    finally:
+        proc.stop()
+        world.close()
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "config": asdict(cfg),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        },
+    }
+    phases = run_operator(cfg)
+    result["cloudtriggers"] = {k: asdict(v) for k, v in phases.items()}
+    if cfg.floor:
+        floor = run_floor(cfg)
+        result["floor"] = asdict(floor)
+        result["ratio_to_floor"] = round(phases["create"].seconds / floor.seconds, 2) if floor.seconds else None
+        if cfg.latency:
+            bound = 1.2 * (cfg.n * cfg.latency / cfg.workers) + floor.seconds
+            result["latency_target_seconds"] = round(bound, 2)
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    cfg = result["config"]
+    ct = result["cloudtriggers"]
+    create = ct["create"]
+    rows = [
+        f"N = {cfg['n']}, provider latency {cfg['latency'] * 1000:.0f} ms, concurrency C = {cfg['workers']}",
+        "",
+        "| measure | cloudtriggers | floor (kopf, status only) |",
+        "|---|---|---|",
+    ]
+    floor = result.get("floor") or {}
+    rows.append(f"| time until all Ready | {create['seconds']} s | {floor.get('seconds', '-')} s |")
+    rows.append(f"| per Trigger p50 / p99 | {create['p50']} / {create['p99']} s | {floor.get('p50', '-')} / {floor.get('p99', '-')} s |")
+    rows.append(f"| Kubernetes API requests per Trigger | {create['kube_requests']} | {floor.get('kube_requests', '-')} |")
+    rows.append(f"| peak RSS | {create['peak_rss_mib']} MiB | {floor.get('peak_rss_mib', '-')} MiB |")
+    rows.append(f"| CPU seconds | {create['cpu_seconds']} | {floor.get('cpu_seconds', '-')} |")
+    calls = ", ".join(f"{k}: {v}" for k, v in create["provider_calls"].items())
+    rows.append(f"| provider calls per Trigger | {calls} | - |")
+    if result.get("ratio_to_floor") is not None:
+        rows.append(f"| ratio to floor (time until all Ready) | {result['ratio_to_floor']} | 1 |")
+    if "latency_target_seconds" in result:
+        rows.append(f"| latency target 1.2 x (N x latency / C) + floor | {result['latency_target_seconds']} s | |")
+    if "restart" in ct:
+        r = ct["restart"]
+        rows.append(
+            f"| restart: provider writes / reads per Trigger / time until idle | {r['provider_calls']['writes']} / "
+            f"{r['provider_calls']['reads_per_trigger']} / {r['seconds']} s | |"
+        )
+    if "steady" in ct:
+        s = ct["steady"]
+        rows.append(
+            f"| steady state: provider calls per minute (expected N / resync) | {s['provider_calls']['per_minute']} "
+            f"({s['provider_calls']['expected_per_minute']}), spread CV {s['extra']['cv']} | |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def save(result: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"n{result['config']['n']}-lat{int(result['config']['latency'] * 1000)}ms"
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(markdown(result))
