@@ -114,12 +114,21 @@ class World:
         return started
 
     def ready_names(self) -> set[str]:
-        out = set()
-        for obj in self.kube.list(TRIGGERS, NS):
-            for c in (obj.get("status") or {}).get("conditions") or []:
-                if c.get("type") == "Ready" and c.get("status") == "True":
-                    out.add(obj["metadata"]["name"])
-        return out
+        """Names of the Ready Triggers, read in the emulator's loop without copying any object: the
+        loop also serves the operator, and the measurement must not compete with it."""
+        emulator = self.kube.emulator
+
+        async def scan() -> set[str]:
+            out = set()
+            for _, body in emulator._iter_live():
+                if body.get("kind") != "Trigger":
+                    continue
+                for c in (body.get("status") or {}).get("conditions") or []:
+                    if c.get("type") == "Ready" and c.get("status") == "True":
+                        out.add(body["metadata"]["name"])
+            return out
+
+        return set(self.kube.call(scan))
 
 
 async def _async(value: Any) -> Any:
@@ -193,7 +202,7 @@ def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
         now = time.monotonic()
         for name in world.ready_names() - ready_at.keys():
             ready_at[name] = now
-        time.sleep(0.05)
+        time.sleep(0.1)
     total = max(ready_at.values()) - t0
     per = [ready_at[k] - started[k] for k in ready_at]
     calls: dict[str, float] = {}

@@ -78,6 +78,11 @@ def _error(status: int, reason: str, message: str, **details: Any) -> kmock.Kube
     )
 
 
+def reject_write(status: int = 503, message: str = "the write was rejected (fault injection)") -> None:
+    """For ``ClusterEmulator.before_write``: answer the write with `status` and store nothing."""
+    raise _error(status, "ServiceUnavailable" if status == 503 else "Conflict", message)
+
+
 def _meta(body: Mapping[str, Any]) -> Body:
     meta = body.get("metadata")
     return meta if isinstance(meta, dict) else {}
@@ -238,9 +243,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _results: dict[kmock.Request, Body] = attrs.field(factory=dict, init=False)
     #: kmock matches every request against every stub by re-filtering all recorded requests, which
     #: makes a long run quadratic; nothing here uses the old requests, so only the newest are kept.
-    request_history_limit: int = 16
+    request_history_limit: int = 1
     #: Requests served, by User-Agent (what the benchmark counts once the history is trimmed).
     requests_by_agent: collections.Counter[str] = attrs.field(factory=collections.Counter, init=False)
+    #: Called after each write is applied, before it is answered (request, resulting object): fault
+    #: tests use it to kill the operator right after a given write reached the store.
+    after_write: Callable[[kmock.Request, Body], None] | None = attrs.field(default=None, init=False)
+    #: Called before each write; an exception it raises (``reject_write()``) is the answer instead.
+    before_write: Callable[[kmock.Request], None] | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -258,7 +268,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         # its check-then-apply spans two lock holds and it stores bodies as posted.
         if request.resource is not None and self._is_write(request):
             async with self._lock:
+                if self.before_write is not None:
+                    self.before_write(request)
                 self._results[request] = await self._write(request)
+                if self.after_write is not None:
+                    self.after_write(request, self._results[request])
         try:
             response = await super(kmock.KubernetesEmulator, self)._handle(request)
             result = self._results.get(request)
