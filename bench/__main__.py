@@ -1,4 +1,4 @@
-"""python -m bench: run the benchmark and print a Markdown table (JSON and Markdown saved in bench/results/)."""
+"""python -m bench: run the benchmark, print a Markdown table, save JSON and Markdown in bench/results/."""
 
 from __future__ import annotations
 
@@ -13,8 +13,12 @@ def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("-n", type=int, default=500, help="Triggers applied at once (default 500)")
     p.add_argument("--latency", type=float, default=0.0, help="provider latency in seconds (default 0)")
-    p.add_argument("--workers", type=int, default=16, help="the operator's provider concurrency C (default 16)")
-    p.add_argument("--resync", type=float, default=20.0, help="steady-state drift period, seconds (default 20)")
+    p.add_argument(
+        "--workers", type=int, default=16, help="the operator's provider concurrency C (default 16)"
+    )
+    p.add_argument(
+        "--resync", type=float, default=20.0, help="steady-state drift period, seconds (default 20)"
+    )
     p.add_argument("--steady-periods", type=float, default=3.0, help="how many periods to watch (default 3)")
     p.add_argument("--no-floor", action="store_true", help="skip the kopf floor")
     p.add_argument("--no-restart", action="store_true", help="skip the restart phase")

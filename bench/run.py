@@ -104,7 +104,10 @@ class World:
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "Trigger",
                 "metadata": {"name": name, "namespace": NS},
-                "spec": {"gitlab": {"url": self.gitlab.url, "project": "group/web"}, "credentialsSecretRef": {"name": "gl"}},
+                "spec": {
+                    "gitlab": {"url": self.gitlab.url, "project": "group/web"},
+                    "credentialsSecretRef": {"name": "gl"},
+                },
             }
             started[name] = time.monotonic()
             custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
@@ -185,7 +188,7 @@ def _percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
 def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
@@ -324,7 +327,9 @@ def run(cfg: Config) -> dict[str, Any]:
     if cfg.floor:
         floor = run_floor(cfg)
         result["floor"] = asdict(floor)
-        result["ratio_to_floor"] = round(phases["create"].seconds / floor.seconds, 2) if floor.seconds else None
+        result["ratio_to_floor"] = (
+            round(phases["create"].seconds / floor.seconds, 2) if floor.seconds else None
+        )
         if cfg.latency:
             bound = 1.2 * (cfg.n * cfg.latency / cfg.workers) + floor.seconds
             result["latency_target_seconds"] = round(bound, 2)
@@ -343,8 +348,10 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     floor = result.get("floor") or {}
     rows.append(f"| time until all Ready | {create['seconds']} s | {floor.get('seconds', '-')} s |")
-    rows.append(f"| per Trigger p50 / p99 | {create['p50']} / {create['p99']} s | {floor.get('p50', '-')} / {floor.get('p99', '-')} s |")
-    rows.append(f"| Kubernetes API requests per Trigger | {create['kube_requests']} | {floor.get('kube_requests', '-')} |")
+    fp50, fp99 = floor.get("p50", "-"), floor.get("p99", "-")
+    rows.append(f"| per Trigger p50 / p99 | {create['p50']} / {create['p99']} s | {fp50} / {fp99} s |")
+    kr = floor.get("kube_requests", "-")
+    rows.append(f"| Kubernetes API requests per Trigger | {create['kube_requests']} | {kr} |")
     rows.append(f"| peak RSS | {create['peak_rss_mib']} MiB | {floor.get('peak_rss_mib', '-')} MiB |")
     rows.append(f"| CPU seconds | {create['cpu_seconds']} | {floor.get('cpu_seconds', '-')} |")
     calls = ", ".join(f"{k}: {v}" for k, v in create["provider_calls"].items())
@@ -352,18 +359,22 @@ def markdown(result: dict[str, Any]) -> str:
     if result.get("ratio_to_floor") is not None:
         rows.append(f"| ratio to floor (time until all Ready) | {result['ratio_to_floor']} | 1 |")
     if "latency_target_seconds" in result:
-        rows.append(f"| latency target 1.2 x (N x latency / C) + floor | {result['latency_target_seconds']} s | |")
+        rows.append(
+            f"| latency target 1.2 x (N x latency / C) + floor | {result['latency_target_seconds']} s | |"
+        )
     if "restart" in ct:
         r = ct["restart"]
+        calls_r = r["provider_calls"]
         rows.append(
-            f"| restart: provider writes / reads per Trigger / time until idle | {r['provider_calls']['writes']} / "
-            f"{r['provider_calls']['reads_per_trigger']} / {r['seconds']} s | |"
+            "| restart: provider writes / reads per Trigger / time until idle | "
+            f"{calls_r['writes']} / {calls_r['reads_per_trigger']} / {r['seconds']} s | |"
         )
     if "steady" in ct:
         s = ct["steady"]
+        calls_s = s["provider_calls"]
         rows.append(
-            f"| steady state: provider calls per minute (expected N / resync) | {s['provider_calls']['per_minute']} "
-            f"({s['provider_calls']['expected_per_minute']}), spread CV {s['extra']['cv']} | |"
+            "| steady state: provider calls per minute (expected N / resync) | "
+            f"{calls_s['per_minute']} ({calls_s['expected_per_minute']}), spread CV {s['extra']['cv']} | |"
         )
     return "\n".join(rows) + "\n"
 

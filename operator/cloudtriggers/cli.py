@@ -44,7 +44,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     import kopf
     from kubernetes import client, config
 
+    from .handlers import serve_in_thread
     from .logs import configure as configure_logging
+    from .metrics import LEADER
     from .models import GROUP, PLURAL
     from .runner import build_operator
 
@@ -63,7 +65,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # One pooled connection per worker thread, or urllib3 discards and reopens them under load.
     config_.connection_pool_maxsize = settings.workers + 4
     api = client.ApiClient(config_)
-    parts = build_operator(settings, api, login=login)
+    parts = build_operator(settings, api, login=login, serve_http=False)
+    if settings.http_port:
+        # Served from the start, standby included: the kubelet probes every replica.
+        serve_in_thread(settings.http_port)
     if settings.label_selector:
         parts.settings.watching.label_selectors[GROUP, PLURAL] = settings.label_selector
 
@@ -105,6 +110,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             worker.join(0.5)
 
     if not settings.leader_election:
+        LEADER.set(1)
         operate()
         return 0
     from .leader import LeaseElector, lead

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -102,14 +103,18 @@ def initial_delay(body: Any, runtime: Runtime) -> float:
         return 0.0
 
 
-def register(registry: kopf.OperatorRegistry, runtime: Runtime, login: LoginFn | None = None) -> None:
+def register(
+    registry: kopf.OperatorRegistry, runtime: Runtime, login: LoginFn | None = None, serve: bool = True
+) -> None:
+    """`serve`: start /metrics, /healthz and /readyz with the operator (off when the process serves
+    them itself from its start, as `cloudtriggers run` does so that a standby replica answers too)."""
     if login is not None:
         kopf.on.login(registry=registry)(login)
 
     @kopf.on.startup(registry=registry)
     async def start_http(**_: Any) -> None:
         TRIGGERS.clear()  # the gauge describes this operator's view only, filled by the watch
-        if runtime.settings.http_port:
+        if serve and runtime.settings.http_port:
             runtime.http = await serve_http(runtime.settings.http_port)
 
     @kopf.on.cleanup(registry=registry)
@@ -240,3 +245,21 @@ async def serve_http(port: int, host: str = "0.0.0.0") -> web.AppRunner:
     await web.TCPSite(runner, host, port).start()
     log.info("serving /metrics, /healthz and /readyz on port %d", port)
     return runner
+
+
+def serve_in_thread(port: int) -> threading.Thread:
+    """serve_http in a loop of its own, for a process whose operator may not run yet (a standby)."""
+    ready = threading.Event()
+
+    def main() -> None:
+        async def forever() -> None:
+            await serve_http(port)
+            ready.set()
+            await asyncio.Event().wait()
+
+        asyncio.run(forever())
+
+    thread = threading.Thread(target=main, name="http", daemon=True)
+    thread.start()
+    ready.wait(10)
+    return thread

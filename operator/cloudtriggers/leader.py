@@ -20,6 +20,8 @@ from typing import Any
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
+from .metrics import LEADER
+
 log = logging.getLogger(__name__)
 
 
@@ -142,6 +144,7 @@ def lead(
     while not elector.try_acquire_or_renew():
         if stop.wait(elector.poll_period):
             return False
+    LEADER.set(1)
     flag = threading.Event()
     lost = threading.Event()
 
@@ -165,6 +168,7 @@ def lead(
     try:
         run(flag)
     finally:
+        LEADER.set(0)
         flag.set()
         if not lost.is_set():
             elector.release()

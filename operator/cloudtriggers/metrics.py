@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -52,6 +52,13 @@ LIMITER_WAIT = Counter(
     "cloudtriggers_rate_limiter_wait_seconds_total",
     "Seconds provider calls waited in the per-account rate limiter (pacing and provider throttling).",
     ["provider"],
+    registry=REGISTRY,
+)
+
+
+LEADER = Gauge(
+    "cloudtriggers_leader",
+    "1 while this replica acts (holds the leader Lease, or runs without leader election), else 0.",
     registry=REGISTRY,
 )
 
@@ -117,6 +124,29 @@ class TriggerStates(Collector):
 
 TRIGGERS = TriggerStates()
 REGISTRY.register(TRIGGERS)
+
+
+class CircuitStates(Collector):
+    """Open credential circuits (accounts whose calls are paused after authentication failures)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, int]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "cloudtriggers_credentials_circuits_open",
+            "Accounts (provider, endpoint, credentials) whose circuit is open after repeated "
+            "authentication failures: their Triggers say CredentialsInvalid without calling the provider.",
+            labels=["provider"],
+        )
+        counts = self.source() if self.source is not None else {}
+        for provider in ("ack", "gitlab", "swr"):
+            gauge.add_metric([provider], counts.get(provider, 0))
+        yield gauge
+
+
+CIRCUITS = CircuitStates()
+REGISTRY.register(CIRCUITS)
 
 
 def _timestamp(value: Any) -> float | None:

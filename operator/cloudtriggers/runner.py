@@ -28,6 +28,7 @@ def build_operator(
     api_client: Any,
     login: LoginFn | None = None,
     providers: Mapping[str, Provider] | None = None,
+    serve_http: bool = True,
 ) -> OperatorParts:
     """Everything `kopf.operator()` needs; `api_client` is the kubernetes client the reconciler uses."""
     reconciler = Reconciler(
@@ -35,7 +36,7 @@ def build_operator(
     )
     runtime = Runtime(reconciler, settings)
     registry = kopf.OperatorRegistry()
-    register(registry, runtime, login=login)
+    register(registry, runtime, login=login, serve=serve_http)
     kopf_settings = kopf.OperatorSettings()
     configure(kopf_settings, settings)
     return OperatorParts(registry, kopf_settings, runtime)

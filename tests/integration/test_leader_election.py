@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from kubernetes import client as k8s
 
 from cloudtriggers.leader import LeaseElector
@@ -28,12 +30,23 @@ def world() -> Iterator[LocalWorld]:
         yield w
 
 
-def _replica(kubeconfig: Path, identity: str, log: Path) -> subprocess.Popen[bytes]:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _leader_gauge(port: int) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return float(next(ln for ln in text.splitlines() if ln.startswith("cloudtriggers_leader ")).split()[1])
+
+
+def _replica(kubeconfig: Path, identity: str, log: Path, port: int = 0) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
         "CLOUDTRIGGERS_IDENTITY": identity,
-        "CLOUDTRIGGERS_HTTP_PORT": "0",
+        "CLOUDTRIGGERS_HTTP_PORT": str(port),
     }
     args = [
         "run",
@@ -78,13 +91,18 @@ def test_standby_takes_over_when_the_leader_dies(world: LocalWorld, tmp_path: Pa
     b: subprocess.Popen[bytes] | None = None
     try:
         wait_for(lambda: _holder(world) == "replica-a", timeout=20, what="replica-a to lead")
-        b = _replica(kubeconfig, "replica-b", tmp_path / "b.log")
+        b_port = _free_port()
+        b = _replica(kubeconfig, "replica-b", tmp_path / "b.log", b_port)
         world.create_trigger(_trigger(world, "one"))
         wait_for(lambda: condition(world.trigger("apps", "one")).get("reason") == "Available", timeout=20)
         time.sleep(DURATION)  # the standby has been watching the Lease for a whole duration
         assert _holder(world) == "replica-a"
         standby_log = (tmp_path / "b.log").read_text()
         assert "waiting for lease" in standby_log and "apps/one" not in standby_log
+        # The standby answers its probes (or the kubelet would kill it) and says it is not leading.
+        assert requests.get(f"http://127.0.0.1:{b_port}/healthz", timeout=5).status_code == 200
+        assert requests.get(f"http://127.0.0.1:{b_port}/readyz", timeout=5).status_code == 200
+        assert _leader_gauge(b_port) == 0
 
         a.send_signal(signal.SIGKILL)
         a.wait(10)
@@ -93,6 +111,7 @@ def test_standby_takes_over_when_the_leader_dies(world: LocalWorld, tmp_path: Pa
         takeover = time.monotonic() - killed
         print(f"takeover after the leader died: {takeover:.2f} s (lease duration {DURATION:.0f} s)")
         assert takeover <= 2 * DURATION
+        wait_for(lambda: _leader_gauge(b_port) == 1, timeout=5, what="the leader gauge")
 
         world.create_trigger(_trigger(world, "two"))
         wait_for(lambda: condition(world.trigger("apps", "two")).get("reason") == "Available", timeout=20)
