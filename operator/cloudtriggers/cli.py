@@ -36,6 +36,8 @@ def run_settings(args: argparse.Namespace) -> Settings:
         "lease_name": args.lease_name,
         "lease_namespace": args.lease_namespace,
         "lease_duration": args.lease_duration,
+        "ack_network": args.ack_network,
+        "ack_trusted_endpoints": args.ack_trusted_endpoint,
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -225,6 +227,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-name", help="name of the Lease (default cloudtriggers)")
     run.add_argument("--lease-namespace", help="namespace of the Lease (default: POD_NAMESPACE or default)")
     run.add_argument("--lease-duration", help="a dead leader is replaced after about this long (default 15s)")
+    run.add_argument(
+        "--ack-network",
+        choices=["public", "vpc"],
+        help="default ACK endpoint: cs.<region> or cs-vpc.<region>",
+    )
+    run.add_argument(
+        "--ack-trusted-endpoint",
+        action="append",
+        help="a spec.ack.endpoint that may receive RRSA credentials besides the official ones (repeatable)",
+    )
     run.set_defaults(func=cmd_run)
 
     crd = sub.add_parser("crd", help="print the Trigger CustomResourceDefinition (YAML)")

@@ -32,7 +32,12 @@ def build_operator(
 ) -> OperatorParts:
     """Everything `kopf.operator()` needs; `api_client` is the kubernetes client the reconciler uses."""
     reconciler = Reconciler(
-        KubeClient(api_client), providers or build_providers(settings.rate, settings.burst), settings
+        KubeClient(api_client),
+        providers
+        or build_providers(
+            settings.rate, settings.burst, settings.ack_network, settings.ack_trusted_endpoints or None
+        ),
+        settings,
     )
     runtime = Runtime(reconciler, settings)
     registry = kopf.OperatorRegistry()

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     )
     identity: str = Field(default="", description="This replica's name in the Lease; default: the hostname.")
 
+    ack_network: Literal["public", "vpc"] = Field(
+        default="public", description="Default ACK endpoint: public (cs.<region>) or vpc (cs-vpc.<region>)."
+    )
+    ack_trusted_endpoints: Annotated[list[str], NoDecode, BeforeValidator(_csv)] = Field(
+        default_factory=list,
+        description="spec.ack.endpoint values (besides the official ones) that may receive RRSA credentials.",
+    )
+
     @field_validator("default_credentials_secret")
     @classmethod
     def _ns_name(cls, v: str) -> str:

@@ -79,3 +79,17 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         build_parser().parse_args([command, "--help"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.startswith("usage: cloudtriggers " + command)
+
+
+def test_ack_settings_reach_the_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudtriggers.models import AckSpec
+    from cloudtriggers.providers import build_providers
+
+    monkeypatch.setenv("CLOUDTRIGGERS_ACK_NETWORK", "vpc")
+    args = build_parser().parse_args(["run", "--ack-trusted-endpoint", "https://cs.internal.example.com"])
+    s = run_settings(args)
+    assert s.ack_network == "vpc" and s.ack_trusted_endpoints == ["https://cs.internal.example.com"]
+    ack = build_providers(s.rate, s.burst, s.ack_network, s.ack_trusted_endpoints)["ack"]
+    block = AckSpec(regionId="cn-beijing", clusterId="c1", projectId="default/web")
+    assert ack.endpoint(block) == "https://cs-vpc.cn-beijing.aliyuncs.com"  # type: ignore[attr-defined]
+    assert "https://cs.internal.example.com" in ack.trusted_endpoints  # type: ignore[attr-defined]

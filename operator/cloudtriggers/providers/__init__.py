@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, Literal
 
 import requests
 
@@ -35,12 +36,17 @@ def instrument(session: requests.Session, provider: str) -> None:
     session.request = request  # type: ignore[method-assign]
 
 
-def build_providers(rate: float = 10.0, burst: int = 20) -> dict[str, Provider]:
+def build_providers(
+    rate: float = 10.0,
+    burst: int = 20,
+    ack_network: Literal["public", "vpc"] | None = None,
+    ack_trusted_endpoints: Iterable[str] | None = None,
+) -> dict[str, Provider]:
     """One instance per provider; each shares one limiter across all Triggers of an account."""
     limiter = AccountLimiter(rate=rate, burst=burst)
     providers: dict[str, Provider] = {
         "gitlab": GitLabProvider(limiter=limiter),
-        "ack": AckProvider(limiter=limiter),
+        "ack": AckProvider(limiter=limiter, network=ack_network, trusted_endpoints=ack_trusted_endpoints),
         "swr": SwrProvider(limiter=limiter),
     }
     for name, provider in providers.items():
