@@ -36,6 +36,9 @@ def run_settings(args: argparse.Namespace) -> Settings:
         "lease_name": args.lease_name,
         "lease_namespace": args.lease_namespace,
         "lease_duration": args.lease_duration,
+        "breaker_threshold": args.breaker_threshold,
+        "breaker_cooldown": args.breaker_cooldown,
+        "perma_diff_repairs": args.perma_diff_repairs,
         "ack_network": args.ack_network,
         "ack_trusted_endpoints": args.ack_trusted_endpoint,
     }
@@ -227,6 +230,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-name", help="name of the Lease (default cloudtriggers)")
     run.add_argument("--lease-namespace", help="namespace of the Lease (default: POD_NAMESPACE or default)")
     run.add_argument("--lease-duration", help="a dead leader is replaced after about this long (default 15s)")
+    run.add_argument(
+        "--breaker-threshold",
+        type=int,
+        help="authentication failures in a row that pause an account's calls (default 3)",
+    )
+    run.add_argument(
+        "--breaker-cooldown", help="wait before one Trigger probes paused credentials again (default 5m)"
+    )
+    run.add_argument(
+        "--perma-diff-repairs",
+        type=int,
+        help="identical drift repairs in a row before a Trigger stops repairing (default 3; 0: never)",
+    )
     run.add_argument(
         "--ack-network",
         choices=["public", "vpc"],

@@ -169,17 +169,21 @@ def register(
                 outcome: Outcome = await runtime.call(runtime.reconciler.reconcile, namespace, name, snapshot)
             except Exception:  # a bug or an API server problem: log, back off, keep the loop alive
                 log.exception("reconcile of %s/%s failed", namespace, name)
-                outcome = Outcome(30.0, "Error")
+                outcome = Outcome(runtime.reconciler.error_backoff(uid), "Error")
             delay, watch = outcome.requeue_after, outcome.watch_secret
             if delay is not None and delay <= 0:
                 delay = 0.001
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
-    async def delete_trigger(body: Any, uid: str, **_: Any) -> None:
+    async def delete_trigger(body: Any, uid: str, name: str, namespace: str | None, **_: Any) -> None:
         try:
             await runtime.call(runtime.reconciler.finalize, dict(body))
         except Retry as e:
             raise kopf.TemporaryError(str(e), delay=e.delay) from None
+        except Exception as e:  # an API server problem (or a bug): retry with backoff, not kopf's 60 s
+            log.exception("finalizing %s/%s failed", namespace, name)
+            delay = runtime.reconciler.error_backoff(uid)
+            raise kopf.TemporaryError(f"{type(e).__name__} while finalizing", delay=delay) from None
         runtime.reconciler.forget(uid)
 
 

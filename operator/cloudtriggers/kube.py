@@ -152,7 +152,9 @@ class KubeClient:
         except KubeApiError as e:
             if e.status != 409:
                 raise
-        current = self._request("GET", self._secret_path(ns, name)) or {}
+        current = self._request("GET", self._secret_path(ns, name))
+        if current is None:  # deleted in between (or the 409 was not AlreadyExists): try again later
+            raise KubeApiError(409, f"Secret {name} could not be created and does not exist; retrying")
         refs = (current.get("metadata") or {}).get("ownerReferences") or []
         if not any(r.get("uid") == meta["uid"] for r in refs):
             raise SecretConflict(

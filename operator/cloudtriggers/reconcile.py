@@ -12,7 +12,7 @@ import math
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from .kube import Kube, SecretConflict, now_rfc3339
 from .logs import register_secret
-from .metrics import DRIFT_REPAIRS, RECONCILE_SECONDS, RECONCILES, Timer
+from .metrics import CIRCUITS, DRIFT_REPAIRS, RECONCILE_SECONDS, RECONCILES, Timer
 from .models import (
     TriggerSpec,
     default_description,
@@ -31,12 +31,15 @@ from .models import (
     token_sha256,
 )
 from .providers.base import (
+    CredentialsBreaker,
     CredentialsError,
     ErrorClass,
     Observed,
     Provider,
     ProviderError,
     Target,
+    Verdict,
+    account_key,
     diff,
     redact,
 )
@@ -157,13 +160,20 @@ class _Stop(Exception):
     """End this reconcile with the given Ready/Synced outcome (not an error of the operator)."""
 
     def __init__(
-        self, reason: str, message: str, *, requeue: float | None, ready: bool | None = False
+        self,
+        reason: str,
+        message: str,
+        *,
+        requeue: float | None,
+        ready: bool | None = False,
+        synced: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.requeue = requeue
         self.ready = ready  # None: keep Ready as it was
+        self.synced = synced  # None: True unless a Conflict
 
 
 # -- the reconciler -------------------------------------------------------------------------------
@@ -205,6 +215,14 @@ class Reconciler:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._failures: dict[str, int] = {}
+        # uid -> (signature, count) of the drift repairs in a row (the perpetual-diff guard).
+        self._repairs: dict[str, tuple[tuple[Any, ...], int]] = {}
+        self.breaker = CredentialsBreaker(
+            self.settings.breaker_threshold,
+            self.settings.breaker_cooldown,
+            self.settings.slow_backoff[1],
+        )
+        CIRCUITS.source = self.breaker.open_count
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -218,6 +236,8 @@ class Reconciler:
             self._locks.pop(uid, None)
         self._failures.pop(uid, None)
         self.claims.drop(uid)
+        self._repairs.pop(uid, None)
+        self.breaker.forget(uid)
 
     def claim_of(self, obj: Mapping[str, Any]) -> tuple[str | None, Claim]:
         """The provider object this Trigger points at (if known yet), for the ClaimIndex."""
@@ -273,6 +293,10 @@ class Reconciler:
         first, cap = self.settings.transient_backoff if kind == "transient" else self.settings.slow_backoff
         delay = min(first * (2**n), cap)
         return float(delay * random.uniform(0.8, 1.2))
+
+    def error_backoff(self, uid: str) -> float:
+        """Delay after a pass that failed unexpectedly (Kubernetes API errors): the transient backoff."""
+        return self._backoff(uid, "transient")
 
     def _credentials(self, p: _Pass, spec: TriggerSpec) -> tuple[dict[str, str], tuple[str, str, str] | None]:
         """The credentials and, when they come from a Secret, (namespace, name, resourceVersion) to watch."""
@@ -427,11 +451,42 @@ class Reconciler:
 
         provider = self.providers[spec.provider]
         target = self._target(p, spec, creds)
+        account = account_key(spec.provider, _endpoint_of(spec.block), creds)
+        verdict = self.breaker.admit(account, uid, secret_ref[2] if secret_ref else "")
+        if verdict is not None:
+            # No provider call: the circuit of these credentials is open, or others probe them first.
+            delay = verdict.retry_in * random.uniform(1.0, 1.25)
+            if not verdict.open:
+                return Outcome(delay, "Waiting", watch_secret=secret_ref)
+            has_id = bool(status.get("externalId"))
+            reason = "CredentialsInvalid"
+            conditions(None if has_id else False, reason, False, reason, verdict.message)
+            self._flush(p)
+            return Outcome(delay, reason, watch_secret=secret_ref)
+        try:
+            return self._act(p, spec, provider, target, account, secret_ref, old_status, conditions)
+        finally:
+            self.breaker.done(account, uid)
+
+    def _act(
+        self,
+        p: _Pass,
+        spec: TriggerSpec,
+        provider: Provider,
+        target: Target,
+        account: str,
+        secret_ref: tuple[str, str, str] | None,
+        old_status: Mapping[str, Any],
+        conditions: Callable[[bool | None, str, bool, str, str], None],
+    ) -> Outcome:
+        status, uid = p.status, p.meta["uid"]
         try:
             ready_reason, message, ready = self._sync(p, spec, provider, target)
         except ProviderError as e:
             message = redact(str(e), target.secrets())
             log.warning("%s: %s (%s)", p.ref, message, e.kind.value, extra={"trigger": p.ref})
+            if e.kind is ErrorClass.AUTH:
+                self.breaker.failure(account, uid, message)
             has_id = bool(status.get("externalId"))
             conditions(None if has_id else False, e.reason, False, e.reason, message)
             self._flush(p)
@@ -448,12 +503,14 @@ class Reconciler:
             self._flush(p)
             return Outcome(self.settings.credentials_poll, "CredentialsMissing", watch_secret=secret_ref)
         except _Stop as s:
-            conditions(s.ready, s.reason, s.reason not in {"Conflict"}, s.reason, s.message)
+            synced = s.synced if s.synced is not None else s.reason not in {"Conflict"}
+            conditions(s.ready, s.reason, synced, s.reason, s.message)
             self._flush(p)
             delay = s.requeue if s.requeue is not None else self._resync(spec, uid)
             return Outcome(delay, s.reason, watch_secret=secret_ref)
 
         self._failures.pop(uid, None)
+        self.breaker.success(account, uid)
         conditions(ready, ready_reason, True, "Available" if ready else ready_reason, message)
         if ready:
             # lastSyncTime alone is worth a write at most once per resync (no status churn).
@@ -575,24 +632,64 @@ class Reconciler:
             obs = self._create(p, spec, provider, target)
             return self._settle(p, spec, provider, obs, fresh=True)
 
-        changed = diff(provider.desired(target), obs)
+        desired = provider.desired(target)
+        changed = diff(desired, obs)
         # Same generation as last time: the difference came from outside, not from the spec.
         drift = bool(changed) and p.generation == (p.obj.get("status") or {}).get("observedGeneration")
+        repair = self._perma_diff_guard(p, spec, desired, obs, changed) if drift else None
+        if not drift:
+            self._repairs.pop(p.meta["uid"], None)
         if changed and set(changed) <= provider.in_place:
             obs = provider.update(target, obs, changed)
             p.events.append(
                 ("Normal", "Updated", f"updated {', '.join(changed)} of trigger {obs.external_id}")
             )
-            if drift:
+            if repair is not None:
                 DRIFT_REPAIRS.labels(spec.provider, "updated").inc()
+                self._repairs[p.meta["uid"]] = repair
         elif changed:
             if drift:
                 DRIFT_REPAIRS.labels(spec.provider, "replaced").inc()
             obs = self._replace(p, spec, provider, target, obs, changed)
+            if repair is not None:
+                self._repairs[p.meta["uid"]] = repair
             return self._settle(p, spec, provider, obs, fresh=True)
         if adopting:
             p.events.append(("Normal", "Adopted", f"adopted {spec.provider} trigger {obs.external_id}"))
         return self._settle(p, spec, provider, obs, fresh=adopting)
+
+    def _perma_diff_guard(
+        self,
+        p: _Pass,
+        spec: TriggerSpec,
+        desired: Mapping[str, Any],
+        obs: Observed,
+        changed: list[str],
+    ) -> tuple[tuple[Any, ...], int]:
+        """Stop after `perma_diff_repairs` identical drift repairs in a row; else the repair's record.
+
+        Identical: the same generation and the same fields with the same wanted and found values. The
+        count moves only when a repair went through (a failed attempt is no repair), and any pass that
+        finds no drift, or a spec change, resets it.
+        """
+        uid = p.meta["uid"]
+        signature = (p.generation, tuple((f, repr(desired.get(f)), repr(obs.fields.get(f))) for f in changed))
+        previous = self._repairs.get(uid)
+        count = previous[1] if previous and previous[0] == signature else 0
+        limit = self.settings.perma_diff_repairs
+        if limit and count >= limit:
+            fields = "; ".join(
+                f"{f}: spec {desired.get(f)!r}, {spec.provider} {obs.fields.get(f)!r}" for f in changed
+            )
+            raise _Stop(
+                "ProviderError",
+                f"stopped repairing trigger {obs.external_id}: after {count} repairs in a row it still "
+                f"differs in {fields}. The provider probably changes or normalizes this value; "
+                "change the spec to try again",
+                requeue=None,
+                synced=False,
+            )
+        return signature, count + 1
 
     def _settle(
         self, p: _Pass, spec: TriggerSpec, provider: Provider, obs: Observed, *, fresh: bool
@@ -650,12 +747,14 @@ class Reconciler:
         """Create (or adopt what an interrupted create left). `exists`: a replacement, the old one is live."""
         status = p.status
         pending = status.get("pendingCreate")
+        seen: list[Observed] | None = None
         if pending and pending.get("provider") == spec.provider:
             since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
             existed = set(pending.get("existing") or [])
+            seen = provider.find(target, since)
             candidates = [
                 o
-                for o in provider.find(target, since)
+                for o in seen
                 if o.external_id not in existed
                 and not self.claims.others(
                     provider.claim_key(spec.block, o.at_provider, o.external_id), p.meta["uid"]
@@ -682,9 +781,9 @@ class Reconciler:
         status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
         if not getattr(provider, "find_uses_time", True):
             # Without creation times, what exists now must never be mistaken for what we make next.
-            status["pendingCreate"]["existing"] = [
-                o.external_id for o in provider.find(target, datetime.now(UTC))
-            ]
+            # (find() then ignores `since`: the look just taken for an interrupted create is reused.)
+            now = seen if seen is not None else provider.find(target, datetime.now(UTC))
+            status["pendingCreate"]["existing"] = [o.external_id for o in now]
         if not exists:
             status["conditions"] = set_condition(
                 list(status.get("conditions") or []),
@@ -778,9 +877,14 @@ class Reconciler:
         ) or spec.provider not in self.providers:
             return "nothing"
         provider = self.providers[spec.provider]
+        account, uid = "", meta_uid(obj)
         try:
-            creds, _ = self._credentials(p, spec)
+            creds, secret_ref = self._credentials(p, spec)
             target = self._target(p, spec, creds)
+            account = account_key(spec.provider, _endpoint_of(spec.block), creds)
+            verdict = self.breaker.admit(account, uid, secret_ref[2] if secret_ref else "")
+            if verdict is not None:
+                raise _Blocked(verdict)
             if status.get("pendingDelete"):
                 self._finish_replacement(p, provider, target)
             if ext:
@@ -792,8 +896,11 @@ class Reconciler:
                     k = provider.claim_key(spec.block, o.at_provider, o.external_id)
                     if o.external_id not in existed and not self.claims.others(k, meta_uid(obj)):
                         provider.delete(target, o.external_id)
-        except (ProviderError, CredentialsError, _CredentialsMissing) as e:
+            self.breaker.success(account, uid)
+        except (ProviderError, CredentialsError, _CredentialsMissing, _Blocked) as e:
             message = redact(str(e), [])
+            if isinstance(e, ProviderError) and e.kind is ErrorClass.AUTH:
+                self.breaker.failure(account, uid, message)
             if self._delete_overdue(obj):
                 self.kube.emit_event(
                     obj,
@@ -815,25 +922,47 @@ class Reconciler:
             delay = 5.0 if isinstance(e, ProviderError) and e.kind is ErrorClass.TRANSIENT else 15.0
             if isinstance(e, ProviderError) and e.retry_after:
                 delay = e.retry_after
+            if isinstance(e, _Blocked):
+                # No provider call now; short enough that the delete timeout is still noticed.
+                delay = min(max(e.verdict.retry_in, 1.0), 30.0)
+            left = self._delete_time_left(obj)
+            if left is not None:
+                # The namespace is terminating: look again no later than when the Trigger may be released.
+                delay = min(delay, max(left, 0.5))
             raise Retry(message, delay) from None
+        finally:
+            if account:
+                self.breaker.done(account, uid)
         self.kube.emit_event(
             obj, "Normal", "Deleted", f"deleted {spec.provider} trigger {ext or '(pending)'}"
         )
         return "deleted"
 
     def _delete_overdue(self, obj: Mapping[str, Any]) -> bool:
+        left = self._delete_time_left(obj)
+        return left is not None and left <= 0
+
+    def _delete_time_left(self, obj: Mapping[str, Any]) -> float | None:
+        """Seconds until a failing delete may orphan (None: the namespace is not terminating)."""
         meta = obj["metadata"]
-        if not self.kube.namespace_terminating(meta["namespace"]):
-            return False
         since = meta.get("deletionTimestamp")
-        if not since:
-            return False
+        if not since or not self.kube.namespace_terminating(meta["namespace"]):
+            return None
         started = datetime.fromisoformat(since.replace("Z", "+00:00"))
-        return datetime.now(UTC) - started >= timedelta(seconds=self.settings.delete_timeout)
+        elapsed = (datetime.now(UTC) - started).total_seconds()
+        return self.settings.delete_timeout - elapsed
 
 
 def meta_uid(obj: Mapping[str, Any]) -> str:
     return str(obj["metadata"]["uid"])
+
+
+class _Blocked(Exception):
+    """The credentials' circuit is open (or others are trying them first): no provider call now."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
 
 
 class _CredentialsMissing(Exception):

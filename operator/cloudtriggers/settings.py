@@ -55,6 +55,23 @@ class Settings(BaseSettings):
         default=(12.0, 1800.0),
         description="First and maximum backoff for credential, permission and not-found errors.",
     )
+    breaker_threshold: int = Field(
+        default=3,
+        ge=1,
+        description="Authentication failures in a row that open an account's circuit (no more calls).",
+    )
+    breaker_cooldown: Seconds = Field(
+        default=300.0,
+        gt=0,
+        description="How long an open circuit waits before one Trigger probes the credentials again "
+        "(doubling up to the slow backoff's maximum); a changed credentials Secret closes it at once.",
+    )
+    perma_diff_repairs: int = Field(
+        default=3,
+        ge=0,
+        description="Identical drift repairs in a row after which a Trigger stops repairing and names the "
+        "field that keeps differing (until its spec changes); 0: never stop.",
+    )
     rate: float = Field(default=10.0, gt=0, description="Provider requests per second per account.")
     burst: int = Field(default=20, ge=1, description="Provider request burst per account.")
     workers: int = Field(default=16, ge=1, description="Threads for provider and Kubernetes calls.")

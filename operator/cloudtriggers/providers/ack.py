@@ -689,6 +689,10 @@ class AckProvider:
             except ProviderError as look:
                 if look.kind is ErrorClass.TARGET_NOT_FOUND and "ClusterNotFound" in look.code:
                     return
+                if look.kind in (ErrorClass.TRANSIENT, ErrorClass.THROTTLED, ErrorClass.AMBIGUOUS):
+                    # The look failed, not the delete: retry soon, not at the pace of a permanent error
+                    # (a delete answered too late and retried gets ErrorTriggerNotFound, then this).
+                    raise look from None
                 raise e from None
             if still is None:
                 return

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -216,3 +216,145 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(float(value), 0.0)
     except ValueError:
         return None
+
+
+@dataclass
+class _Circuit:
+    failures: int = 0  # authentication failures in a row
+    version: str = ""  # the credentials Secret's resourceVersion they happened with
+    open_until: float = 0.0  # while open: no call with these credentials before this (clock time)
+    cooldown: float = 0.0  # the next cool-down, doubling on every failed probe
+    prober: str = ""  # the Trigger (uid) holding the half-open probe
+    probe_deadline: float = 0.0  # a probe not reported by then is given to another Trigger
+    message: str = ""  # the provider's last answer (redacted)
+    in_flight: set[str] = field(default_factory=set)  # Trigger uids with a call under way (unproven)
+    proven: bool = False  # the credentials authenticated at least once
+    users: set[str] = field(default_factory=set)  # Trigger uids whose credentials these are now
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a call with some credentials must not go out now, and when to look again."""
+
+    message: str
+    retry_in: float
+    open: bool  # True: the circuit is open (CredentialsInvalid); False: only waiting for a slot
+
+
+class CredentialsBreaker:
+    """A circuit breaker per account, shared by every Trigger using the same credentials.
+
+    After `threshold` authentication failures in a row the circuit opens: no Trigger of that account
+    calls the provider, and each says CredentialsInvalid at once. After a cool-down (doubling to
+    `max_cooldown`) one Trigger may probe; success closes the circuit, failure reopens it. A new
+    credentials Secret version closes it at once. Until the credentials have authenticated once, at
+    most `threshold` calls with them are in flight, so many Triggers starting together with a bad key
+    cost `threshold` failures, not one each.
+    """
+
+    def __init__(
+        self,
+        threshold: int = 3,
+        cooldown: float = 300.0,
+        max_cooldown: float = 1800.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.threshold = threshold
+        self.base_cooldown = cooldown
+        self.max_cooldown = max_cooldown
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._circuits: dict[str, _Circuit] = {}
+        self._key_of: dict[str, str] = {}  # Trigger uid -> the key of the credentials it last used
+
+    def _get(self, key: str, version: str, uid: str) -> _Circuit:
+        self._leave(uid, unless=key)
+        c = self._circuits.setdefault(key, _Circuit(version=version))
+        c.users.add(uid)
+        self._key_of[uid] = key
+        if c.version != version:
+            # The credentials Secret changed: whatever failed before says nothing about it now.
+            c.version = version
+            c.failures, c.open_until, c.cooldown, c.prober = 0, 0.0, 0.0, ""
+        return c
+
+    def admit(self, key: str, uid: str, version: str = "") -> Verdict | None:
+        """None: call the provider (then report success() or failure()); else why not, for how long."""
+        with self._lock:
+            c = self._get(key, version, uid)
+            now = self.clock()
+            if c.failures >= self.threshold:
+                if now < c.open_until:
+                    return Verdict(self._why(c), c.open_until - now, True)
+                if c.prober and c.prober != uid and now < c.probe_deadline:
+                    return Verdict(self._why(c), max(c.probe_deadline - now, 1.0), True)
+                c.prober, c.probe_deadline = uid, now + 60.0
+            elif not c.proven and uid not in c.in_flight and len(c.in_flight) + c.failures >= self.threshold:
+                return Verdict("waiting for other Triggers to try these credentials first", 1.0, False)
+            c.in_flight.add(uid)
+            return None
+
+    def success(self, key: str, uid: str) -> None:
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is not None:
+                c.in_flight.discard(uid)
+                c.failures, c.open_until, c.prober, c.cooldown, c.proven = 0, 0.0, "", 0.0, True
+
+    def done(self, key: str, uid: str) -> None:
+        """The pass ended without proving anything about the credentials (no call, or another error)."""
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is not None:
+                c.in_flight.discard(uid)
+                if c.prober == uid:
+                    c.prober = ""
+
+    def failure(self, key: str, uid: str, message: str) -> None:
+        with self._lock:
+            c = self._circuits.get(key)
+            if c is None:
+                return
+            c.in_flight.discard(uid)
+            c.failures += 1
+            c.message = message
+            c.proven = False
+            if c.failures >= self.threshold:
+                c.cooldown = min(c.cooldown * 2, self.max_cooldown) if c.cooldown else self.base_cooldown
+                c.open_until = self.clock() + c.cooldown
+                c.prober = ""
+
+    def forget(self, uid: str) -> None:
+        """The Trigger is gone: a circuit nobody uses any more is dropped."""
+        with self._lock:
+            self._leave(uid)
+
+    def _leave(self, uid: str, unless: str = "") -> None:
+        old = self._key_of.get(uid)
+        if old is None or old == unless:
+            return
+        del self._key_of[uid]
+        c = self._circuits.get(old)
+        if c is not None:
+            c.users.discard(uid)
+            c.in_flight.discard(uid)
+            if not c.users:
+                del self._circuits[old]
+
+    def open_count(self) -> dict[str, int]:
+        """Open circuits by provider (the key's first part), for /metrics."""
+        out: dict[str, int] = {}
+        with self._lock:
+            for key, c in self._circuits.items():
+                if c.failures >= self.threshold:
+                    provider = key.split(":", 1)[0]
+                    out[provider] = out.get(provider, 0) + 1
+        return out
+
+    @staticmethod
+    def _why(c: _Circuit) -> str:
+        return (
+            f"request not sent: the provider rejected these credentials {c.failures} times in a row "
+            f"(last: {c.message}); no Trigger uses them until the credentials Secret changes or a "
+            "periodic probe succeeds"
+        )

@@ -164,6 +164,8 @@ class Faults:
     retry_after_ms: int = 1000  # x-acs-retry-after on a throttled answer, in milliseconds
     throttle_status: int = 400  # CS answers Throttling.User with 400 (some products use 429)
     drop_after_create: int = 0  # next N successful creates: done server-side, connection closed unanswered
+    slow_rate: float = 0.0  # fraction of requests acted on, then answered only after slow_seconds
+    slow_seconds: float = 0.0  # past the client's read timeout, this is a timeout after the fact
     seed: int = 0  # seed of the random draws; assigning it restarts the sequence
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _forced: deque[list[Any]] = field(default_factory=deque, init=False, repr=False, compare=False)
@@ -236,6 +238,13 @@ class Faults:
                 status = self._rng.choice((500, 502, 503))
                 return status, _DEFAULT_CODES[status], None
             return None
+
+    def _take_slow(self) -> float:
+        """Seconds to hold this answer back (0: none)."""
+        with self._lock:
+            if self.slow_rate > 0 and self._rng.random() < self.slow_rate:
+                return self.slow_seconds
+            return 0.0
 
     def _take_drop(self) -> bool:
         with self._lock:
@@ -360,6 +369,9 @@ class AckSandbox:
         self._trigger_ids = itertools.count(759_734_974_860_001)
         self.requests: list[RequestRecord] = []
         self.faults = Faults()
+        # Called after each API request is served and recorded, before the answer is sent (method,
+        # path, status): fault tests use it to kill the operator right after the provider acted.
+        self.after_request: Callable[[str, str, int], None] | None = None
         self.sts_faults = Faults()  # separately, so CS faults never hit credential fetches by accident
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -675,6 +687,12 @@ class AckSandbox:
                 reply = _error_reply(500, "InternalError", "The request processing has failed.")
         reply.headers.setdefault("x-acs-request-id", str(uuid.uuid4()).upper())
         self._record(method, raw_path, query, action, reply, principal, headers, signed)
+        hook = self.after_request
+        if hook is not None:
+            hook(method, raw_path, reply.status)
+        slow = self.faults._take_slow() if reply.status < 400 else 0.0  # only what was acted on
+        if slow > 0:
+            time.sleep(slow)  # acted on already: the client may give up before the answer
         return reply
 
     def _authenticate(

@@ -117,6 +117,8 @@ class Faults:
     throttle_rate: float = 0.0  # fraction answered 429 "Retry later"
     retry_after: int = 1  # Retry-After seconds on a 429
     drop_after_create: int = 0  # next N successful creates: done server-side, connection closed unanswered
+    slow_rate: float = 0.0  # fraction of requests acted on, then answered only after slow_seconds
+    slow_seconds: float = 0.0  # past the client's read timeout, this is a timeout after the fact
     seed: int = 0  # seed of the random draws; assigning it restarts the sequence
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _forced: deque[list[int]] = field(default_factory=deque, init=False, repr=False, compare=False)
@@ -177,6 +179,13 @@ class Faults:
             if self.error_rate > 0 and self._rng.random() < self.error_rate:
                 return self._rng.choice((500, 502, 503))
             return None
+
+    def _take_slow(self) -> float:
+        """Seconds to hold this answer back (0: none)."""
+        with self._lock:
+            if self.slow_rate > 0 and self._rng.random() < self.slow_rate:
+                return self.slow_seconds
+            return 0.0
 
     def _take_drop(self) -> bool:
         with self._lock:
@@ -375,6 +384,9 @@ class GitLabSandbox:
         self._pipeline_ids = itertools.count(5001)
         self.requests: list[RequestRecord] = []
         self.faults = Faults()
+        # Called after each API request is served and recorded, before the answer is sent (method,
+        # path, status): fault tests use it to kill the operator right after the provider acted.
+        self.after_request: Callable[[str, str, int], None] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -740,6 +752,12 @@ class GitLabSandbox:
                 log.exception("gitlab sandbox: unhandled error on %s %s", method, raw_path)
                 reply = _Reply(500, {"message": "500 Internal Server Error"})
         self._record(method, raw_path, flat_query, reply, user.username if user else None)
+        hook = self.after_request
+        if hook is not None:
+            hook(method, raw_path, reply.status)
+        slow = self.faults._take_slow() if reply.status < 400 else 0.0  # only what was acted on
+        if slow > 0:
+            time.sleep(slow)  # acted on already: the client may give up before the answer
         return reply
 
     def _handle_control(self, method: str, path: str, body: bytes) -> _Reply:

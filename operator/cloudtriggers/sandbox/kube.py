@@ -192,10 +192,14 @@ class _Filter:
         )
 
 
+_END_OF_STREAM: Body = {"type": "_END"}  # queued to a watcher: its stream ends (a dropped watch)
+
+
 @attrs.define(eq=False)
 class _Watcher:
     matches: _Filter
     queue: asyncio.Queue[Body] = attrs.field(factory=asyncio.Queue)
+    muted: bool = False  # a silent watch: open, but receiving nothing
 
 
 @attrs.define(kw_only=True)
@@ -572,15 +576,18 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     return
             while True:
                 if deadline is None:
-                    yield await watcher.queue.get()
-                    continue
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
+                    event = await watcher.queue.get()
+                else:
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0:
+                        return
+                    try:
+                        event = await asyncio.wait_for(watcher.queue.get(), remaining)
+                    except TimeoutError:
+                        return
+                if event is _END_OF_STREAM:
                     return
-                try:
-                    yield await asyncio.wait_for(watcher.queue.get(), remaining)
-                except TimeoutError:
-                    return
+                yield event
         finally:
             self._watchers.discard(watcher)
 
@@ -626,8 +633,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self._event_log_floor = self._event_log.popleft()[0]
         self._event_log.append((rv, resource, event))
         for watcher in self._watchers:
-            if watcher.matches(resource, body):
+            if watcher.matches(resource, body) and not watcher.muted:
                 watcher.queue.put_nowait(event)
+
+    async def disturb_watches(self, *, silence: bool = False) -> int:
+        """Fault injection: end every open watch stream, or (silence) keep them open but send nothing.
+
+        A silenced watch stays silent until it is ended; its client then resumes from the last
+        resourceVersion it saw, and the event log replays what the silence swallowed.
+        """
+        async with self._lock:
+            for watcher in self._watchers:
+                if silence:
+                    watcher.muted = True
+                else:
+                    watcher.queue.put_nowait(_END_OF_STREAM)
+            return len(self._watchers)
 
     @staticmethod
     def _status_event(code: int, reason: str, message: str) -> Body:
@@ -791,6 +812,10 @@ class KubeServer:
 
     async def _count_watches(self, group_version_plural: str) -> int:
         return self.emulator.watch_count(group_version_plural)
+
+    def disturb_watches(self, *, silence: bool = False) -> int:
+        """End (or silence) every open watch; see ClusterEmulator.disturb_watches."""
+        return self.call(lambda: self.emulator.disturb_watches(silence=silence))
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> None:
         """Write a kubeconfig for this server (plain HTTP, a dummy token, namespace ``default``)."""

@@ -54,7 +54,8 @@ class LocalWorld:
         k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
         return self
 
-    def start_operator(self) -> OperatorParts:
+    def start_operator(self, prepare: Callable[[OperatorParts], None] | None = None) -> OperatorParts:
+        """Start the operator; `prepare` may change its parts first (fault tests wrap Kube, providers)."""
         assert self.api is not None, "start() first"
         self.parts = build_operator(
             self.settings,
@@ -62,6 +63,8 @@ class LocalWorld:
             login=login_handler_for(self.kube.url),
             providers=self.providers,
         )
+        if prepare is not None:
+            prepare(self.parts)
         # The emulator cannot serve namespace or CRD watches (kopf-practice.md E8): no scanning.
         self.parts.settings.scanning.disabled = True
         self.parts.settings.watching.server_timeout = 30

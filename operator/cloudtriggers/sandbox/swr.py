@@ -29,6 +29,7 @@ import string
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -131,6 +132,8 @@ class Faults:
     throttle_rate: float = 0.0  # fraction answered 429 APIG.0308
     retry_after: int = 0  # Retry-After seconds on a 429; 0: no header (the gateway documents none)
     drop_after_create: int = 0  # next N successful creates: done server-side, connection closed unanswered
+    slow_rate: float = 0.0  # fraction of requests acted on, then answered only after slow_seconds
+    slow_seconds: float = 0.0  # past the client's read timeout, this is a timeout after the fact
     seed: int = 0  # seed of the random draws; assigning it restarts the sequence
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
     _forced: deque[list[Any]] = field(default_factory=deque, init=False, repr=False, compare=False)
@@ -188,6 +191,13 @@ class Faults:
             if self.error_rate > 0 and self._rng.random() < self.error_rate:
                 return self._rng.choice((500, 502, 503)), None
             return None
+
+    def _take_slow(self) -> float:
+        """Seconds to hold this answer back (0: none)."""
+        with self._lock:
+            if self.slow_rate > 0 and self._rng.random() < self.slow_rate:
+                return self.slow_seconds
+            return 0.0
 
     def _take_drop(self) -> bool:
         with self._lock:
@@ -355,6 +365,9 @@ class SwrSandbox:
         self._offset = 0.0
         self.requests: list[RequestRecord] = []
         self.faults = Faults()
+        # Called after each API request is served and recorded, before the answer is sent (method,
+        # path, status): fault tests use it to kill the operator right after the provider acted.
+        self.after_request: Callable[[str, str, int], None] | None = None
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -705,6 +718,12 @@ class SwrSandbox:
             reply = _Reply(500, internal.body, code=internal.code)
         reply.headers.setdefault("X-Request-Id", secrets.token_hex(16))
         self._record(method, path, query, headers, body, reply, access_key, authenticated)
+        hook = self.after_request
+        if hook is not None:
+            hook(method, path, reply.status)
+        slow = self.faults._take_slow() if reply.status < 400 else 0.0  # only what was acted on
+        if slow > 0:
+            time.sleep(slow)  # acted on already: the client may give up before the answer
         return reply
 
     def _fault_reply(self, status: int, body: Any) -> _Reply:
