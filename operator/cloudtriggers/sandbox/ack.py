@@ -24,7 +24,6 @@ import logging
 import random
 import re
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -32,8 +31,6 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -50,6 +47,8 @@ __all__ = [
     "StsCredentials",
     "serve",
 ]
+
+from ._http import SandboxHandler, ServedSandbox
 
 log = logging.getLogger(__name__)
 
@@ -347,12 +346,13 @@ def _fault_reply(fault: tuple[int, str, str | None], retry_after_ms: int) -> _Re
 # The sandbox
 
 
-class AckSandbox:
+class AckSandbox(ServedSandbox):
     """An ACK trigger API + STS emulator on a background thread. Context manager or start()/stop()."""
 
+    label = "ACK sandbox"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, numeric_ids: bool = False) -> None:
-        self._host = host
-        self._port = port
+        self._init_server(host, port)
         # CreateKubernetesTrigger's doc example has a numeric id; with this set, creates answer numbers.
         self.numeric_ids = numeric_ids
         self._lock = threading.RLock()  # guards all server-side state
@@ -373,48 +373,8 @@ class AckSandbox:
         # path, status): fault tests use it to kill the operator right after the provider acted.
         self.after_request: Callable[[str, str, int], None] | None = None
         self.sts_faults = Faults()  # separately, so CS faults never hit credential fetches by accident
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-
-    def start(self) -> AckSandbox:
-        if self._server is not None:
-            raise RuntimeError("ACK sandbox already started")
-        server = _Server((self._host, self._port), self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="ack-sandbox", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> AckSandbox:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL (scheme, host, port) for spec.ack.endpoint and for the STS endpoint."""
-        if self._server is None:
-            raise RuntimeError("ACK sandbox not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # ---- fixtures
 
@@ -1066,61 +1026,9 @@ class AckSandbox:
 # HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], sandbox: AckSandbox) -> None:
-        super().__init__(address, _Handler)
-        self.sandbox = sandbox
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's pooled session expects
-    timeout = 30  # idle keep-alive connections give their thread back eventually
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body go out in two writes; without this, Nagle plus delayed ACKs add ~40 ms.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+class _Handler(SandboxHandler):
     def version_string(self) -> str:
         return "Tengine"  # what Alibaba's gateways announce; hides the Python version
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line can carry an OIDC token (STS GET), so nothing is written.
-        return
 
     def _handle(self, method: str) -> None:
         split = urlsplit(self.path)
@@ -1140,20 +1048,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(reply)
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def _send(self, reply: _Reply) -> None:
         data = b"" if reply.body is None else json.dumps(reply.body).encode()
         self.send_response(reply.status)
@@ -1166,6 +1060,8 @@ class _Handler(BaseHTTPRequestHandler):
         if data:
             self.wfile.write(data)
 
+
+AckSandbox.handler_class = _Handler
 
 # --------------------------------------------------------------------------------------------------
 

@@ -22,7 +22,6 @@ import math
 import random
 import re
 import secrets
-import socket
 import threading
 import time
 from collections import deque
@@ -31,8 +30,6 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -48,6 +45,8 @@ __all__ = [
     "SandboxUser",
     "serve",
 ]
+
+from ._http import SandboxHandler, ServedSandbox
 
 log = logging.getLogger(__name__)
 
@@ -364,12 +363,13 @@ def _fault_reply(status: int, retry_after: int) -> _Reply:
 # The sandbox
 
 
-class GitLabSandbox:
+class GitLabSandbox(ServedSandbox):
     """A GitLab API emulator on a background thread. Use as a context manager or start()/stop()."""
 
+    label = "GitLab sandbox"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
+        self._init_server(host, port)
         self._lock = threading.RLock()  # guards all server-side state; held for the whole of a request
         self._records_lock = threading.Lock()
         self._users: dict[int, SandboxUser] = {}
@@ -387,51 +387,8 @@ class GitLabSandbox:
         # Called after each API request is served and recorded, before the answer is sent (method,
         # path, status): fault tests use it to kill the operator right after the provider acted.
         self.after_request: Callable[[str, str, int], None] | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-
-    def start(self) -> GitLabSandbox:
-        if self._server is not None:
-            raise RuntimeError("GitLab sandbox already started")
-        server = _Server((self._host, self._port), self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="gitlab-sandbox", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()  # idle keep-alive connections would otherwise outlive the server
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> GitLabSandbox:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL without /api/v4 and without a trailing slash."""
-        if self._server is None:
-            raise RuntimeError("GitLab sandbox not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def _external_url(self) -> str:
         return self.url if self._server is not None else f"http://{self._host}:{self._port}"
@@ -1067,65 +1024,9 @@ class GitLabSandbox:
 # HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], sandbox: GitLabSandbox) -> None:
-        super().__init__(address, _Handler)
-        self.sandbox = sandbox
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as python-gitlab's session expects
-    timeout = 30  # idle keep-alive connections give their thread back eventually
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body leave in two writes; without this, Nagle's algorithm and the client's
-        # delayed ACK hold the second one back ~40 ms on every request.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
+class _Handler(SandboxHandler):
     def version_string(self) -> str:
         return "nginx"  # what GitLab's bundled proxy announces; hides the Python version
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        # The request line can carry ?private_token= or a trigger token, so nothing is written.
-        return
 
     def _handle(self, method: str) -> None:
         split = urlsplit(self.path)
@@ -1146,20 +1047,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(reply)
 
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            chunks: list[bytes] = []
-            while True:
-                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline()
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def _send(self, reply: _Reply) -> None:
         if reply.body is None:
             data, ctype = b"", None
@@ -1178,6 +1065,8 @@ class _Handler(BaseHTTPRequestHandler):
         if data and reply.status != 204:
             self.wfile.write(data)
 
+
+GitLabSandbox.handler_class = _Handler
 
 # --------------------------------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ import logging
 import random
 import re
 import secrets
-import socket
 import string
 import threading
 import time
@@ -33,14 +32,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..signing import huawei
 
 __all__ = ["Faults", "RequestRecord", "SwrAccount", "SwrSandbox", "SwrTemporaryCredentials", "serve"]
+
+from ._http import SandboxHandler, ServedSandbox
 
 log = logging.getLogger(__name__)
 
@@ -349,12 +348,13 @@ class _Trigger:
 # The sandbox
 
 
-class SwrSandbox:
+class SwrSandbox(ServedSandbox):
     """An SWR API emulator on a background thread. Use as a context manager or start()/stop()."""
 
+    label = "SWR sandbox"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        self._host = host
-        self._port = port
+        self._init_server(host, port)
         self._lock = threading.RLock()  # guards all server-side state
         self._records_lock = threading.Lock()
         self._creds: dict[str, _Cred] = {}
@@ -368,48 +368,8 @@ class SwrSandbox:
         # Called after each API request is served and recorded, before the answer is sent (method,
         # path, status): fault tests use it to kill the operator right after the provider acted.
         self.after_request: Callable[[str, str, int], None] | None = None
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # ---- lifecycle
-
-    def start(self) -> SwrSandbox:
-        if self._server is not None:
-            raise RuntimeError("SWR sandbox already started")
-        server = _Server((self._host, self._port), self)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="swr-sandbox", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        server.shutdown()
-        server.close_connections()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> SwrSandbox:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The endpoint, e.g. http://127.0.0.1:40123 (no trailing slash)."""
-        if self._server is None:
-            raise RuntimeError("SWR sandbox not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     # ---- the clock (lock-outs, X-Sdk-Date, temporary credentials)
 
@@ -888,61 +848,9 @@ def _matches(data: dict[str, str], tag: str) -> bool:
 # HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], sandbox: SwrSandbox) -> None:
-        super().__init__(address, _Handler)
-        self.sandbox = sandbox
-        self._conns: set[socket.socket] = set()
-        self._conns_lock = threading.Lock()
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._conns_lock:
-            self._conns.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._conns_lock:
-            self._conns.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._conns_lock:
-            conns = list(self._conns)
-        for conn in conns:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as requests sessions expect
-    timeout = 30
-    # Headers and body in one write: otherwise Nagle plus delayed ACKs add ~40 ms to every GET.
-    wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
-    server: _Server
-
+class _Handler(SandboxHandler):
     def version_string(self) -> str:
         return "api-gateway"
-
-    def do_GET(self) -> None:
-        self._handle("GET")
-
-    def do_POST(self) -> None:
-        self._handle("POST")
-
-    def do_PUT(self) -> None:
-        self._handle("PUT")
-
-    def do_PATCH(self) -> None:
-        self._handle("PATCH")
-
-    def do_DELETE(self) -> None:
-        self._handle("DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return  # request lines are recorded in sandbox.requests, never logged
 
     def _handle(self, method: str) -> None:
         split = urlsplit(self.path)
@@ -964,10 +872,6 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(reply)
 
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
     def _send(self, reply: _Reply) -> None:
         data = b"" if reply.body is None else json.dumps(reply.body).encode()
         try:
@@ -985,6 +889,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (a timeout test): nothing to answer
 
+
+SwrSandbox.handler_class = _Handler
 
 # --------------------------------------------------------------------------------------------------
 
