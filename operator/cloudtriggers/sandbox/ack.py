@@ -21,15 +21,13 @@ import hmac
 import itertools
 import json
 import logging
-import random
 import re
 import secrets
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -48,6 +46,7 @@ __all__ = [
     "serve",
 ]
 
+from ._faults import FaultKnobs
 from ._http import SandboxHandler, ServedSandbox
 
 log = logging.getLogger(__name__)
@@ -154,37 +153,12 @@ class RequestRecord:
 
 
 @dataclass
-class Faults:
-    """Fault injection knobs. Plain attribute writes are safe at any time; draws happen under a lock."""
+class Faults(FaultKnobs):
+    """ACK's faults: a throttled request gets Throttling.User with x-acs-retry-after; forced answers
+    carry an error code and may target one action."""
 
-    latency: float = 0.0  # seconds added to every API request
-    error_rate: float = 0.0  # fraction answered 500/502/503
-    throttle_rate: float = 0.0  # fraction answered Throttling.User
     retry_after_ms: int = 1000  # x-acs-retry-after on a throttled answer, in milliseconds
     throttle_status: int = 400  # CS answers Throttling.User with 400 (some products use 429)
-    drop_after_create: int = 0  # next N successful creates: done server-side, connection closed unanswered
-    slow_rate: float = 0.0  # fraction of requests acted on, then answered only after slow_seconds
-    slow_seconds: float = 0.0  # past the client's read timeout, this is a timeout after the fact
-    seed: int = 0  # seed of the random draws; assigning it restarts the sequence
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-    _forced: deque[list[Any]] = field(default_factory=deque, init=False, repr=False, compare=False)
-    _rng: random.Random = field(default_factory=random.Random, init=False, repr=False, compare=False)
-    _rng_seed: int | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        if name == "seed":
-            object.__setattr__(self, "_rng_seed", None)  # reseed lazily on the next draw
-
-    def configure(self, **changes: Any) -> None:
-        """Set several knobs atomically with respect to draws."""
-        unknown = set(changes) - set(_FAULT_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown fault settings: {sorted(unknown)}")
-        coerced = {name: type(getattr(Faults, name))(value) for name, value in changes.items()}
-        with self._lock:
-            for name, value in coerced.items():
-                setattr(self, name, value)
 
     def fail_next(
         self,
@@ -204,16 +178,9 @@ class Faults:
                     [n, status, code or _DEFAULT_CODES.get(status, "UnknownError"), action, message]
                 )
 
-    def reset(self) -> None:
-        with self._lock:
-            for f in fields(self):
-                if not f.name.startswith("_"):
-                    setattr(self, f.name, f.default)
-            self._forced.clear()
-
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            data: dict[str, Any] = {name: getattr(self, name) for name in _FAULT_FIELDS}
+            data = self._knobs()
             data["fail_next"] = [
                 {"n": n, "status": s, "code": c, "action": a, "message": m} for n, s, c, a, m in self._forced
             ]
@@ -228,32 +195,12 @@ class Faults:
                 if entry[0] <= 0:
                     self._forced.remove(entry)
                 return int(entry[1]), str(entry[2]), entry[4]
-            if self._rng_seed != self.seed:
-                self._rng.seed(self.seed)
-                object.__setattr__(self, "_rng_seed", self.seed)
-            if self.throttle_rate > 0 and self._rng.random() < self.throttle_rate:
+            status = self._random_fault()
+            if status == 429:
                 return self.throttle_status, "Throttling.User", None
-            if self.error_rate > 0 and self._rng.random() < self.error_rate:
-                status = self._rng.choice((500, 502, 503))
+            if status is not None:
                 return status, _DEFAULT_CODES[status], None
             return None
-
-    def _take_slow(self) -> float:
-        """Seconds to hold this answer back (0: none)."""
-        with self._lock:
-            if self.slow_rate > 0 and self._rng.random() < self.slow_rate:
-                return self.slow_seconds
-            return 0.0
-
-    def _take_drop(self) -> bool:
-        with self._lock:
-            if self.drop_after_create > 0:
-                self.drop_after_create -= 1
-                return True
-            return False
-
-
-_FAULT_FIELDS = tuple(f.name for f in fields(Faults) if not f.name.startswith("_"))
 
 
 # --------------------------------------------------------------------------------------------------

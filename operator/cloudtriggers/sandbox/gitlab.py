@@ -19,14 +19,12 @@ import itertools
 import json
 import logging
 import math
-import random
 import re
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from http import HTTPStatus
@@ -46,6 +44,7 @@ __all__ = [
     "serve",
 ]
 
+from ._faults import FaultKnobs
 from ._http import SandboxHandler, ServedSandbox
 
 log = logging.getLogger(__name__)
@@ -108,37 +107,10 @@ class RequestRecord:
 
 
 @dataclass
-class Faults:
-    """Fault injection knobs. Plain attribute writes are safe at any time; draws happen under a lock."""
+class Faults(FaultKnobs):
+    """GitLab's faults: a throttled request gets 429 "Retry later" with Retry-After."""
 
-    latency: float = 0.0  # seconds added to every API request
-    error_rate: float = 0.0  # fraction answered 500/502/503
-    throttle_rate: float = 0.0  # fraction answered 429 "Retry later"
     retry_after: int = 1  # Retry-After seconds on a 429
-    drop_after_create: int = 0  # next N successful creates: done server-side, connection closed unanswered
-    slow_rate: float = 0.0  # fraction of requests acted on, then answered only after slow_seconds
-    slow_seconds: float = 0.0  # past the client's read timeout, this is a timeout after the fact
-    seed: int = 0  # seed of the random draws; assigning it restarts the sequence
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-    _forced: deque[list[int]] = field(default_factory=deque, init=False, repr=False, compare=False)
-    _rng: random.Random = field(default_factory=random.Random, init=False, repr=False, compare=False)
-    _rng_seed: int | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        if name == "seed":
-            object.__setattr__(self, "_rng_seed", None)  # reseed lazily on the next draw
-
-    def configure(self, **changes: Any) -> None:
-        """Set several knobs atomically with respect to draws."""
-        unknown = set(changes) - set(_FAULT_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown fault settings: {sorted(unknown)}")
-        # Coerce to the field's type so JSON from the control endpoint cannot break a request thread.
-        coerced = {name: type(getattr(Faults, name))(value) for name, value in changes.items()}
-        with self._lock:
-            for name, value in coerced.items():
-                setattr(self, name, value)
 
     def fail_next(self, n: int, status: int) -> None:
         """Answer the next ``n`` API requests with ``status`` (before any random fault)."""
@@ -148,16 +120,9 @@ class Faults:
             with self._lock:
                 self._forced.append([n, status])
 
-    def reset(self) -> None:
-        with self._lock:
-            for f in fields(self):
-                if not f.name.startswith("_"):
-                    setattr(self, f.name, f.default)
-            self._forced.clear()
-
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            data: dict[str, Any] = {name: getattr(self, name) for name in _FAULT_FIELDS}
+            data = self._knobs()
             data["fail_next"] = [{"n": n, "status": status} for n, status in self._forced]
             return data
 
@@ -169,32 +134,8 @@ class Faults:
                 entry[0] -= 1
                 if entry[0] <= 0:
                     self._forced.popleft()
-                return entry[1]
-            if self._rng_seed != self.seed:
-                self._rng.seed(self.seed)
-                object.__setattr__(self, "_rng_seed", self.seed)
-            if self.throttle_rate > 0 and self._rng.random() < self.throttle_rate:
-                return 429
-            if self.error_rate > 0 and self._rng.random() < self.error_rate:
-                return self._rng.choice((500, 502, 503))
-            return None
-
-    def _take_slow(self) -> float:
-        """Seconds to hold this answer back (0: none)."""
-        with self._lock:
-            if self.slow_rate > 0 and self._rng.random() < self.slow_rate:
-                return self.slow_seconds
-            return 0.0
-
-    def _take_drop(self) -> bool:
-        with self._lock:
-            if self.drop_after_create > 0:
-                self.drop_after_create -= 1
-                return True
-            return False
-
-
-_FAULT_FIELDS = tuple(f.name for f in fields(Faults) if not f.name.startswith("_"))
+                return int(entry[1])
+            return self._random_fault()
 
 
 # --------------------------------------------------------------------------------------------------

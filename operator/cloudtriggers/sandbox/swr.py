@@ -21,15 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import re
 import secrets
 import string
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
@@ -39,6 +37,7 @@ from ..signing import huawei
 
 __all__ = ["Faults", "RequestRecord", "SwrAccount", "SwrSandbox", "SwrTemporaryCredentials", "serve"]
 
+from ._faults import FaultKnobs
 from ._http import SandboxHandler, ServedSandbox
 
 log = logging.getLogger(__name__)
@@ -120,38 +119,11 @@ class RequestRecord:
 
 
 @dataclass
-class Faults:
-    """Fault injection knobs. Plain attribute writes are safe at any time; draws happen under a lock.
+class Faults(FaultKnobs):
+    """SWR's faults: a throttled request gets 429 APIG.0308. Faults apply after authentication, as at
+    the real gateway; latency applies to every request."""
 
-    Faults apply after authentication, as at the real gateway; latency applies to every request.
-    """
-
-    latency: float = 0.0  # seconds added to every API request
-    error_rate: float = 0.0  # fraction answered 500/502/503
-    throttle_rate: float = 0.0  # fraction answered 429 APIG.0308
     retry_after: int = 0  # Retry-After seconds on a 429; 0: no header (the gateway documents none)
-    drop_after_create: int = 0  # next N successful creates: done server-side, connection closed unanswered
-    slow_rate: float = 0.0  # fraction of requests acted on, then answered only after slow_seconds
-    slow_seconds: float = 0.0  # past the client's read timeout, this is a timeout after the fact
-    seed: int = 0  # seed of the random draws; assigning it restarts the sequence
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
-    _forced: deque[list[Any]] = field(default_factory=deque, init=False, repr=False, compare=False)
-    _rng: random.Random = field(default_factory=random.Random, init=False, repr=False, compare=False)
-    _rng_seed: int | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        object.__setattr__(self, name, value)
-        if name == "seed":
-            object.__setattr__(self, "_rng_seed", None)
-
-    def configure(self, **changes: Any) -> None:
-        unknown = set(changes) - set(_FAULT_FIELDS)
-        if unknown:
-            raise TypeError(f"unknown fault settings: {sorted(unknown)}")
-        coerced = {name: type(getattr(Faults, name))(value) for name, value in changes.items()}
-        with self._lock:
-            for name, value in coerced.items():
-                setattr(self, name, value)
 
     def fail_next(self, n: int, status: int, body: Any = None) -> None:
         """Answer the next `n` authenticated API requests with `status` (and `body`, default by status)."""
@@ -161,16 +133,9 @@ class Faults:
             with self._lock:
                 self._forced.append([n, status, body])
 
-    def reset(self) -> None:
-        with self._lock:
-            for f in fields(self):
-                if not f.name.startswith("_"):
-                    setattr(self, f.name, f.default)
-            self._forced.clear()
-
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            data: dict[str, Any] = {name: getattr(self, name) for name in _FAULT_FIELDS}
+            data = self._knobs()
             data["fail_next"] = [{"n": n, "status": s} for n, s, _ in self._forced]
             return data
 
@@ -182,31 +147,8 @@ class Faults:
                 if entry[0] <= 0:
                     self._forced.popleft()
                 return int(entry[1]), entry[2]
-            if self._rng_seed != self.seed:
-                self._rng.seed(self.seed)
-                object.__setattr__(self, "_rng_seed", self.seed)
-            if self.throttle_rate > 0 and self._rng.random() < self.throttle_rate:
-                return 429, None
-            if self.error_rate > 0 and self._rng.random() < self.error_rate:
-                return self._rng.choice((500, 502, 503)), None
-            return None
-
-    def _take_slow(self) -> float:
-        """Seconds to hold this answer back (0: none)."""
-        with self._lock:
-            if self.slow_rate > 0 and self._rng.random() < self.slow_rate:
-                return self.slow_seconds
-            return 0.0
-
-    def _take_drop(self) -> bool:
-        with self._lock:
-            if self.drop_after_create > 0:
-                self.drop_after_create -= 1
-                return True
-            return False
-
-
-_FAULT_FIELDS = tuple(f.name for f in fields(Faults) if not f.name.startswith("_"))
+            status = self._random_fault()
+            return None if status is None else (status, None)
 
 
 # --------------------------------------------------------------------------------------------------
