@@ -74,10 +74,16 @@ class Runtime:
 
 
 def fingerprint(body: Any) -> tuple[Any, ...]:
-    """What a user changes to ask for a reconcile (status writes are not in it)."""
+    """What a user changes to ask for a reconcile (status writes are not in it), and the finalizer
+    whose arrival a new Trigger's loop waits for."""
     meta = body.get("metadata", {})
     ann = meta.get("annotations") or {}
-    return (meta.get("generation"), ann.get(PAUSED_ANNOTATION), ann.get(REQUESTED_ANNOTATION))
+    return (
+        meta.get("generation"),
+        ann.get(PAUSED_ANNOTATION),
+        ann.get(REQUESTED_ANNOTATION),
+        FINALIZER in (meta.get("finalizers") or ()),
+    )
 
 
 def initial_delay(body: Any, runtime: Runtime) -> float:
@@ -147,14 +153,14 @@ def register(
         stopped: kopf.DaemonStopped, body: Any, name: str, namespace: str, uid: str, **_: Any
     ) -> None:
         wake = runtime.event(uid)
-        wake.clear()
         # kopf adds the finalizer as it spawns us; a first pass before it lands would only be refused
-        # (the reconciler never creates without it) and retried later.
+        # (the reconciler never creates without it) and retried later. Its arrival wakes us.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 10
         while FINALIZER not in (body.get("metadata", {}).get("finalizers") or []) and loop.time() < deadline:
-            if await stopped.wait(0.05):
+            if await _wait(stopped, wake, 1.0) == "stopped":
                 return
+            wake.clear()
         delay: float | None = initial_delay(body, runtime)
         watch: tuple[str, str, str] | None = None
         first_pass = True
@@ -174,7 +180,11 @@ def register(
             if delay is not None and delay <= 0:
                 delay = 0.001
 
-    @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)
+    # Only for objects being deleted: a change handler that matched every object would make kopf
+    # write its diff-base annotation on each one (one more PATCH and watch event per Trigger).
+    @kopf.on.delete(
+        GROUP, VERSION, PLURAL, registry=registry, field="metadata.deletionTimestamp", value=kopf.PRESENT
+    )
     async def delete_trigger(body: Any, uid: str, name: str, namespace: str | None, **_: Any) -> None:
         try:
             await runtime.call(runtime.reconciler.finalize, dict(body))
@@ -208,22 +218,34 @@ async def _sleep(
         if watch is not None:
             poll = runtime.settings.credentials_poll
             step = poll if step is None else min(step, poll)
-        woke = asyncio.ensure_future(wake.wait())
-        stop = asyncio.ensure_future(stopped.wait())
-        try:
-            done, _ = await asyncio.wait({woke, stop}, timeout=step, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woke.cancel()
-            stop.cancel()
-        if stop in done or stopped:
+        got_up = await _wait(stopped, wake, step)
+        if got_up == "stopped":
             return True
-        if woke in done:
+        if got_up == "woken":
             return False
         if watch is not None:
             ns, secret, rv = watch
             got = await runtime.call(runtime.reconciler.kube.read_secret, ns, secret)
             if (got[1] if got else "") != rv:
                 return False
+
+
+async def _wait(stopped: kopf.DaemonStopped, wake: asyncio.Event, timeout: float | None) -> str:
+    """ "stopped", "woken" or "timeout", whichever comes first."""
+    if stopped:
+        return "stopped"
+    if wake.is_set():
+        return "woken"
+    woke = asyncio.ensure_future(wake.wait())
+    stop = asyncio.ensure_future(stopped.wait())
+    try:
+        done, _ = await asyncio.wait({woke, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woke.cancel()
+        stop.cancel()
+    if stop in done or stopped:
+        return "stopped"
+    return "woken" if woke in done else "timeout"
 
 
 async def serve_http(port: int, host: str = "0.0.0.0") -> web.AppRunner:
