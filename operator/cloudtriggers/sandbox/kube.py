@@ -36,6 +36,7 @@ import attrs
 import jsonpatch
 import kmock
 import kubernetes.client
+from kmock._internal.filtering import K8sCriteria
 
 __all__ = [
     "TRIGGERS",
@@ -271,7 +272,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._builtin = tuple(self._payloads)
         for reaction in self._builtin:
             criteria = getattr(reaction._source, "criteria", None)
-            if isinstance(criteria, kmock.K8sCriteria) and criteria.action is not None:
+            if isinstance(criteria, K8sCriteria) and criteria.action is not None:
                 self._routes[criteria.action] = reaction
         self._routes[None] = put
 
@@ -293,6 +294,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     self.after_write(request, self._results[request])
         try:
             route = self._route(request)
+            response: aiohttp.web.StreamResponse
             if route is not None:
                 response = await route.response(request)
             else:
