@@ -14,8 +14,12 @@ def main() -> None:
     p.add_argument("-n", type=int, default=500, help="Triggers applied at once (default 500)")
     p.add_argument("--latency", type=float, default=0.0, help="provider latency in seconds (default 0)")
     p.add_argument(
-        "--workers", type=int, default=16, help="the operator's provider concurrency C (default 16)"
+        "--concurrency",
+        type=int,
+        default=16,
+        help="C: the operator's provider requests in flight per account (default 16)",
     )
+    p.add_argument("--workers", type=int, default=0, help="the operator's threads (default 2 x C)")
     p.add_argument(
         "--resync", type=float, default=20.0, help="steady-state drift period, seconds (default 20)"
     )
@@ -29,6 +33,7 @@ def main() -> None:
     cfg = Config(
         n=a.n,
         latency=a.latency,
+        concurrency=a.concurrency,
         workers=a.workers,
         resync=a.resync,
         steady_periods=a.steady_periods,

@@ -39,7 +39,8 @@ FLOOR = Path(__file__).with_name("floor.py")
 class Config:
     n: int = 500
     latency: float = 0.0  # seconds the provider sandboxes add to every request
-    workers: int = 16  # the operator's provider concurrency C
+    concurrency: int = 16  # C: provider requests in flight per account (the bench has one account)
+    workers: int = 0  # the operator's threads; 0: 2 x C, so that Kubernetes calls never take a provider slot
     rate: float = 10000.0  # per-account limit; high, so that C and latency are what is measured
     resync: float = 20.0  # steady-state phase: drift-check period
     steady_periods: float = 3.0
@@ -174,9 +175,10 @@ def _wait_watched(world: World, timeout: float = 60) -> None:
 
 def _operator(world: World, cfg: Config, resync: float | None = None) -> Proc:
     env = {
-        "CLOUDTRIGGERS_WORKERS": str(cfg.workers),
+        "CLOUDTRIGGERS_WORKERS": str(cfg.workers or 2 * cfg.concurrency),
+        "CLOUDTRIGGERS_PROVIDER_CONCURRENCY": str(cfg.concurrency),
         "CLOUDTRIGGERS_RATE": str(cfg.rate),
-        "CLOUDTRIGGERS_BURST": str(max(cfg.workers, 20)),
+        "CLOUDTRIGGERS_BURST": str(max(cfg.concurrency, 20)),
         "CLOUDTRIGGERS_HTTP_PORT": "0",
         "CLOUDTRIGGERS_LOG_LEVEL": "warning",
         "CLOUDTRIGGERS_RESYNC_PERIOD": str(resync or 3600),
@@ -331,7 +333,7 @@ def run(cfg: Config) -> dict[str, Any]:
             round(phases["create"].seconds / floor.seconds, 2) if floor.seconds else None
         )
         if cfg.latency:
-            bound = 1.2 * (cfg.n * cfg.latency / cfg.workers) + floor.seconds
+            bound = 1.2 * (cfg.n * cfg.latency / cfg.concurrency) + floor.seconds
             result["latency_target_seconds"] = round(bound, 2)
     return result
 
@@ -341,7 +343,8 @@ def markdown(result: dict[str, Any]) -> str:
     ct = result["cloudtriggers"]
     create = ct["create"]
     rows = [
-        f"N = {cfg['n']}, provider latency {cfg['latency'] * 1000:.0f} ms, concurrency C = {cfg['workers']}",
+        f"N = {cfg['n']}, provider latency {cfg['latency'] * 1000:.0f} ms, "
+        f"provider concurrency C = {cfg['concurrency']}, workers {cfg['workers'] or 2 * cfg['concurrency']}",
         "",
         "| measure | cloudtriggers | floor (kopf, status only) |",
         "|---|---|---|",

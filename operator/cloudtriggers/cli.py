@@ -25,6 +25,7 @@ def run_settings(args: argparse.Namespace) -> Settings:
         "resync_period": args.resync_period,
         "rate": args.rate,
         "burst": args.burst,
+        "provider_concurrency": args.provider_concurrency,
         "workers": args.workers,
         "default_credentials_secret": args.default_credentials_secret,
         "default_credentials_endpoint": args.default_credentials_endpoint,
@@ -207,6 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resync-period", help="default drift-check interval, e.g. 10m (default 10m)")
     run.add_argument("--rate", type=float, help="provider requests per second per account (default 10)")
     run.add_argument("--burst", type=int, help="provider request burst per account (default 20)")
+    run.add_argument(
+        "--provider-concurrency", type=int, help="provider requests in flight per account (default 8)"
+    )
     run.add_argument("--workers", type=int, help="threads for provider and Kubernetes calls (default 16)")
     run.add_argument(
         "--default-credentials-secret", help="namespace/name of a Secret for Triggers that name none"

@@ -35,7 +35,11 @@ def build_operator(
         KubeClient(api_client),
         providers
         or build_providers(
-            settings.rate, settings.burst, settings.ack_network, settings.ack_trusted_endpoints or None
+            settings.rate,
+            settings.burst,
+            settings.ack_network,
+            settings.ack_trusted_endpoints or None,
+            concurrency=settings.provider_concurrency,
         ),
         settings,
     )

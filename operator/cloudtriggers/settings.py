@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     )
     rate: float = Field(default=10.0, gt=0, description="Provider requests per second per account.")
     burst: int = Field(default=20, ge=1, description="Provider request burst per account.")
+    provider_concurrency: int = Field(
+        default=8, ge=1, description="Provider requests in flight at once per account (at most `workers`)."
+    )
     workers: int = Field(default=16, ge=1, description="Threads for provider and Kubernetes calls.")
     default_credentials_secret: str = Field(
         default="",

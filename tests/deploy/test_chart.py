@@ -36,6 +36,7 @@ NAMESPACED: dict[str, Any] = {
     "resyncPeriod": "1h30m",
     "rate": 2.5,
     "burst": 5,
+    "providerConcurrency": 3,
     "logLevel": "debug",
     "logFormat": "text",
     "leaderElection": {"leaseName": "cloudtriggers-shard-a", "leaseDuration": "30s"},
@@ -270,6 +271,7 @@ def test_env_is_what_the_operator_reads(
     assert s.resync_period == {"10m": 600, "1h30m": 5400}[values.get("resyncPeriod", "10m")]
     assert s.rate == values.get("rate", 10)
     assert s.burst == values.get("burst", 20)
+    assert s.provider_concurrency == values.get("providerConcurrency", 8)
     assert s.log_level == values.get("logLevel", "info")
     assert s.log_format == values.get("logFormat", "json")
     assert s.http_port == 8080

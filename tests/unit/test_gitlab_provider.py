@@ -161,3 +161,50 @@ def test_project_path_lookup_is_shared_across_triggers(sb: GitLabSandbox) -> Non
     sb.set_member("group/web", "bob", MAINTAINER)
     p.create(target(sb, token="glpat-bob-00000000000000"))
     assert len(sb.calls("GET", "/projects/group%2Fweb")) == 2
+
+
+def test_requests_in_flight_per_account_are_capped(sb: GitLabSandbox) -> None:
+    """12 Triggers of one account at once, concurrency 3: the sandbox never sees more than 3 of
+    their requests at a time, and refused requests give their slot back."""
+    from concurrent.futures import ThreadPoolExecutor
+    from threading import Lock
+
+    sb.faults.latency = 0.1
+    lock, now, peak = Lock(), [0], [0]
+
+    def enter(*_: object) -> None:
+        with lock:
+            now[0] += 1
+            peak[0] = max(peak[0], now[0])
+
+    def leave(*_: object) -> None:
+        with lock:
+            now[0] -= 1
+
+    p = GitLabProvider(limiter=AccountLimiter(rate=1000, burst=1000, concurrency=3), timeout=(2.0, 5.0))
+    p.session.hooks["response"].append(lambda r, *a, **k: leave())
+    send = p.session.request
+
+    def counted(*a: object, **k: object) -> requests.Response:
+        enter()
+        try:
+            return send(*a, **k)  # type: ignore[arg-type]
+        except requests.RequestException:
+            leave()
+            raise
+
+    p.session.request = counted  # type: ignore[method-assign]
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda _: p.create(target(sb)), range(12)))
+    assert peak[0] == 3
+    assert p.limiter.in_flight(next(iter(p.limiter._slots))) == 0
+
+    # A refused request (bad token) returns its slot: the account can still send 3 at once afterwards.
+    for _ in range(5):
+        with pytest.raises(ProviderError):
+            p.create(target(sb, token="glpat-nobody-00000000000"))
+    assert all(p.limiter.in_flight(k) == 0 for k in p.limiter._slots)
+    peak[0] = 0
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda _: p.create(target(sb)), range(6)))
+    assert peak[0] == 3

@@ -41,9 +41,10 @@ def build_providers(
     burst: int = 20,
     ack_network: Literal["public", "vpc"] | None = None,
     ack_trusted_endpoints: Iterable[str] | None = None,
+    concurrency: int = 8,
 ) -> dict[str, Provider]:
     """One instance per provider; each shares one limiter across all Triggers of an account."""
-    limiter = AccountLimiter(rate=rate, burst=burst)
+    limiter = AccountLimiter(rate=rate, burst=burst, concurrency=concurrency)
     providers: dict[str, Provider] = {
         "gitlab": GitLabProvider(limiter=limiter),
         "ack": AckProvider(limiter=limiter, network=ack_network, trusted_endpoints=ack_trusted_endpoints),

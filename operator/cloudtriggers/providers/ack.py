@@ -467,34 +467,37 @@ class AckProvider:
             data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             headers["content-type"] = aliyun.JSON_CONTENT_TYPE
         self.limiter.acquire(account)
-        signed = aliyun.sign(
-            method,
-            pathname,
-            query,
-            headers,
-            data,
-            key.access_key_id,
-            key.access_key_secret,
-            key.security_token,
-        )
-        url = f"{base.scheme}://{base.netloc}{pathname}"
-        if query:
-            url += "?" + urlencode(query, quote_via=quote, safe="~")
-        create = action == "CreateTrigger"
         try:
-            resp = self.session.request(
+            signed = aliyun.sign(
                 method,
-                url,
-                data=data or None,
-                headers=signed,
-                timeout=self.timeout,
-                allow_redirects=False,
+                pathname,
+                query,
+                headers,
+                data,
+                key.access_key_id,
+                key.access_key_secret,
+                key.security_token,
             )
-        except requests.RequestException as e:
-            # A create whose answer was lost may still have happened; one never sent has not.
-            sent = not _never_connected(e)
-            kind = ErrorClass.AMBIGUOUS if create and sent else ErrorClass.TRANSIENT
-            raise ProviderError(kind, redact(f"{action}: {type(e).__name__}: {e}", secrets)) from None
+            url = f"{base.scheme}://{base.netloc}{pathname}"
+            if query:
+                url += "?" + urlencode(query, quote_via=quote, safe="~")
+            create = action == "CreateTrigger"
+            try:
+                resp = self.session.request(
+                    method,
+                    url,
+                    data=data or None,
+                    headers=signed,
+                    timeout=self.timeout,
+                    allow_redirects=False,
+                )
+            except requests.RequestException as e:
+                # A create whose answer was lost may still have happened; one never sent has not.
+                sent = not _never_connected(e)
+                kind = ErrorClass.AMBIGUOUS if create and sent else ErrorClass.TRANSIENT
+                raise ProviderError(kind, redact(f"{action}: {type(e).__name__}: {e}", secrets)) from None
+        finally:
+            self.limiter.release(account)
         payload = _json_or_none(resp)
         if resp.status_code < 400:
             if resp.content and payload is None:

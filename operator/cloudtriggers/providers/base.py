@@ -168,18 +168,45 @@ def account_key(provider: str, endpoint: str, credentials: Mapping[str, str]) ->
 class AccountLimiter:
     """Per-account request pacing shared by all Triggers using the same credentials.
 
-    A token bucket (rate, burst) plus a 'not before' time that a throttled answer pushes forward,
-    so one 429 slows every Trigger of that account, not just the one that got it.
+    At most `concurrency` requests of one account in flight; a token bucket (rate, burst); and a
+    'not before' time that a throttled answer pushes forward, so one 429 slows every Trigger of that
+    account, not just the one that got it. `acquire` takes a slot and a token; `release` returns the
+    slot once the answer (or the failure) is in.
     """
 
-    def __init__(self, rate: float = 10.0, burst: int = 20) -> None:
+    def __init__(self, rate: float = 10.0, burst: int = 20, concurrency: int = 8) -> None:
         self.rate = rate
         self.burst = burst
+        self.concurrency = concurrency
         self._lock = threading.Lock()
         self._state: dict[str, tuple[float, float, float]] = {}  # key -> (tokens, last, not_before)
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
         self.waited_seconds = 0.0
 
     def acquire(self, key: str) -> None:
+        with self._lock:
+            slots = self._slots.setdefault(key, threading.BoundedSemaphore(self.concurrency))
+        if not slots.acquire(blocking=False):
+            start = time.monotonic()
+            slots.acquire()
+            waited = time.monotonic() - start
+            with self._lock:
+                self.waited_seconds += waited
+            LIMITER_WAIT.labels(key.split(":", 1)[0]).inc(waited)
+        try:
+            self._pace(key)
+        except BaseException:
+            slots.release()
+            raise
+
+    def release(self, key: str) -> None:
+        self._slots[key].release()
+
+    def in_flight(self, key: str) -> int:
+        slots = self._slots.get(key)
+        return 0 if slots is None else self.concurrency - slots._value
+
+    def _pace(self, key: str) -> None:
         while True:
             with self._lock:
                 now = time.monotonic()

@@ -91,6 +91,8 @@ class GitLabProvider:
             # A create whose answer was lost may still have happened: the caller must look before retrying.
             kind = ErrorClass.AMBIGUOUS if method == "POST" else ErrorClass.TRANSIENT
             raise ProviderError(kind, redact(f"{method} {path}: {type(e).__name__}: {e}", [token])) from None
+        finally:
+            self.limiter.release(account)
         if resp.status_code < 400:
             return resp
         raise self._error(resp, method, path, account, [token])

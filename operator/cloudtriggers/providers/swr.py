@@ -273,48 +273,51 @@ class SwrProvider:
         data = json.dumps(body).encode() if body is not None else b""
         account = account_key(self.name, where.endpoint, {"accessKey": ak})
         self.limiter.acquire(account)
-        self.guard.acquire(ak)
-        outcome: Literal["ok", "auth_failure", "unknown"] = "unknown"
-        message = ""
         try:
-            # Signed after the waits above: X-Sdk-Date must be within 15 minutes of the server's clock.
-            headers = huawei.sign(
-                method,
-                url,
-                {"Content-Type": "application/json", "User-Agent": USER_AGENT},
-                data,
-                ak,
-                sk,
-                project_id=target.credentials.get("projectId") or None,
-                security_token=token,
-            )
+            self.guard.acquire(ak)
+            outcome: Literal["ok", "auth_failure", "unknown"] = "unknown"
+            message = ""
             try:
-                resp = self.session.request(
+                # Signed after the waits above: X-Sdk-Date must be within 15 minutes of the server's clock.
+                headers = huawei.sign(
                     method,
                     url,
-                    data=data or None,
-                    headers=headers,
-                    timeout=self.timeout,
-                    allow_redirects=False,
+                    {"Content-Type": "application/json", "User-Agent": USER_AGENT},
+                    data,
+                    ak,
+                    sk,
+                    project_id=target.credentials.get("projectId") or None,
+                    security_token=token,
                 )
-            except requests.RequestException as e:
-                # A create whose answer was lost may have happened: the caller must look before retrying.
-                kind = ErrorClass.AMBIGUOUS if method == "POST" else ErrorClass.TRANSIENT
-                raise ProviderError(
-                    kind, redact(f"{method} {path}: {type(e).__name__}: {e}", secrets)
-                ) from None
-            log.debug("swr: %s %s -> %s", method, path, resp.status_code)
-            if resp.status_code < 400:
-                outcome = "ok"
-                return resp
-            err = self._error(resp, method, path, account, secrets)
-            if err.kind is ErrorClass.AUTH:
-                outcome, message = "auth_failure", str(err)
-            elif err.status is not None and err.status < 500 and err.kind is not ErrorClass.THROTTLED:
-                outcome = "ok"  # SWR itself answered (400/403/404/409): the key authenticated
-            raise err
+                try:
+                    resp = self.session.request(
+                        method,
+                        url,
+                        data=data or None,
+                        headers=headers,
+                        timeout=self.timeout,
+                        allow_redirects=False,
+                    )
+                except requests.RequestException as e:
+                    # A create whose answer was lost may have happened: the caller must look before retrying.
+                    kind = ErrorClass.AMBIGUOUS if method == "POST" else ErrorClass.TRANSIENT
+                    raise ProviderError(
+                        kind, redact(f"{method} {path}: {type(e).__name__}: {e}", secrets)
+                    ) from None
+                log.debug("swr: %s %s -> %s", method, path, resp.status_code)
+                if resp.status_code < 400:
+                    outcome = "ok"
+                    return resp
+                err = self._error(resp, method, path, account, secrets)
+                if err.kind is ErrorClass.AUTH:
+                    outcome, message = "auth_failure", str(err)
+                elif err.status is not None and err.status < 500 and err.kind is not ErrorClass.THROTTLED:
+                    outcome = "ok"  # SWR itself answered (400/403/404/409): the key authenticated
+                raise err
+            finally:
+                self.guard.release(ak, outcome, message)
         finally:
-            self.guard.release(ak, outcome, message)
+            self.limiter.release(account)
 
     def _error(
         self, resp: requests.Response, method: str, path: str, account: str, secrets: list[str]
