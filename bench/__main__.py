@@ -6,12 +6,18 @@ import argparse
 import json
 from pathlib import Path
 
-from .run import Config, markdown, run, save
+from .run import Config, markdown, parse_mix, run, save
 
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("-n", type=int, default=500, help="Triggers applied at once (default 500)")
+    p.add_argument(
+        "--mix",
+        type=parse_mix,
+        default={"gitlab": 1},
+        help="providers and their weights, e.g. gitlab=2,ack=1,swr=1 (default gitlab)",
+    )
     p.add_argument("--latency", type=float, default=0.0, help="provider latency in seconds (default 0)")
     p.add_argument(
         "--concurrency",
@@ -32,6 +38,7 @@ def main() -> None:
     a = p.parse_args()
     cfg = Config(
         n=a.n,
+        mix=a.mix,
         latency=a.latency,
         concurrency=a.concurrency,
         workers=a.workers,

@@ -26,8 +26,10 @@ from kubernetes import client as k8s
 
 from cloudtriggers.crd import build_crd
 from cloudtriggers.models import GROUP, PLURAL, VERSION
+from cloudtriggers.sandbox.ack import AckSandbox
 from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
 from cloudtriggers.sandbox.kube import KubeServer, kube_client
+from cloudtriggers.sandbox.swr import SwrSandbox
 
 NS = "bench"
 BENCH_UA = "cloudtriggers-bench"
@@ -35,9 +37,28 @@ TRIGGERS = f"{GROUP}/{VERSION}/{PLURAL}"
 FLOOR = Path(__file__).with_name("floor.py")
 
 
+PROVIDERS = ("gitlab", "ack", "swr")
+
+
+def parse_mix(text: str) -> dict[str, int]:
+    """'gitlab=2,ack=1,swr=1' -> weights; a bare name counts 1. Triggers are dealt round-robin by weight."""
+    mix: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, weight = part.partition("=")
+        if name not in PROVIDERS:
+            raise ValueError(f"unknown provider {name!r} (one of {', '.join(PROVIDERS)})")
+        mix[name] = int(weight or 1)
+        if mix[name] < 0:
+            raise ValueError(f"negative weight for {name}")
+    if not any(mix.values()):
+        raise ValueError("the mix names no provider")
+    return mix
+
+
 @dataclass
 class Config:
     n: int = 500
+    mix: dict[str, int] = field(default_factory=lambda: {"gitlab": 1})  # provider weights
     latency: float = 0.0  # seconds the provider sandboxes add to every request
     concurrency: int = 16  # C: provider requests in flight per account (the bench has one account)
     workers: int = 0  # the operator's threads; 0: 2 x C, so that Kubernetes calls never take a provider slot
@@ -63,26 +84,82 @@ class Phase:
 
 
 class World:
-    """The emulated API with the CRD, a GitLab sandbox with one project and a credentials Secret."""
+    """The emulated API with the CRD; per provider in the mix, its sandbox with one account, one
+    target (GitLab project, ACK cluster and application, SWR repository) and a credentials Secret."""
 
-    def __init__(self, latency: float) -> None:
+    def __init__(self, latency: float, mix: dict[str, int] | None = None) -> None:
+        self.mix = {k: v for k, v in (mix or {"gitlab": 1}).items() if v}
         self.kube = KubeServer().start()
         self.api = kube_client(self.kube.url)
         self.api.user_agent = BENCH_UA
         k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
-        self.gitlab = GitLabSandbox().start()
-        self.gitlab.faults.latency = latency
-        self.user = self.gitlab.add_user("bench-bot")
-        self.pid = self.gitlab.add_project("group/web", {self.user.username: MAINTAINER})
-        body = {"metadata": {"name": "gl", "namespace": NS}, "stringData": {"token": self.user.token}}
-        k8s.CoreV1Api(self.api).create_namespaced_secret(NS, body)  # type: ignore[arg-type]
+        self.sandboxes: dict[str, Any] = {}
+        self.specs: dict[str, dict[str, Any]] = {}
+        credentials: dict[str, dict[str, str]] = {}
+        if "gitlab" in self.mix:
+            gitlab = self.sandboxes["gitlab"] = GitLabSandbox().start()
+            user = gitlab.add_user("bench-bot")
+            gitlab.add_project("group/web", {user.username: MAINTAINER})
+            self.specs["gitlab"] = {"url": gitlab.url, "project": "group/web"}
+            credentials["gitlab"] = {"token": user.token}
+        if "ack" in self.mix:
+            ack = self.sandboxes["ack"] = AckSandbox().start()
+            account = ack.add_account("bench")
+            ack.add_cluster("bench", "c" + "0" * 32, region="cn-beijing", applications=("default/web",))
+            self.specs["ack"] = {
+                "regionId": "cn-beijing",
+                "clusterId": "c" + "0" * 32,
+                "projectId": "default/web",
+                "type": "deployment",
+                "action": "redeploy",
+                "endpoint": ack.url,
+            }
+            credentials["ack"] = {
+                "accessKeyId": account.access_key_id,
+                "accessKeySecret": account.access_key_secret,
+            }
+        if "swr" in self.mix:
+            swr = self.sandboxes["swr"] = SwrSandbox().start()
+            swr_account = swr.add_account("bench")
+            swr.add_repository("group", "team/web")
+            self.specs["swr"] = {
+                "region": "cn-north-4",
+                "organization": "group",
+                "repository": "team/web",
+                "appType": "deployments",
+                "application": "web",
+                "clusterNamespace": "default",
+                "clusterName": "prod",
+                "endpoint": swr.url,
+            }
+            credentials["swr"] = {"accessKey": swr_account.access_key, "secretKey": swr_account.secret_key}
+        for sandbox in self.sandboxes.values():
+            sandbox.faults.latency = latency
+        core = k8s.CoreV1Api(self.api)
+        for provider, data in credentials.items():
+            body = {"metadata": {"name": f"{provider}-credentials", "namespace": NS}, "stringData": data}
+            core.create_namespaced_secret(NS, body)  # type: ignore[arg-type]
         self.dir = Path(tempfile.mkdtemp(prefix="ct-bench-"))
         self.kubeconfig = self.dir / "kubeconfig"
         self.kube.write_kubeconfig(self.kubeconfig)
 
+    def provider_of(self, i: int) -> str:
+        """The i-th Trigger's provider: round-robin over the mix, each provider as often as its weight."""
+        deal = [p for p in PROVIDERS for _ in range(self.mix.get(p, 0))]
+        return deal[i % len(deal)]
+
     def close(self) -> None:
-        self.gitlab.stop()
+        for sandbox in self.sandboxes.values():
+            sandbox.stop()
         self.kube.stop()
+
+    def calls(self) -> list[tuple[str, Any]]:
+        """Every provider request the sandboxes saw, as (provider, record)."""
+        return [(p, c) for p, sb in self.sandboxes.items() for c in sb.calls()]
+
+    def clear_requests(self) -> None:
+        for sandbox in self.sandboxes.values():
+            sandbox.clear_requests()
 
     def _operator_total(self) -> int:
         counts = self.kube.call(lambda: _async(dict(self.kube.emulator.requests_by_agent)))
@@ -101,13 +178,14 @@ class World:
 
         def create(i: int) -> None:
             name = f"t{i:05d}"
+            provider = self.provider_of(i)
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "Trigger",
                 "metadata": {"name": name, "namespace": NS},
                 "spec": {
-                    "gitlab": {"url": self.gitlab.url, "project": "group/web"},
-                    "credentialsSecretRef": {"name": "gl"},
+                    provider: dict(self.specs[provider]),
+                    "credentialsSecretRef": {"name": f"{provider}-credentials"},
                 },
             }
             started[name] = time.monotonic()
@@ -193,10 +271,18 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q * (len(values) - 1)))]
 
 
+def operation(provider: str, call: Any) -> str:
+    """A provider request as its operation: ACK's action, else method and path with ids generalised."""
+    if provider == "ack":
+        return str(call.action)
+    path = re.sub(r"/triggers/[^/]+$", "/triggers/{id}", call.path)
+    return re.sub(r"/\d+(?=/|$)", "/{id}", f"{call.method} {path}")
+
+
 def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
     _wait_watched(world)
     mark = world.request_mark()
-    world.gitlab.clear_requests()
+    world.clear_requests()
     t0 = time.monotonic()
     started = world.create_all(cfg.n)
     ready_at: dict[str, float] = {}
@@ -210,10 +296,11 @@ def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
         time.sleep(0.1)
     total = max(ready_at.values()) - t0
     per = [ready_at[k] - started[k] for k in ready_at]
+    per_provider = {p: sum(world.provider_of(i) == p for i in range(cfg.n)) for p in world.mix}
     calls: dict[str, float] = {}
-    for c in world.gitlab.calls():
-        op = re.sub(r"/\d+", "/{id}", f"{c.method} {c.path}")
-        calls[op] = calls.get(op, 0) + 1 / cfg.n
+    for provider, c in world.calls():
+        op = f"{provider} {operation(provider, c)}"
+        calls[op] = calls.get(op, 0) + 1 / per_provider[provider]
     time.sleep(1.0)  # let the last status writes and events land before counting
     return Phase(
         seconds=round(total, 3),
@@ -228,7 +315,7 @@ def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
 
 def _restart_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
     proc.stop()
-    world.gitlab.clear_requests()
+    world.clear_requests()
     mark = world.request_mark()
     t0 = time.monotonic()
     proc = _operator(world, cfg)
@@ -236,12 +323,12 @@ def _restart_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
     # Idle: no provider call and no Kubernetes request from the operator for 2 s.
     last_change, seen = time.monotonic(), (-1, -1)
     while time.monotonic() - last_change < 2.0:
-        now = (len(world.gitlab.calls()), world.operator_requests(mark))
+        now = (len(world.calls()), world.operator_requests(mark))
         if now != seen:
             seen, last_change = now, time.monotonic()
         time.sleep(0.1)
-    calls = world.gitlab.calls()
-    writes = sum(1 for c in calls if c.method in {"POST", "PUT", "DELETE"})
+    calls = [c for _, c in world.calls()]
+    writes = sum(1 for c in calls if c.method not in {"GET", "HEAD"})
     return (
         Phase(
             seconds=round(last_change - t0, 3),
@@ -258,11 +345,11 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
     proc.stop()
     proc = _operator(world, cfg, resync=cfg.resync)
     _wait_watched(world)
-    world.gitlab.clear_requests()
+    world.clear_requests()
     t0 = time.time()
     duration = cfg.resync * cfg.steady_periods
     time.sleep(duration)
-    calls = [c for c in world.gitlab.calls() if c.at >= t0]
+    calls = [c for _, c in world.calls() if c.at >= t0]
     per_minute = len(calls) / duration * 60
     expected = cfg.n / cfg.resync * 60
     # Evenness: calls in 20 equal slices of the window; the coefficient of variation of the counts.
@@ -277,14 +364,18 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
             provider_calls={"per_minute": round(per_minute, 1), "expected_per_minute": round(expected, 1)},
             peak_rss_mib=round(proc.peak_rss_mib(), 1),
             cpu_seconds=round(proc.cpu_seconds(), 2),
-            extra={"slices": slices, "cv": round(cv, 3), "writes": sum(c.method != "GET" for c in calls)},
+            extra={
+                "slices": slices,
+                "cv": round(cv, 3),
+                "writes": sum(c.method not in {"GET", "HEAD"} for c in calls),
+            },
         ),
         proc,
     )
 
 
 def run_operator(cfg: Config) -> dict[str, Phase]:
-    world = World(cfg.latency)
+    world = World(cfg.latency, cfg.mix)
     phases: dict[str, Phase] = {}
     proc = _operator(world, cfg)
     try:
@@ -300,7 +391,7 @@ def run_operator(cfg: Config) -> dict[str, Phase]:
 
 
 def run_floor(cfg: Config) -> Phase:
-    world = World(cfg.latency)
+    world = World(cfg.latency, cfg.mix)
     proc = Proc(
         [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "--quiet", str(FLOOR)],
         world,
@@ -342,8 +433,9 @@ def markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     ct = result["cloudtriggers"]
     create = ct["create"]
+    mix = ", ".join(f"{k}={v}" for k, v in cfg["mix"].items())
     rows = [
-        f"N = {cfg['n']}, provider latency {cfg['latency'] * 1000:.0f} ms, "
+        f"N = {cfg['n']} ({mix}), provider latency {cfg['latency'] * 1000:.0f} ms, "
         f"provider concurrency C = {cfg['concurrency']}, workers {cfg['workers'] or 2 * cfg['concurrency']}",
         "",
         "| measure | cloudtriggers | floor (kopf, status only) |",
@@ -384,6 +476,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def save(result: dict[str, Any], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    stem = f"n{result['config']['n']}-lat{int(result['config']['latency'] * 1000)}ms"
+    cfg = result["config"]
+    mix = "-".join(f"{k}{v}" for k, v in cfg["mix"].items()) if cfg["mix"] != {"gitlab": 1} else ""
+    stem = f"n{cfg['n']}-lat{int(cfg['latency'] * 1000)}ms" + (f"-{mix}" if mix else "")
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out / f"{stem}.md").write_text(markdown(result))

@@ -1,0 +1,51 @@
+"""The benchmark itself runs: a few Triggers of every provider through all its phases.
+
+Not a timed test (the targets live in bench/README.md); it checks that what the benchmark reports
+is measured: every Trigger got Ready, each provider was called, a restart wrote nothing, the floor
+ran on the same world, and the JSON and Markdown outputs were written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from bench.run import Config, markdown, parse_mix, run, save
+
+
+def test_parse_mix() -> None:
+    assert parse_mix("gitlab=2,ack,swr=0") == {"gitlab": 2, "ack": 1, "swr": 0}
+    with pytest.raises(ValueError, match="unknown provider"):
+        parse_mix("github=1")
+    with pytest.raises(ValueError, match="names no provider"):
+        parse_mix("swr=0")
+
+
+def test_every_phase_of_a_small_mixed_run(tmp_path: Path) -> None:
+    cfg = Config(n=9, mix={"gitlab": 1, "ack": 1, "swr": 1}, resync=5.0, steady_periods=1.0, timeout=60.0)
+    result = run(cfg)
+    ct = result["cloudtriggers"]
+    create = ct["create"]
+    assert create["seconds"] > 0 and create["p50"] <= create["p99"]
+    # Each provider was asked to create exactly one trigger per Trigger (3 of each).
+    calls = create["provider_calls"]
+    assert calls["ack CreateTrigger"] == 1.0
+    assert calls["gitlab POST /api/v4/projects/{id}/triggers"] == 1.0
+    assert calls["swr POST /v2/manage/namespaces/group/repos/team%24web/triggers"] == 1.0
+    assert 4 <= create["kube_requests"] <= 10
+    assert create["peak_rss_mib"] > 20 and create["cpu_seconds"] > 0
+    restart = ct["restart"]["provider_calls"]
+    assert restart["writes"] == 0 and restart["reads_per_trigger"] <= 1
+    steady = ct["steady"]
+    assert steady["provider_calls"]["expected_per_minute"] == 9 / 5.0 * 60
+    assert steady["provider_calls"]["per_minute"] > 0 and steady["extra"]["writes"] == 0
+    floor = result["floor"]
+    assert floor["seconds"] > 0 and floor["kube_requests"] >= 1
+    assert result["ratio_to_floor"] == round(create["seconds"] / floor["seconds"], 2)
+
+    save(result, tmp_path)
+    saved = json.loads((tmp_path / "n9-lat0ms-gitlab1-ack1-swr1.json").read_text())
+    assert saved["config"]["mix"] == {"gitlab": 1, "ack": 1, "swr": 1}
+    table = (tmp_path / "n9-lat0ms-gitlab1-ack1-swr1.md").read_text()
+    assert table == markdown(result) and "| time until all Ready |" in table
