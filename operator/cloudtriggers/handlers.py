@@ -64,6 +64,7 @@ class Runtime:
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.wake: dict[str, asyncio.Event] = {}
         self.seen: dict[str, tuple[Any, ...]] = {}
+        self.awaiting_finalizer: set[str] = set()
         self.http: web.AppRunner | None = None
 
     def event(self, uid: str) -> asyncio.Event:
@@ -74,16 +75,10 @@ class Runtime:
 
 
 def fingerprint(body: Any) -> tuple[Any, ...]:
-    """What a user changes to ask for a reconcile (status writes are not in it), and the finalizer
-    whose arrival a new Trigger's loop waits for."""
+    """What a user changes to ask for a reconcile (status writes are not in it)."""
     meta = body.get("metadata", {})
     ann = meta.get("annotations") or {}
-    return (
-        meta.get("generation"),
-        ann.get(PAUSED_ANNOTATION),
-        ann.get(REQUESTED_ANNOTATION),
-        FINALIZER in (meta.get("finalizers") or ()),
-    )
+    return (meta.get("generation"), ann.get(PAUSED_ANNOTATION), ann.get(REQUESTED_ANNOTATION))
 
 
 def initial_delay(body: Any, runtime: Runtime) -> float:
@@ -136,6 +131,7 @@ def register(
             TRIGGERS.drop(uid)
             runtime.seen.pop(uid, None)
             runtime.wake.pop(uid, None)
+            runtime.awaiting_finalizer.discard(uid)
             runtime.reconciler.forget(uid)
             return
         TRIGGERS.update(uid, body)
@@ -147,20 +143,18 @@ def register(
         # First sight (start-up, a new object): the daemon decides when its first pass is due.
         if previous is not None and previous != fp:
             runtime.event(uid).set()
+        elif uid in runtime.awaiting_finalizer and FINALIZER in (body["metadata"].get("finalizers") or ()):
+            runtime.awaiting_finalizer.discard(uid)
+            runtime.event(uid).set()
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)  # type: ignore[arg-type]
     async def trigger_loop(
         stopped: kopf.DaemonStopped, body: Any, name: str, namespace: str, uid: str, **_: Any
     ) -> None:
         wake = runtime.event(uid)
-        # kopf adds the finalizer as it spawns us; a first pass before it lands would only be refused
-        # (the reconciler never creates without it) and retried later. Its arrival wakes us.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while FINALIZER not in (body.get("metadata", {}).get("finalizers") or []) and loop.time() < deadline:
-            if await _wait(stopped, wake, 1.0) == "stopped":
-                return
-            wake.clear()
+        # No waiting here for the finalizer kopf adds as it spawns us: the reconciler checks it in the
+        # answer to its create intent's write (by then kopf's patch has landed), and a pass refused
+        # for want of it is retried as soon as the watch shows it.
         delay: float | None = initial_delay(body, runtime)
         watch: tuple[str, str, str] | None = None
         first_pass = True
@@ -177,6 +171,11 @@ def register(
                 log.exception("reconcile of %s/%s failed", namespace, name)
                 outcome = Outcome(runtime.reconciler.error_backoff(uid), "Error")
             delay, watch = outcome.requeue_after, outcome.watch_secret
+            if outcome.needs_finalizer:
+                if FINALIZER in (body.get("metadata", {}).get("finalizers") or ()):
+                    delay = 0  # it came round while we were refusing
+                else:
+                    runtime.awaiting_finalizer.add(uid)
             if delay is not None and delay <= 0:
                 delay = 0.001
 

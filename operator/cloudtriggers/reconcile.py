@@ -146,6 +146,8 @@ class Outcome:
     reason: str = ""
     # Re-read this credentials Secret while waiting; reconcile at once when it changes.
     watch_secret: tuple[str, str, str] | None = None  # namespace, name, resourceVersion ("" = absent)
+    # Refused to create before kopf's finalizer is on the object; reconcile at once when it is.
+    needs_finalizer: bool = False
 
 
 class Retry(Exception):
@@ -167,8 +169,10 @@ class _Stop(Exception):
         requeue: float | None,
         ready: bool | None = False,
         synced: bool | None = None,
+        needs_finalizer: bool = False,
     ) -> None:
         super().__init__(message)
+        self.needs_finalizer = needs_finalizer
         self.reason = reason
         self.message = message
         self.requeue = requeue
@@ -507,7 +511,7 @@ class Reconciler:
             conditions(s.ready, s.reason, synced, s.reason, s.message)
             self._flush(p)
             delay = s.requeue if s.requeue is not None else self._resync(spec, uid)
-            return Outcome(delay, s.reason, watch_secret=secret_ref)
+            return Outcome(delay, s.reason, watch_secret=secret_ref, needs_finalizer=s.needs_finalizer)
 
         self._failures.pop(uid, None)
         self.breaker.success(account, uid)
@@ -775,9 +779,6 @@ class Reconciler:
                     )
                 )
                 return found
-        if FINALIZER not in (p.meta.get("finalizers") or []):
-            # Without the finalizer a quick delete would leave the new provider trigger behind.
-            raise _Stop("Creating", "waiting for the finalizer before creating", requeue=1.0)
         status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
         if not getattr(provider, "find_uses_time", True):
             # Without creation times, what exists now must never be mistaken for what we make next.
@@ -794,6 +795,14 @@ class Reconciler:
                 p.generation,
             )
         self._flush(p)
+        if FINALIZER not in (p.meta.get("finalizers") or []):
+            # Without the finalizer a quick delete would leave the new provider trigger behind. kopf
+            # adds it as it starts the Trigger's loop; the intent's write answers with the object as
+            # it is now, so a loop need not wait for that change to come round the watch.
+            status.pop("pendingCreate", None)
+            raise _Stop(
+                "Creating", "waiting for the finalizer before creating", requeue=1.0, needs_finalizer=True
+            )
         try:
             obs = provider.create(target)
         except ProviderError as e:
