@@ -30,7 +30,8 @@ def main() -> None:
         "--resync", type=float, default=20.0, help="steady-state drift period, seconds (default 20)"
     )
     p.add_argument("--steady-periods", type=float, default=3.0, help="how many periods to watch (default 3)")
-    p.add_argument("--no-floor", action="store_true", help="skip the kopf floor")
+    p.add_argument("--no-floor", action="store_true", help="skip the kopf floor (and the shape floor)")
+    p.add_argument("--no-shape", action="store_true", help="skip the shape floor (bench/shape.py)")
     p.add_argument("--no-restart", action="store_true", help="skip the restart phase")
     p.add_argument("--no-steady", action="store_true", help="skip the steady-state phase")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
@@ -45,6 +46,7 @@ def main() -> None:
         resync=a.resync,
         steady_periods=a.steady_periods,
         floor=not a.no_floor,
+        shape=not a.no_floor and not a.no_shape,
         restart=not a.no_restart,
         steady=not a.no_steady,
     )

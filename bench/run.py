@@ -35,6 +35,7 @@ NS = "bench"
 BENCH_UA = "cloudtriggers-bench"
 TRIGGERS = f"{GROUP}/{VERSION}/{PLURAL}"
 FLOOR = Path(__file__).with_name("floor.py")
+SHAPE = Path(__file__).with_name("shape.py")
 
 
 PROVIDERS = ("gitlab", "ack", "swr")
@@ -66,6 +67,7 @@ class Config:
     resync: float = 20.0  # steady-state phase: drift-check period
     steady_periods: float = 3.0
     floor: bool = True
+    shape: bool = True  # also run bench/shape.py: kopf + our handlers and Kubernetes calls, no logic
     restart: bool = True
     steady: bool = True
     timeout: float = 600.0
@@ -390,13 +392,14 @@ def run_operator(cfg: Config) -> dict[str, Phase]:
     return phases
 
 
-def run_floor(cfg: Config) -> Phase:
+def run_floor(cfg: Config, script: Path = FLOOR) -> Phase:
+    """A kopf operator script (the floor, or the shape floor) against a world of its own."""
     world = World(cfg.latency, cfg.mix)
     proc = Proc(
-        [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "--quiet", str(FLOOR)],
+        [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "--quiet", str(script)],
         world,
-        {},
-        world.dir / "floor.log",
+        {"CLOUDTRIGGERS_WORKERS": str(cfg.workers or 2 * cfg.concurrency)},
+        world.dir / f"{script.stem}.log",
     )
     try:
         return _create_phase(world, proc, cfg)
@@ -423,6 +426,12 @@ def run(cfg: Config) -> dict[str, Any]:
         result["ratio_to_floor"] = (
             round(phases["create"].seconds / floor.seconds, 2) if floor.seconds else None
         )
+        if cfg.shape:
+            shape = run_floor(cfg, SHAPE)
+            result["shape"] = asdict(shape)
+            result["ratio_shape_to_floor"] = (
+                round(shape.seconds / floor.seconds, 2) if floor.seconds else None
+            )
         if cfg.latency:
             bound = 1.2 * (cfg.n * cfg.latency / cfg.concurrency) + floor.seconds
             result["latency_target_seconds"] = round(bound, 2)
@@ -438,38 +447,52 @@ def markdown(result: dict[str, Any]) -> str:
         f"N = {cfg['n']} ({mix}), provider latency {cfg['latency'] * 1000:.0f} ms, "
         f"provider concurrency C = {cfg['concurrency']}, workers {cfg['workers'] or 2 * cfg['concurrency']}",
         "",
-        "| measure | cloudtriggers | floor (kopf, status only) |",
-        "|---|---|---|",
+        "| measure | cloudtriggers | shape floor (kopf + our handlers and Kubernetes calls) "
+        "| floor (kopf, status only) |",
+        "|---|---|---|---|",
     ]
     floor = result.get("floor") or {}
-    rows.append(f"| time until all Ready | {create['seconds']} s | {floor.get('seconds', '-')} s |")
-    fp50, fp99 = floor.get("p50", "-"), floor.get("p99", "-")
-    rows.append(f"| per Trigger p50 / p99 | {create['p50']} / {create['p99']} s | {fp50} / {fp99} s |")
-    kr = floor.get("kube_requests", "-")
-    rows.append(f"| Kubernetes API requests per Trigger | {create['kube_requests']} | {kr} |")
-    rows.append(f"| peak RSS | {create['peak_rss_mib']} MiB | {floor.get('peak_rss_mib', '-')} MiB |")
-    rows.append(f"| CPU seconds | {create['cpu_seconds']} | {floor.get('cpu_seconds', '-')} |")
+    shape = result.get("shape") or {}
+
+    def row(measure: str, ours: Any, fmt: Any) -> None:
+        rows.append(f"| {measure} | {ours} | {fmt(shape)} | {fmt(floor)} |")
+
+    def get(key: str, unit: str = "") -> Any:
+        return lambda d: f"{d[key]}{unit}" if key in d else "-"
+
+    row("time until all Ready", f"{create['seconds']} s", get("seconds", " s"))
+    row(
+        "per Trigger p50 / p99",
+        f"{create['p50']} / {create['p99']} s",
+        lambda d: f"{d['p50']} / {d['p99']} s" if d else "-",
+    )
+    row("Kubernetes API requests per Trigger", create["kube_requests"], get("kube_requests"))
+    row("peak RSS", f"{create['peak_rss_mib']} MiB", get("peak_rss_mib", " MiB"))
+    row("CPU seconds", create["cpu_seconds"], get("cpu_seconds"))
     calls = ", ".join(f"{k}: {v}" for k, v in create["provider_calls"].items())
-    rows.append(f"| provider calls per Trigger | {calls} | - |")
+    rows.append(f"| provider calls per Trigger | {calls} | - | - |")
     if result.get("ratio_to_floor") is not None:
-        rows.append(f"| ratio to floor (time until all Ready) | {result['ratio_to_floor']} | 1 |")
+        shape_ratio = result.get("ratio_shape_to_floor") or "-"
+        rows.append(
+            f"| ratio to floor (time until all Ready) | {result['ratio_to_floor']} | {shape_ratio} | 1 |"
+        )
     if "latency_target_seconds" in result:
         rows.append(
-            f"| latency target 1.2 x (N x latency / C) + floor | {result['latency_target_seconds']} s | |"
+            f"| latency target 1.2 x (N x latency / C) + floor | {result['latency_target_seconds']} s | | |"
         )
     if "restart" in ct:
         r = ct["restart"]
         calls_r = r["provider_calls"]
         rows.append(
             "| restart: provider writes / reads per Trigger / time until idle | "
-            f"{calls_r['writes']} / {calls_r['reads_per_trigger']} / {r['seconds']} s | |"
+            f"{calls_r['writes']} / {calls_r['reads_per_trigger']} / {r['seconds']} s | | |"
         )
     if "steady" in ct:
         s = ct["steady"]
         calls_s = s["provider_calls"]
         rows.append(
             "| steady state: provider calls per minute (expected N / resync) | "
-            f"{calls_s['per_minute']} ({calls_s['expected_per_minute']}), spread CV {s['extra']['cv']} | |"
+            f"{calls_s['per_minute']} ({calls_s['expected_per_minute']}), spread CV {s['extra']['cv']} | | |"
         )
     return "\n".join(rows) + "\n"
 

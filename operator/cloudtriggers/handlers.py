@@ -35,6 +35,7 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 STORAGE_PREFIX = "kopf.cloudtriggers.io"
+FINALIZER_HEAD_START = 0.1  # seconds a new Trigger's first pass gives kopf's finalizer PATCH
 
 LoginFn = Callable[..., Awaitable[Any] | Any]
 
@@ -152,9 +153,15 @@ def register(
         stopped: kopf.DaemonStopped, body: Any, name: str, namespace: str, uid: str, **_: Any
     ) -> None:
         wake = runtime.event(uid)
-        # No waiting here for the finalizer kopf adds as it spawns us: the reconciler checks it in the
-        # answer to its create intent's write (by then kopf's patch has landed), and a pass refused
-        # for want of it is retried as soon as the watch shows it.
+        # kopf adds the finalizer as it spawns us. The reconciler checks it in the answer to its create
+        # intent's write and refuses to create without it; a refused pass is retried as soon as the
+        # watch shows it. A short head start lets kopf's PATCH land first, without waiting for the
+        # change to come round a watch that may be far behind under load.
+        if FINALIZER not in (body.get("metadata", {}).get("finalizers") or ()):
+            runtime.awaiting_finalizer.add(uid)
+            if await _wait(stopped, wake, FINALIZER_HEAD_START) == "stopped":
+                return
+            runtime.awaiting_finalizer.discard(uid)
         delay: float | None = initial_delay(body, runtime)
         watch: tuple[str, str, str] | None = None
         first_pass = True

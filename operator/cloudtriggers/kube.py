@@ -61,12 +61,14 @@ class KubeClient:
     Thread-safe: the worker threads share the pool.
     """
 
-    def __init__(self, api: k8s.ApiClient, component: str = "cloudtriggers", pool: int = 32) -> None:
+    def __init__(self, api: k8s.ApiClient, component: str = "cloudtriggers", pool: int | None = None) -> None:
+        """`pool`: connections kept per host (default: the Configuration's, at least 16), one per
+        worker thread, or urllib3 discards and reopens them under load."""
         self.config = api.configuration
         self.base = str(self.config.host).rstrip("/")
         self.component = component
         config = copy.copy(self.config)
-        config.connection_pool_maxsize = pool
+        config.connection_pool_maxsize = pool or max(self.config.connection_pool_maxsize or 0, 16)
         self.pool = RESTClientObject(config).pool_manager
         self.timeout = urllib3.Timeout(connect=5, read=60)
         self.user_agent = f"cloudtriggers/{__version__}"
