@@ -221,6 +221,10 @@ class Reconciler:
         self._failures: dict[str, int] = {}
         # uid -> (signature, count) of the drift repairs in a row (the perpetual-diff guard).
         self._repairs: dict[str, tuple[tuple[Any, ...], int]] = {}
+        # uid -> a create intent this process wrote and then refused to act on (no finalizer yet).
+        # Until it is cleared from status it must not be taken for an interrupted create: the ids it
+        # would look for could be another Trigger's new trigger, not yet in the claim index.
+        self._refused: dict[str, dict[str, Any]] = {}
         self.breaker = CredentialsBreaker(
             self.settings.breaker_threshold,
             self.settings.breaker_cooldown,
@@ -241,6 +245,7 @@ class Reconciler:
         self._failures.pop(uid, None)
         self.claims.drop(uid)
         self._repairs.pop(uid, None)
+        self._refused.pop(uid, None)
         self.breaker.forget(uid)
 
     def claim_of(self, obj: Mapping[str, Any]) -> tuple[str | None, Claim]:
@@ -399,6 +404,7 @@ class Reconciler:
     def _reconcile(self, obj: dict[str, Any]) -> Outcome:
         old_status = dict(obj.get("status") or {})
         p = _Pass(obj=obj, status=dict(old_status))
+        self._intent(p)  # drops an intent this process refused to act on, for the whole pass
         uid = p.meta["uid"]
         gen = p.generation
         status = p.status
@@ -732,6 +738,15 @@ class Reconciler:
             )
         return "Available", f"{spec.provider} trigger {obs.external_id} is in sync", True
 
+    def _intent(self, p: _Pass) -> dict[str, Any] | None:
+        """The stored create intent, unless it is one this process refused to act on (then it is
+        dropped from the status being built)."""
+        pending: dict[str, Any] | None = p.status.get("pendingCreate")
+        if pending and self._refused.get(p.meta["uid"]) == pending:
+            p.status.pop("pendingCreate")
+            return None
+        return pending
+
     def _write_secret(self, p: _Pass, name: str, outputs: Mapping[str, str]) -> None:
         try:
             self.kube.write_output_secret(p.obj, name, dict(outputs))
@@ -750,7 +765,7 @@ class Reconciler:
     ) -> Observed:
         """Create (or adopt what an interrupted create left). `exists`: a replacement, the old one is live."""
         status = p.status
-        pending = status.get("pendingCreate")
+        pending = self._intent(p)
         seen: list[Observed] | None = None
         if pending and pending.get("provider") == spec.provider:
             since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
@@ -779,6 +794,7 @@ class Reconciler:
                     )
                 )
                 return found
+        self._refused.pop(p.meta["uid"], None)  # the intent written next may well be acted on
         status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
         if not getattr(provider, "find_uses_time", True):
             # Without creation times, what exists now must never be mistaken for what we make next.
@@ -799,7 +815,7 @@ class Reconciler:
             # Without the finalizer a quick delete would leave the new provider trigger behind. kopf
             # adds it as it starts the Trigger's loop; the intent's write answers with the object as
             # it is now, so a loop need not wait for that change to come round the watch.
-            status.pop("pendingCreate", None)
+            self._refused[p.meta["uid"]] = status.pop("pendingCreate")
             raise _Stop(
                 "Creating", "waiting for the finalizer before creating", requeue=1.0, needs_finalizer=True
             )
@@ -874,7 +890,7 @@ class Reconciler:
                 )
             return "orphaned"
         ext = status.get("externalId")
-        pending = status.get("pendingCreate")
+        pending = self._intent(p)
         if spec.management_policy == "ObserveOnly" or spec.deletion_policy == "Orphan":
             if ext:
                 self.kube.emit_event(

@@ -322,3 +322,44 @@ def test_lost_create_never_adopts_a_hand_made_trigger_that_existed_before(world:
     world.rec.finalize(obj)
     assert str(hand_made["id"]) in {str(t["id"]) for t in world.sb.triggers(world.cid)}
     assert ours in {str(t["id"]) for t in world.sb.triggers(world.cid)}
+
+
+def test_no_create_before_the_finalizer_and_a_refused_intent_is_never_taken_for_a_crash(world: World) -> None:
+    """Without kopf's finalizer the reconciler writes its intent, sees in the answer that the finalizer
+    is missing, and creates nothing. If clearing that intent then fails, the intent must still not be
+    read as an interrupted create: it would adopt (or on delete, remove) a trigger another Trigger
+    of the same application has just made and the claim index has not seen yet."""
+    world.kube.apply(NS, "web", world.spec())
+    obj = world.kube.triggers[(NS, "web")]
+    obj["metadata"]["finalizers"] = []
+
+    out = world.rec.reconcile(NS, "web")
+    assert out.needs_finalizer and out.reason == "Creating"
+    assert world.writes() == [] and "pendingCreate" not in world.kube.status(NS, "web")
+
+    # Again, but the write that clears the refused intent fails (the API server said 503).
+    writes = world.kube.status_writes
+    patch = world.kube.patch_trigger_status
+
+    def failing_second(ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        if world.kube.status_writes == writes + 1:
+            world.kube.status_writes += 1
+            raise RuntimeError("503: the write was rejected")
+        return patch(ns, name, status)
+
+    world.kube.patch_trigger_status = failing_second  # type: ignore[method-assign]
+    world.kube.triggers[(NS, "web")]["metadata"]["annotations"]["again"] = "1"
+    with pytest.raises(RuntimeError):
+        world.rec.reconcile(NS, "web")
+    assert world.kube.status(NS, "web")["pendingCreate"]  # stored, stale
+    world.kube.patch_trigger_status = patch  # type: ignore[method-assign]
+
+    # Another Trigger's brand-new trigger for the same application, not claimed in the index yet.
+    theirs = world.sb.create_trigger_as(world.alice.name, world.cid, "default/web")
+    obj["metadata"]["finalizers"] = ["cloudtriggers.io/finalizer"]
+    out = world.rec.reconcile(NS, "web")
+    assert out.reason == "Available"
+    status = world.kube.status(NS, "web")
+    assert status["externalId"] != str(theirs["id"]) and "pendingCreate" not in status
+    assert world.writes() == ["CreateTrigger"]
+    assert {str(t["id"]) for t in world.sb.triggers(world.cid)} == {str(theirs["id"]), status["externalId"]}
