@@ -7,6 +7,7 @@ patches status Ready, run the same way against the same kind of world.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -219,6 +220,12 @@ async def _async(value: Any) -> Any:
     return value
 
 
+def _die_with_parent() -> None:
+    """An operator left behind by a killed benchmark would keep calling whatever next listens on
+    its API server's port (a later test's sandbox): it gets SIGTERM when the benchmark dies."""
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 class Proc:
     """An operator subprocess with its resource usage read from /proc."""
 
@@ -228,6 +235,7 @@ class Proc:
             env={**os.environ, "KUBECONFIG": str(world.kubeconfig), **env},
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent,
         )
 
     def peak_rss_mib(self) -> float:
