@@ -50,7 +50,7 @@ DRIFT_REPAIRS = Counter(
 )
 LIMITER_WAIT = Counter(
     "cloudtriggers_rate_limiter_wait_seconds_total",
-    "Seconds provider calls waited in the per-account rate limiter (pacing and provider throttling).",
+    "Seconds provider calls waited in the per-account limiter (in-flight cap, pacing, provider throttling).",
     ["provider"],
     registry=REGISTRY,
 )
