@@ -30,6 +30,9 @@ def main() -> None:
         "--resync", type=float, default=20.0, help="steady-state drift period, seconds (default 20)"
     )
     p.add_argument("--steady-periods", type=float, default=3.0, help="how many periods to watch (default 3)")
+    p.add_argument(
+        "--repeat", type=int, default=1, help="run the create phase and the floors K times; report the median"
+    )
     p.add_argument("--no-floor", action="store_true", help="skip the kopf floor (and the shape floor)")
     p.add_argument("--no-shape", action="store_true", help="skip the shape floor (bench/shape.py)")
     p.add_argument("--no-restart", action="store_true", help="skip the restart phase")
@@ -39,6 +42,7 @@ def main() -> None:
     a = p.parse_args()
     cfg = Config(
         n=a.n,
+        repeat=max(1, a.repeat),
         mix=a.mix,
         latency=a.latency,
         concurrency=a.concurrency,

@@ -49,3 +49,17 @@ def test_every_phase_of_a_small_mixed_run(tmp_path: Path) -> None:
     assert saved["config"]["mix"] == {"gitlab": 1, "ack": 1, "swr": 1}
     table = (tmp_path / "n9-lat0ms-gitlab1-ack1-swr1.md").read_text()
     assert table == markdown(result) and "| time until all Ready |" in table
+
+
+def test_repeated_runs_report_the_median_run() -> None:
+    from bench.run import Phase, _median
+
+    runs = [
+        Phase(seconds=3.0, cpu_seconds=3),
+        Phase(seconds=1.0, cpu_seconds=1),
+        Phase(seconds=2.0, cpu_seconds=2),
+    ]
+    chosen = _median(runs)
+    assert chosen.seconds == 2.0 and chosen.cpu_seconds == 2 and chosen.extra["runs"] == [3.0, 1.0, 2.0]
+    assert _median([Phase(seconds=1.0), Phase(seconds=5.0)]).seconds == 1.0  # the lower of two
+    assert "runs" not in _median([Phase(seconds=1.0)]).extra
