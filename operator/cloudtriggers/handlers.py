@@ -237,7 +237,7 @@ async def _sleep(
 
 
 async def _wait(stopped: kopf.DaemonStopped, wake: asyncio.Event, timeout: float | None) -> str:
-    """ "stopped", "woken" or "timeout", whichever comes first."""
+    """Whichever comes first: "stopped", "woken" or "timeout"."""
     if stopped:
         return "stopped"
     if wake.is_set():
