@@ -794,7 +794,6 @@ class Reconciler:
                     )
                 )
                 return found
-        self._refused.pop(p.meta["uid"], None)  # the intent written next may well be acted on
         status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
         if not getattr(provider, "find_uses_time", True):
             # Without creation times, what exists now must never be mistaken for what we make next.
@@ -811,6 +810,7 @@ class Reconciler:
                 p.generation,
             )
         self._flush(p)
+        self._refused.pop(p.meta["uid"], None)  # the intent now stored may well be acted on
         if FINALIZER not in (p.meta.get("finalizers") or []):
             # Without the finalizer a quick delete would leave the new provider trigger behind. kopf
             # adds it as it starts the Trigger's loop; the intent's write answers with the object as
