@@ -29,6 +29,7 @@ from .reconcile import (
     Reconciler,
     Retry,
     condition,
+    has_finalizer,
 )
 from .settings import Settings
 
@@ -144,7 +145,7 @@ def register(
         # First sight (start-up, a new object): the daemon decides when its first pass is due.
         if previous is not None and previous != fp:
             runtime.event(uid).set()
-        elif uid in runtime.awaiting_finalizer and FINALIZER in (body["metadata"].get("finalizers") or ()):
+        elif uid in runtime.awaiting_finalizer and has_finalizer(body):
             runtime.awaiting_finalizer.discard(uid)
             runtime.event(uid).set()
 
@@ -157,7 +158,7 @@ def register(
         # intent's write and refuses to create without it; a refused pass is retried as soon as the
         # watch shows it. A short head start lets kopf's PATCH land first, without waiting for the
         # change to come round a watch that may be far behind under load.
-        if FINALIZER not in (body.get("metadata", {}).get("finalizers") or ()):
+        if not has_finalizer(body):
             runtime.awaiting_finalizer.add(uid)
             if await _wait(stopped, wake, FINALIZER_HEAD_START) == "stopped":
                 return
@@ -179,7 +180,7 @@ def register(
                 outcome = Outcome(runtime.reconciler.error_backoff(uid), "Error")
             delay, watch = outcome.requeue_after, outcome.watch_secret
             if outcome.needs_finalizer:
-                if FINALIZER in (body.get("metadata", {}).get("finalizers") or ()):
+                if has_finalizer(body):
                     delay = 0  # it came round while we were refusing
                 else:
                     runtime.awaiting_finalizer.add(uid)

@@ -48,6 +48,12 @@ from .settings import Settings
 log = logging.getLogger(__name__)
 
 FINALIZER = "cloudtriggers.io/finalizer"
+
+
+def has_finalizer(obj: Mapping[str, Any]) -> bool:
+    return FINALIZER in ((obj.get("metadata") or {}).get("finalizers") or ())
+
+
 PAUSED_ANNOTATION = "cloudtriggers.io/paused"
 REQUESTED_ANNOTATION = "cloudtriggers.io/reconcile-requested-at"
 CREDENTIAL_KEYS = {
@@ -765,7 +771,7 @@ class Reconciler:
     ) -> Observed:
         """Create (or adopt what an interrupted create left). `exists`: a replacement, the old one is live."""
         status = p.status
-        pending = self._intent(p)
+        pending = status.get("pendingCreate")  # a refused one was dropped at the start of the pass
         seen: list[Observed] | None = None
         if pending and pending.get("provider") == spec.provider:
             since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
@@ -811,7 +817,7 @@ class Reconciler:
             )
         self._flush(p)
         self._refused.pop(p.meta["uid"], None)  # the intent now stored may well be acted on
-        if FINALIZER not in (p.meta.get("finalizers") or []):
+        if not has_finalizer(p.obj):
             # Without the finalizer a quick delete would leave the new provider trigger behind. kopf
             # adds it as it starts the Trigger's loop; the intent's write answers with the object as
             # it is now, so a loop need not wait for that change to come round the watch.

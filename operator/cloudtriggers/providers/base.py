@@ -189,10 +189,7 @@ class AccountLimiter:
         if not slots.acquire(blocking=False):
             start = time.monotonic()
             slots.acquire()
-            waited = time.monotonic() - start
-            with self._lock:
-                self.waited_seconds += waited
-            LIMITER_WAIT.labels(key.split(":", 1)[0]).inc(waited)
+            self._count_wait(key, time.monotonic() - start)
         try:
             self._pace(key)
         except BaseException:
@@ -219,9 +216,13 @@ class AccountLimiter:
                 if wait == 0.0:
                     wait = (1.0 - tokens) / self.rate
                 self._state[key] = (tokens, now, not_before)
-                self.waited_seconds += wait
-            LIMITER_WAIT.labels(key.split(":", 1)[0]).inc(wait)
+            self._count_wait(key, wait)
             time.sleep(wait)
+
+    def _count_wait(self, key: str, seconds: float) -> None:
+        with self._lock:
+            self.waited_seconds += seconds
+        LIMITER_WAIT.labels(key.split(":", 1)[0]).inc(seconds)
 
     def throttle(self, key: str, seconds: float) -> None:
         with self._lock:
