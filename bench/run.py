@@ -93,6 +93,8 @@ class World:
 
     def __init__(self, latency: float, mix: dict[str, int] | None = None) -> None:
         self.mix = {k: v for k, v in (mix or {"gitlab": 1}).items() if v}
+        # Round-robin over the mix, each provider as often as its weight.
+        self.deal = [p for p in PROVIDERS for _ in range(self.mix.get(p, 0))]
         self.kube = KubeServer().start()
         self.api = kube_client(self.kube.url)
         self.api.user_agent = BENCH_UA
@@ -148,9 +150,8 @@ class World:
         self.kube.write_kubeconfig(self.kubeconfig)
 
     def provider_of(self, i: int) -> str:
-        """The i-th Trigger's provider: round-robin over the mix, each provider as often as its weight."""
-        deal = [p for p in PROVIDERS for _ in range(self.mix.get(p, 0))]
-        return deal[i % len(deal)]
+        """The i-th Trigger's provider."""
+        return self.deal[i % len(self.deal)]
 
     def close(self) -> None:
         for sandbox in self.sandboxes.values():
