@@ -94,7 +94,9 @@ def build_crd() -> dict[str, Any]:
                 "description": "APIVersion of this object: cloudtriggers.io/v1alpha1.",
             },
             "kind": {"type": "string", "description": "Kind of this object: Trigger."},
-            "metadata": {"type": "object", "description": "Standard object metadata."},
+            # A real API server refuses anything but `type: object` here (and name/generateName
+            # restrictions): the metadata schema is its own.
+            "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
         },

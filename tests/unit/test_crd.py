@@ -45,6 +45,10 @@ def test_every_field_has_a_type_and_description() -> None:
             if key in node:
                 missing.append(f"{path}: {key} is not structural")
         for name, child in (node.get("properties") or {}).items():
+            if path == "" and name == "metadata":
+                # The API server owns the root metadata schema and refuses a description there.
+                assert child == {"type": "object"}
+                continue
             walk(child, f"{path}.{name}")
         if isinstance(node.get("items"), dict):
             walk(node["items"], f"{path}[]")
