@@ -6,7 +6,9 @@ import copy
 from typing import Any
 
 import pytest
-from celcheck import compile_all, escape_name, structural_problems, violations
+
+from cloudtriggers.apiserver.cel import compile_all, escape_name, violations
+from cloudtriggers.apiserver.crd_validation import validate_crd
 
 Obj = dict[str, Any]
 
@@ -135,7 +137,7 @@ def widget(**spec: Any) -> Obj:
 
 def test_synthetic_crd_compiles_and_is_structural() -> None:
     assert compile_all(CRD) == []
-    assert structural_problems(CRD) == []
+    assert [str(e) for e in validate_crd(CRD)] == []
 
 
 def test_valid_widget_has_no_violations_on_create_and_update() -> None:
@@ -494,7 +496,7 @@ def test_compile_all_reports_old_self_on_uncorrelatable_items_and_rule_metadata(
     ]
 
 
-# -- structural_problems ----------------------------------------------------------------------------
+# -- structural schema (now checked by cloudtriggers.apiserver.crd_validation) -----------------------
 
 
 def test_structural_problems_are_reported() -> None:
@@ -508,7 +510,6 @@ def test_structural_problems_are_reported() -> None:
                 "properties": {
                     "untyped": {"description": "No type."},
                     "undocumented": {"type": "string"},
-                    "ref": {"$ref": "#/definitions/x", "type": "object", "description": "Ref."},
                     "choice": {"type": "string", "description": "Choice.", "anyOf": [{"type": "string"}]},
                     "both": {"type": "object", "description": "Both.", "allOf": [{"properties": {"z": {}}}]},
                     "ios": {
@@ -533,14 +534,15 @@ def test_structural_problems_are_reported() -> None:
             },
         },
     }
-    assert structural_problems(_crd(schema)) == [
-        "v1alpha1 metadata.labels: only metadata.name and metadata.generateName may be restricted",
-        "v1alpha1 spec.untyped: type must be specified (or x-kubernetes-int-or-string / "
-        "x-kubernetes-preserve-unknown-fields: true)",
-        "v1alpha1 spec.undocumented: description must not be empty",
-        "v1alpha1 spec.ref: $ref is not allowed in a structural schema",
-        "v1alpha1 spec.choice.anyOf[0]: type is not allowed inside allOf/anyOf/oneOf/not",
-        "v1alpha1 spec.both.allOf[0].properties[z]: must also be specified outside allOf/anyOf/oneOf/not",
-        "v1alpha1 spec.keys: list map key 'k' must be required or have a default",
-        "v1alpha1 spec.re: pattern: invalid regex '(?<=x)': invalid perl operator: (?<=",
+    # The server's ValidateStructural messages (sorted), then the list-map rule; see test_crd_validation.py.
+    spec = "spec.validation.openAPIV3Schema.properties[spec].properties"
+    assert [str(e) for e in validate_crd(_crd(schema))] == [
+        "spec.validation.openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other "
+        "than name and generateName, but metadata is implicitly specified",
+        f"{spec}[choice].anyOf[0].type: Forbidden: must be empty to be structural",
+        f'{spec}[re].pattern: Invalid value: "(?<=x)": must be a valid regular expression, but isn\'t: '
+        "error parsing regexp: invalid or unsupported Perl syntax: `(?<=`",
+        f"{spec}[untyped].type: Required value: must not be empty for specified object fields",
+        f"{spec}[keys].items.properties[k].default: Required value: this property is in "
+        "x-kubernetes-list-map-keys, so it must have a default or be a required property",
     ]

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
-from celcheck import compile_all, structural_problems, violations
 
+from cloudtriggers.apiserver.cel import compile_all, violations
+from cloudtriggers.apiserver.crd_validation import validate_crd
 from cloudtriggers.crd import build_crd
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,7 +39,7 @@ def trigger(**spec: Any) -> dict[str, Any]:
 
 def test_rules_compile_and_schema_is_structural() -> None:
     assert compile_all(CRD) == []
-    assert structural_problems(CRD) == []
+    assert validate_crd(CRD) == []
 
 
 @pytest.mark.parametrize("block", [{"gitlab": GITLAB}, {"ack": ACK}, {"swr": SWR}])

@@ -1,4 +1,4 @@
-"""Offline evaluation of a CRD's ``x-kubernetes-validations`` CEL rules (test utility).
+"""Offline evaluation of a CRD's ``x-kubernetes-validations`` CEL rules.
 
 The goal is to reproduce, without a cluster, what the Kubernetes API server does with a custom
 resource at ``kubectl apply``: prune/reject unknown fields (kubectl's default ``--validate=strict``),
@@ -10,9 +10,11 @@ Public API:
 * :func:`violations` -- everything the API server would reject an object for, as ``"<path>: <message>"``.
 * :func:`compile_all` -- rules (and messageExpressions) that would not compile, including a light
   type check against the schema (undefined fields, unknown functions, non-bool rules, ...).
-* :func:`structural_problems` -- violations of the Kubernetes structural-schema rules (plus the
-  project convention that every property carries a description).
 * :func:`crd_schema` -- the openAPIV3Schema of one version.
+* :func:`escape_name`, :func:`iter_rules` -- CEL names of properties; every rule of a version.
+
+Whether a CRD itself is acceptable (structural schema, metadata, defaults, rule costs...) is
+:mod:`cloudtriggers.apiserver.crd_validation`'s job; it reuses this module's parser and type checker.
 
 CEL is evaluated with cel-python (``celpy``), which matches regular expressions with real RE2
 (``google-re2``). The Kubernetes CEL libraries used by CRD rules are added on top (see
@@ -36,12 +38,12 @@ from typing import Any
 import celpy
 import celpy.celtypes as ct
 import lark
-import re2  # type: ignore[import-untyped]
+import re2
 from celpy.evaluation import CELEvalError
 
 Schema = dict[str, Any]
 
-__all__ = ["compile_all", "crd_schema", "escape_name", "iter_rules", "structural_problems", "violations"]
+__all__ = ["compile_all", "crd_schema", "escape_name", "iter_rules", "violations"]
 
 _ROOT = "<root>"
 
@@ -1795,177 +1797,6 @@ def _has_status_subresource(crd: dict[str, Any], version: str) -> bool:
         if ver.get("name") == version and "subresources" in ver:
             return "status" in (ver.get("subresources") or {})
     return "status" in (spec.get("subresources") or {})
-
-
-# --------------------------------------------------------------------------------------------------
-# Structural schema checks
-# --------------------------------------------------------------------------------------------------
-
-_JUNCTORS = ("allOf", "anyOf", "oneOf", "not")
-_JUNCTOR_FORBIDDEN = ("type", "description", "default", "additionalProperties", "nullable", "title")
-
-
-def structural_problems(crd: dict[str, Any]) -> list[str]:
-    """Violations of the Kubernetes structural-schema rules, for every version of the CRD.
-
-    Also enforces the project convention that every property has a non-empty ``description``.
-    """
-    problems: list[str] = []
-    for version, schema in _all_schemas(crd):
-        problems.extend(f"{version} {p}" for p in _structural(schema))
-    return problems
-
-
-def _structural(root: Schema) -> list[str]:
-    problems: list[str] = []
-
-    def typed(node: Schema) -> bool:
-        return bool(node.get("type")) or bool(node.get(_INT_OR_STRING)) or node.get(_PRESERVE) is True
-
-    def walk(node: Schema, path: str, is_property: bool) -> None:
-        p = _show(path)
-        for key in ("$ref", "definitions", "dependencies", "patternProperties", "$schema", "id"):
-            if key in node:
-                problems.append(f"{p}: {key} is not allowed in a structural schema")
-        if not typed(node):
-            problems.append(
-                f"{p}: type must be specified (or x-kubernetes-int-or-string / "
-                f"x-kubernetes-preserve-unknown-fields: true)"
-            )
-        if is_property and not str(node.get("description") or "").strip():
-            problems.append(f"{p}: description must not be empty")
-        if node.get(_PRESERVE) is False:
-            problems.append(f"{p}: x-kubernetes-preserve-unknown-fields must be true or undefined")
-        if node.get("additionalProperties") is False:
-            problems.append(f"{p}: additionalProperties: false is not allowed (pruning does that)")
-        if isinstance(node.get("pattern"), str):
-            try:
-                re2.compile(node["pattern"])
-            except re2.error as exc:
-                problems.append(f"{p}: pattern: {_error_text(_re2_error(node['pattern'], exc))}")
-        if node.get("uniqueItems"):
-            problems.append(f"{p}: uniqueItems cannot be true (use x-kubernetes-list-type: set)")
-        if "properties" in node and "additionalProperties" in node:
-            problems.append(f"{p}: properties and additionalProperties are mutually exclusive")
-        if node.get(_INT_OR_STRING) and node.get("type"):
-            problems.append(f"{p}: type must be empty when x-kubernetes-int-or-string is true")
-        if node.get(_EMBEDDED) and (
-            node.get("type") != "object" or not (_props(node) or node.get(_PRESERVE))
-        ):
-            problems.append(
-                f"{p}: x-kubernetes-embedded-resource needs type: object and properties "
-                f"or x-kubernetes-preserve-unknown-fields"
-            )
-        typ = node.get("type")
-        if typ == "array" and not isinstance(node.get("items"), dict):
-            problems.append(f"{p}: items must be a single schema for type array")
-        if "items" in node and typ != "array":
-            problems.append(f"{p}: items requires type: array")
-        if (_props(node) or "additionalProperties" in node) and typ not in ("object", None):
-            problems.append(f"{p}: properties/additionalProperties require type: object")
-        _list_type_problems(node, p, problems)
-        for j in _JUNCTORS:
-            if j in node:
-                subs = node[j] if isinstance(node[j], list) else [node[j]]
-                for k, sub in enumerate(subs):
-                    _junctor_problems(sub, node, f"{p}.{j}[{k}]", problems)
-        for name, prop in _props(node).items():
-            if not isinstance(prop, dict):
-                problems.append(f"{_show(_child(path, name))}: must be a schema")
-                continue
-            if path == "" and name == "metadata":
-                _metadata_problems(prop, problems)
-                continue
-            walk(prop, _child(path, name), True)
-        items = node.get("items")
-        if isinstance(items, dict):
-            walk(items, f"{path}[*]", False)
-        ap = node.get("additionalProperties")
-        if isinstance(ap, dict):
-            walk(ap, f"{path}[*]", False)
-
-    walk(root, "", False)
-    if root.get("type") != "object":
-        problems.append(f"{_ROOT}: type must be object at the root")
-    return problems
-
-
-def _list_type_problems(node: Schema, p: str, problems: list[str]) -> None:
-    list_type = node.get(_LIST_TYPE)
-    keys = node.get(_LIST_KEYS)
-    if list_type is not None and node.get("type") != "array":
-        problems.append(f"{p}: {_LIST_TYPE} is only allowed on arrays")
-    if list_type not in (None, "atomic", "set", "map"):
-        problems.append(f"{p}: {_LIST_TYPE} must be atomic, set or map")
-    if keys is not None and list_type != "map":
-        problems.append(f"{p}: {_LIST_KEYS} requires {_LIST_TYPE}: map")
-    items: Schema = node["items"] if isinstance(node.get("items"), dict) else {}
-    if list_type == "set" and items.get("type") in ("object", "array"):
-        problems.append(f"{p}: {_LIST_TYPE}: set needs scalar items")
-    if list_type == "map":
-        if not keys:
-            problems.append(f"{p}: {_LIST_TYPE}: map needs {_LIST_KEYS}")
-        if items.get("type") != "object":
-            problems.append(f"{p}: {_LIST_TYPE}: map needs items of type object")
-        for key in keys or []:
-            key_schema = _props(items).get(key)
-            if key_schema is None:
-                problems.append(f"{p}: list map key {key!r} is not a property of the items")
-            elif key not in (items.get("required") or []) and "default" not in key_schema:
-                problems.append(f"{p}: list map key {key!r} must be required or have a default")
-            elif key_schema.get("type") in ("object", "array"):
-                problems.append(f"{p}: list map key {key!r} must be a scalar")
-
-
-def _junctor_problems(sub: Any, outer: Schema, p: str, problems: list[str]) -> None:
-    if not isinstance(sub, dict):
-        problems.append(f"{p}: must be a schema")
-        return
-    int_or_string = bool(outer.get(_INT_OR_STRING))
-    for key in _JUNCTOR_FORBIDDEN:
-        if key in sub and not (key == "type" and int_or_string and sub[key] in ("integer", "string")):
-            problems.append(f"{p}: {key} is not allowed inside allOf/anyOf/oneOf/not")
-    for key in sub:
-        if key.startswith("x-kubernetes-"):
-            problems.append(f"{p}: {key} is not allowed inside allOf/anyOf/oneOf/not")
-    for name, prop in _props(sub).items():
-        if name not in _props(outer):
-            problems.append(f"{p}.properties[{name}]: must also be specified outside allOf/anyOf/oneOf/not")
-        elif isinstance(prop, dict):
-            _junctor_problems(prop, _props(outer)[name], f"{p}.properties[{name}]", problems)
-    if isinstance(sub.get("items"), dict) and isinstance(outer.get("items"), dict):
-        _junctor_problems(sub["items"], outer["items"], f"{p}.items", problems)
-    for j in _JUNCTORS:
-        if j in sub:
-            for k, inner in enumerate(sub[j] if isinstance(sub[j], list) else [sub[j]]):
-                _junctor_problems(inner, outer, f"{p}.{j}[{k}]", problems)
-
-
-_METADATA_ALLOWED = frozenset({"type", "description", "properties"})
-_METADATA_FIELD_ALLOWED = frozenset(
-    {"type", "description", "pattern", "maxLength", "minLength", "enum", "format"}
-)
-
-
-def _metadata_problems(meta: Schema, problems: list[str]) -> None:
-    for key in meta:
-        if key not in _METADATA_ALLOWED:
-            problems.append(f"metadata: {key} is not allowed; only name and generateName may be restricted")
-    if meta.get("type", "object") != "object":
-        problems.append("metadata: type must be object")
-    for name, prop in _props(meta).items():
-        if name not in ("name", "generateName"):
-            problems.append(
-                f"metadata.{name}: only metadata.name and metadata.generateName may be restricted"
-            )
-            continue
-        if not isinstance(prop, dict):
-            continue
-        if prop.get("type", "string") != "string":
-            problems.append(f"metadata.{name}: type must be string")
-        for key in prop:
-            if key not in _METADATA_FIELD_ALLOWED:
-                problems.append(f"metadata.{name}: {key} is not allowed")
 
 
 def iter_rules(crd: dict[str, Any], version: str = "v1alpha1") -> Iterator[tuple[str, dict[str, Any]]]:
