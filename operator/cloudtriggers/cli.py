@@ -217,8 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--label-selector", help="only Triggers matching this label selector (sharding), e.g. shard=a"
     )
     run.add_argument("--resync-period", help="default drift-check interval, e.g. 10m (default 10m)")
-    run.add_argument("--rate", type=float, help="provider requests per second per account (default 10)")
-    run.add_argument("--burst", type=int, help="provider request burst per account (default 20)")
+    run.add_argument(
+        "--rate",
+        type=float,
+        help="cap on provider requests per second per account (default: none; the pace adapts to what "
+        "the provider documents and says)",
+    )
+    run.add_argument("--burst", type=int, help="cap on the provider request burst per account (default none)")
     run.add_argument(
         "--provider-concurrency", type=int, help="provider requests in flight per account (default 8)"
     )

@@ -54,6 +54,12 @@ LIMITER_WAIT = Counter(
     ["provider"],
     registry=REGISTRY,
 )
+PROVIDER_THROTTLED = Counter(
+    "cloudtriggers_provider_throttled_total",
+    "Throttled provider answers (429, Throttling.*, APIG.0308), by provider.",
+    ["provider"],
+    registry=REGISTRY,
+)
 
 
 LEADER = Gauge(
@@ -147,6 +153,29 @@ class CircuitStates(Collector):
 
 CIRCUITS = CircuitStates()
 REGISTRY.register(CIRCUITS)
+
+
+class Paces(Collector):
+    """The current pace of provider accounts (providers/pacing.py), slowest account per provider."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, float]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauge = GaugeMetricFamily(
+            "cloudtriggers_provider_pace_requests_per_second",
+            "Requests per second the slowest account of each provider may send now (adaptive pacing: "
+            "starts at the provider's documented rate, rises while accepted, drops on a throttle).",
+            labels=["provider"],
+        )
+        paces = self.source() if self.source is not None else {}
+        for provider, pace in sorted(paces.items()):
+            gauge.add_metric([provider], pace)
+        yield gauge
+
+
+PACES = Paces()
+REGISTRY.register(PACES)
 
 
 def _timestamp(value: Any) -> float | None:

@@ -72,8 +72,15 @@ class Settings(BaseSettings):
         description="Identical drift repairs in a row after which a Trigger stops repairing and names the "
         "field that keeps differing (until its spec changes); 0: never stop.",
     )
-    rate: float = Field(default=10.0, gt=0, description="Provider requests per second per account.")
-    burst: int = Field(default=20, ge=1, description="Provider request burst per account.")
+    rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on provider requests per second per account. Unset: no cap of yours; the pace "
+        "starts at what the provider documents, rises while it accepts and drops when it throttles.",
+    )
+    burst: int | None = Field(
+        default=None, ge=1, description="Cap on the provider request burst per account; unset: no cap."
+    )
     provider_concurrency: int = Field(
         default=8, ge=1, description="Provider requests in flight at once per account (at most `workers`)."
     )

@@ -269,8 +269,8 @@ def test_env_is_what_the_operator_reads(
     assert s.namespaces == values.get("watchNamespaces", [])
     assert s.label_selector == values.get("labelSelector", "")
     assert s.resync_period == {"10m": 600, "1h30m": 5400}[values.get("resyncPeriod", "10m")]
-    assert s.rate == values.get("rate", 10)
-    assert s.burst == values.get("burst", 20)
+    assert s.rate == values.get("rate")  # unset by default: no cap, the pace adapts
+    assert s.burst == values.get("burst")
     assert s.provider_concurrency == values.get("providerConcurrency", 8)
     assert s.log_level == values.get("logLevel", "info")
     assert s.log_format == values.get("logFormat", "json")

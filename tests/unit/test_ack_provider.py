@@ -6,6 +6,7 @@ import json
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -540,3 +541,31 @@ def test_sts_endpoint_resolution() -> None:
     explicit = {**vpc, "ALIBABA_CLOUD_STS_ENDPOINT": "sts-vpc.cn-shanghai.aliyuncs.com"}
     assert _sts_endpoint(explicit) == "https://sts-vpc.cn-shanghai.aliyuncs.com"
     assert _sts_endpoint({"ALIBABA_CLOUD_STS_ENDPOINT": "http://127.0.0.1:1/"}) == "http://127.0.0.1:1"
+
+
+def test_throttled_account_finds_the_providers_rate(world: World) -> None:
+    """N DescribeTrigger calls from 8 threads, through the production limiter, against ACK limited to Q
+    a second: ACK names no limit, so the pace halves on the first Throttling.User and settles below."""
+    n, q = 30, 5
+    world.sb.faults.configure(rate_limit=q, rate_window=1.0)
+    provider = AckProvider(limiter=AccountLimiter(), timeout=(2.0, 5.0), environ={})  # no user caps
+    t = world.target()
+
+    def observe(_: int) -> None:
+        while True:
+            try:
+                provider.observe(t, "1")
+                return
+            except ProviderError as e:
+                assert e.kind is ErrorClass.THROTTLED, e  # the limiter holds the retry as long as asked
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(observe, range(n)))
+    took = time.monotonic() - start
+    windows = world.sb.faults.throttled_windows("alice")
+    print(f"\nack: {n} calls at {q}/s in {took:.2f} s (N/Q {n / q:.1f} s), throttled by window {windows}")
+    assert took <= 1.5 * n / q + 1.0
+    # One throttle per window at most, and few in all: a pace that only waited x-acs-retry-after and
+    # never slowed down would be throttled in every window.
+    assert all(c <= 1 for c in windows.values()) and sum(windows.values()) <= 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import threading
 import time
 from collections.abc import Iterator
@@ -492,3 +493,46 @@ def test_assume_role_with_oidc_rejections(world: World) -> None:
     assert assume(world, wrong_aud).json()["Code"] == "AuthenticationFail.OIDCToken.InvalidAud"
     assert assume(world, good, DurationSeconds="600").json()["Code"] == "InvalidParameter.DurationSeconds"
     assert assume(world, good, RoleSessionName="").json()["Code"] == "MissingRoleSessionName"
+
+
+# -- the per-account rate limit (flow control, reference section 5) ----------------------------------
+
+
+def test_rate_limit_is_throttling_user_per_account_with_retry_after_ms(world: World) -> None:
+    world.sb.faults.configure(rate_limit=2, rate_window=3600)
+    assert describe(world).status_code == 200
+    sts = world.sb.issue_sts("alice")  # another credential of the same account shares its quota
+    assert describe(world, ak=sts.access_key_id, secret=sts.access_key_secret, token=sts.security_token).ok
+    r = describe(world)
+    assert r.status_code == 400  # CS answers Throttling.User with 400
+    body = r.json()
+    assert set(body) == {"RequestId", "HostId", "Code", "Message", "Recommend"}  # the gateway's shape
+    assert (body["Code"], body["Message"]) == (
+        "Throttling.User",
+        "Request was denied due to user flow control.",
+    )
+    left_ms = (math.floor(time.time() / 3600) + 1) * 3600_000 - time.time() * 1000
+    assert abs(int(r.headers["x-acs-retry-after"]) - left_ms) < 1000  # milliseconds to the window's end
+    assert (
+        world.call(
+            "GET",
+            triggers_path(world.bob_cid),
+            "DescribeTrigger",
+            account=world.bob,
+            query={"Name": "web", "Namespace": "default"},
+        ).status_code
+        != 400
+    )
+    assert (world.sb.faults.throttled("alice"), world.sb.faults.throttled("bob")) == (1, 0)
+    world.sb.faults.throttle_status = 429  # some Alibaba products answer it with 429
+    assert describe(world).status_code == 429 and world.sb.faults.throttled("alice") == 2
+
+
+def test_official_client_raises_throttling_exception_on_the_rate_limit(world: World) -> None:
+    world.sb.faults.configure(rate_limit=1, rate_window=3600)
+    client = world.sdk(world.alice.access_key_id, world.alice.access_key_secret)
+    req = cs_models.DescribeTriggerRequest(name="web", namespace="default")
+    client.describe_trigger(world.cid, req)
+    with pytest.raises(ThrottlingException) as exc:
+        client.describe_trigger(world.cid, req)
+    assert exc.value.code == "Throttling.User" and 0 < exc.value.retry_after <= 3600_000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -166,7 +167,6 @@ def test_project_path_lookup_is_shared_across_triggers(sb: GitLabSandbox) -> Non
 def test_requests_in_flight_per_account_are_capped(sb: GitLabSandbox) -> None:
     """12 Triggers of one account at once, concurrency 3: the sandbox never sees more than 3 of
     their requests at a time, and refused requests give their slot back."""
-    from concurrent.futures import ThreadPoolExecutor
     from threading import Lock
 
     sb.faults.latency = 0.1
@@ -197,14 +197,48 @@ def test_requests_in_flight_per_account_are_capped(sb: GitLabSandbox) -> None:
     with ThreadPoolExecutor(12) as pool:
         list(pool.map(lambda _: p.create(target(sb)), range(12)))
     assert peak[0] == 3
-    assert p.limiter.in_flight(next(iter(p.limiter._slots))) == 0
+    assert p.limiter.in_flight(p.limiter.accounts()[0]) == 0
 
     # A refused request (bad token) returns its slot: the account can still send 3 at once afterwards.
     for _ in range(5):
         with pytest.raises(ProviderError):
             p.create(target(sb, token="glpat-nobody-00000000000"))
-    assert all(p.limiter.in_flight(k) == 0 for k in p.limiter._slots)
+    assert all(p.limiter.in_flight(k) == 0 for k in p.limiter.accounts())
     peak[0] = 0
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda _: p.create(target(sb)), range(6)))
     assert peak[0] == 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "n", "most"),
+    [(False, 90, 1), (True, 60, 0)],
+    ids=["429-headers-only", "headers-on-every-answer"],
+)
+def test_throttled_account_runs_at_the_providers_rate_with_one_429(
+    sb: GitLabSandbox, headers: bool, n: int, most: int
+) -> None:
+    """N creates from 8 threads, through the production limiter, against GitLab limited to Q a second:
+    one 429 teaches the pace (RateLimit-Limit); with RateLimit-* on every answer, not even that."""
+    q = 20
+    sb.faults.configure(rate_limit=q, rate_window=1, rate_limit_headers=headers)
+    p = GitLabProvider(limiter=AccountLimiter(), timeout=(2.0, 5.0))  # the defaults: no user caps
+    t = target(sb, project="group/web", projectId=1001)
+
+    def create(_: int) -> None:
+        while True:
+            try:
+                p.create(t)
+                return
+            except ProviderError as e:
+                assert e.kind is ErrorClass.THROTTLED, e  # the limiter holds the retry as long as asked
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(n)))
+    took = time.monotonic() - start
+    windows = sb.faults.throttled_windows("alice")
+    print(f"\ngitlab: {n} creates at {q}/s in {took:.2f} s (N/Q {n / q:.1f} s), 429s by window {windows}")
+    assert len(sb.triggers(1001)) == n
+    assert took <= 1.5 * n / q + 1.0
+    assert all(c <= 1 for c in windows.values()) and sum(windows.values()) <= most

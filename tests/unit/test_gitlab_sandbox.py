@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 import gitlab
@@ -329,3 +332,62 @@ def test_concurrent_creates_get_unique_ids(world: World) -> None:
     for t in threads:
         t.join()
     assert len(set(ids)) == 60 == len(world.sb.triggers(world.pid))
+
+
+# ---- the per-user rate limit (Rack::Attack's throttle_authenticated_api, reference section 4)
+
+
+def _reset_of(window: float) -> int:
+    return int((math.floor(time.time() / window) + 1) * window)
+
+
+def test_rate_limit_answers_429_with_rack_attack_headers(world: World) -> None:
+    world.sb.faults.configure(rate_limit=2, rate_window=3600)  # 2 an hour: the third request is refused
+    ok = [requests.get(world.triggers_url(), headers=auth(world.alice), timeout=5) for _ in range(2)]
+    assert [r.status_code for r in ok] == [200, 200]
+    assert not any(k.startswith("RateLimit-") for k in ok[1].headers)  # only on 429 unless the flag is on
+    r = requests.get(world.triggers_url(), headers=auth(world.alice), timeout=5)
+    now, reset = int(time.time()), _reset_of(3600)
+    assert r.status_code == 429 and r.text == "Retry later"
+    assert r.headers["Content-Type"].startswith("text/plain")
+    h = r.headers
+    assert h["RateLimit-Name"] == "throttle_authenticated_api"
+    assert h["RateLimit-Limit"] == "1"  # 2 per 3,600 s, normalised to a minute and rounded up
+    assert (h["RateLimit-Observed"], h["RateLimit-Remaining"]) == ("3", "0")
+    assert h["RateLimit-Reset"] == str(reset)
+    assert h["RateLimit-ResetTime"] == format_datetime(datetime.fromtimestamp(reset, UTC), usegmt=True)
+    assert abs(int(h["Retry-After"]) - (reset - now)) <= 1  # seconds to the window's end
+    # Every request counts, throttled ones too; each user has a count of their own.
+    again = requests.get(world.triggers_url(), headers=auth(world.alice), timeout=5)
+    assert (again.status_code, again.headers["RateLimit-Observed"]) == (429, "4")
+    assert requests.get(world.triggers_url(), headers=auth(world.bob), timeout=5).status_code == 200
+    assert (world.sb.faults.throttled("alice"), world.sb.faults.throttled("bob")) == (2, 0)
+    assert world.sb.faults.throttled_windows("alice") == {reset // 3600 - 1: 2}
+    control = requests.get(f"{world.sb.url}/-/sandbox/faults", timeout=5).json()
+    assert control["throttled"] == {"alice": 2} and control["rate_limit"] == 2
+    r = requests.put(f"{world.sb.url}/-/sandbox/faults", json={"throttled": {}, "latency": 0}, timeout=5)
+    assert r.status_code == 200  # a count, not a knob: ignored when sent back
+
+
+def test_rate_limit_headers_on_unthrottled_answers_when_enabled(world: World) -> None:
+    # Self-managed defaults once enabled: 7,200 an hour per user (RateLimit-Limit 120 a minute).
+    world.sb.faults.configure(rate_limit=7200, rate_window=3600, rate_limit_headers=True)
+    r = requests.get(world.triggers_url(), headers=auth(world.alice), timeout=5)
+    assert r.status_code == 200
+    assert {k: v for k, v in r.headers.items() if k.startswith("RateLimit-")} == {
+        "RateLimit-Name": "throttle_authenticated_api",
+        "RateLimit-Limit": "120",
+        "RateLimit-Observed": "1",
+        "RateLimit-Remaining": "7199",
+        "RateLimit-Reset": str(_reset_of(3600)),
+    }
+    assert "Retry-After" not in r.headers
+
+
+def test_python_gitlab_waits_out_the_rate_limit(world: World) -> None:
+    world.sb.faults.configure(rate_limit=3, rate_window=1)
+    gl = gitlab.Gitlab(world.sb.url, private_token=world.alice.token)
+    project = gl.projects.get(world.pid, lazy=True)
+    for _ in range(7):  # python-gitlab sleeps Retry-After on a 429 and retries (obey_rate_limit)
+        project.triggers.list(get_all=False)
+    assert world.sb.faults.throttled("alice") >= 1  # 7 requests cannot fit two windows of 3

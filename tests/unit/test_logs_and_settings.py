@@ -66,11 +66,29 @@ def test_settings_from_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -
     assert s.namespaces == ["only"] and s.resync_period == 5400
 
 
+def test_rate_and_burst_are_unset_caps_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudtriggers.providers import build_providers
+
+    for name in ("CLOUDTRIGGERS_RATE", "CLOUDTRIGGERS_BURST"):
+        monkeypatch.delenv(name, raising=False)
+    s = run_settings(build_parser().parse_args(["run"]))
+    assert (s.rate, s.burst, s.provider_concurrency) == (None, None, 8)
+    limiter = build_providers(s.rate, s.burst)["gitlab"].limiter  # type: ignore[attr-defined]
+    assert (limiter.rate, limiter.burst, limiter.concurrency) == (None, None, 8)
+    monkeypatch.setenv("CLOUDTRIGGERS_BURST", "4")
+    s = run_settings(build_parser().parse_args(["run", "--rate", "2.5"]))
+    assert (s.rate, s.burst) == (2.5, 4)  # explicit values still work, now as caps
+    limiter = build_providers(s.rate, s.burst)["swr"].limiter  # type: ignore[attr-defined]
+    assert (limiter.rate, limiter.burst) == (2.5, 4)
+
+
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         Settings(default_credentials_secret="no-namespace")
     with pytest.raises(ValueError):
         Settings(rate=0)
+    with pytest.raises(ValueError):
+        Settings(burst=0)
 
 
 @pytest.mark.parametrize("command", ["run", "crd", "demo", "sandbox", "version"])

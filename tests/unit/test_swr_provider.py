@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,16 +43,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-class RecordingLimiter(AccountLimiter):
-    def __init__(self) -> None:
-        super().__init__(rate=1000, burst=1000)
-        self.throttled: list[float] = []
-
-    def throttle(self, key: str, seconds: float) -> None:
-        self.throttled.append(seconds)
-        super().throttle(key, 0.0)  # record, but do not slow the test down
 
 
 @pytest.fixture
@@ -327,18 +318,27 @@ def test_invalid_name_is_permanent(sb: SwrSandbox) -> None:
     assert err.value.kind is ErrorClass.PERMANENT and "invalid trigger name" in err.value.message
 
 
-def test_throttle_slows_the_account_by_what_was_asked_else_two_seconds(sb: SwrSandbox) -> None:
-    limiter = RecordingLimiter()
+def test_throttle_holds_the_account_for_what_was_asked_else_two_seconds(sb: SwrSandbox) -> None:
+    clock = Clock()
+
+    def sleep(seconds: float) -> None:
+        clock.t += seconds
+
+    limiter = AccountLimiter(clock=clock, sleep=sleep)
     p = provider(limiter=limiter)
     sb.faults.throttle_rate = 1.0
     with pytest.raises(ProviderError) as err:
         p.observe(target(sb), "web")
     assert err.value.kind is ErrorClass.THROTTLED and err.value.retry_after is None
+    (key,) = limiter.accounts()
+    assert limiter.state(key).wait == 2.0  # type: ignore[union-attr]
     sb.faults.retry_after = 4
+    start = clock.t
     with pytest.raises(ProviderError) as err:
         p.observe(target(sb), "web")
+    assert clock.t - start == pytest.approx(2.0)  # the next call waited out the first throttle
     assert err.value.retry_after == 4
-    assert limiter.throttled == [2.0, 4.0]
+    assert limiter.state(key).wait == pytest.approx(4.0)  # type: ignore[union-attr]
 
 
 def test_update_of_vanished_trigger_is_transient(sb: SwrSandbox) -> None:
@@ -489,3 +489,29 @@ def test_guard_keys_are_independent() -> None:
     g.release("AK1", "ok")
     for _ in range(3):
         g.acquire("AK1")  # a success reopened it fully
+
+
+def test_throttled_account_paces_under_the_limit_apig_0308_names(sb: SwrSandbox) -> None:
+    """N ShowTrigger calls from 8 threads, through the production limiter, against SWR limited to Q a
+    second: the first APIG.0308 names the limit, the account waits 2 s and then stays under it."""
+    n, q = 20, 5
+    sb.faults.configure(rate_limit=q, rate_window=1.0)
+    p = SwrProvider(limiter=AccountLimiter(), timeout=(2.0, 5.0))  # the defaults: no user caps
+    t = target(sb)
+
+    def observe(_: int) -> None:
+        while True:
+            try:
+                p.observe(t, "web")
+                return
+            except ProviderError as e:
+                assert e.kind is ErrorClass.THROTTLED, e  # the limiter holds the retry as long as asked
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(observe, range(n)))
+    took = time.monotonic() - start
+    windows = sb.faults.throttled_windows("alice")
+    print(f"\nswr: {n} calls at {q}/s in {took:.2f} s (N/Q {n / q:.1f} s), APIG.0308 by window {windows}")
+    assert took <= 1.5 * n / q + 1.0
+    assert all(c <= 1 for c in windows.values()) and sum(windows.values()) <= 1

@@ -404,3 +404,46 @@ def test_control_endpoint_sets_faults(world: World) -> None:
     assert r.status_code == 200 and r.json()["throttle_rate"] == 1.0
     assert call(world.sb, world.alice, "GET", f"{BASE}/web/triggers").status_code == 429
     assert requests.get(world.sb.url + "/-/health", timeout=5).status_code == 200
+
+
+# ---- the per-user rate limit (the gateway's flow control, reference section 7)
+
+
+def test_rate_limit_is_429_apig_0308_naming_the_limit(world: World) -> None:
+    world.sb.faults.configure(rate_limit=2, rate_window=3600)
+    assert call(world.sb, world.alice, "GET", f"{BASE}/web/triggers").status_code == 200
+    temp = world.sb.add_temporary_credentials("alice")  # the same user: one count
+    assert call(world.sb, temp, "GET", f"{BASE}/web/triggers", token=temp.security_token).status_code == 200
+    r = call(world.sb, world.alice, "GET", f"{BASE}/web/triggers")
+    assert r.status_code == 429 and "Retry-After" not in r.headers  # the gateway documents none
+    body = r.json()
+    assert set(body) == {"error_code", "error_msg", "request_id"}  # the APIG shape
+    assert body["error_code"] == "APIG.0308"
+    assert body["error_msg"] == (
+        "The throttling threshold has been reached: policy user over ratelimit,limit:2,time:1 hour"
+    )
+    assert call(world.sb, world.reader, "GET", f"{BASE}/web/triggers").status_code == 200  # another user
+    assert (world.sb.faults.throttled("alice"), world.sb.faults.throttled("reader")) == (1, 0)
+    # Authentication comes first: a bad signature is APIG.0301 and counts against nobody.
+    assert call(world.sb, world.alice, "GET", f"{BASE}/web/triggers", sk="y" * 40).status_code == 401
+    assert world.sb.faults.throttled("alice") == 1
+
+
+def test_rate_limit_message_is_the_references_for_a_one_second_policy(world: World) -> None:
+    world.sb.faults.configure(rate_limit=1, rate_window=1.0)
+    statuses = [call(world.sb, world.alice, "GET", f"{BASE}/web/triggers") for _ in range(3)]
+    throttled = [r for r in statuses if r.status_code == 429]
+    assert throttled, "3 requests cannot fit two one-second windows of 1"
+    assert throttled[0].json()["error_msg"].endswith("policy user over ratelimit,limit:1,time:1 second")
+
+
+def test_official_client_sees_apig_0308(world: World) -> None:
+    world.sb.faults.configure(rate_limit=1, rate_window=3600)
+    a = world.alice
+    client = sdk(world.sb, a.access_key, a.secret_key, a.project_id)
+    client.list_triggers_details(ListTriggersDetailsRequest(namespace="group", repository="web"))
+    with pytest.raises(ClientRequestException) as err:
+        client.list_triggers_details(ListTriggersDetailsRequest(namespace="group", repository="web"))
+    # The SDK retries 429s with urllib3 (retry_times, default 0) and reports the exhausted retry as a
+    # bare 429: it never reads the body (reference section 7).
+    assert err.value.status_code == 429

@@ -8,10 +8,11 @@ from typing import Any, Literal
 
 import requests
 
-from ..metrics import PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
+from ..metrics import PACES, PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
 from .ack import AckProvider
-from .base import AccountLimiter, Provider
+from .base import Provider
 from .gitlab import GitLabProvider
+from .pacing import AccountLimiter
 from .swr import SwrProvider
 
 
@@ -37,14 +38,17 @@ def instrument(session: requests.Session, provider: str) -> None:
 
 
 def build_providers(
-    rate: float = 10.0,
-    burst: int = 20,
+    rate: float | None = None,
+    burst: int | None = None,
     ack_network: Literal["public", "vpc"] | None = None,
     ack_trusted_endpoints: Iterable[str] | None = None,
     concurrency: int = 8,
 ) -> dict[str, Provider]:
-    """One instance per provider; each shares one limiter across all Triggers of an account."""
+    """One instance per provider; each shares one limiter across all Triggers of an account.
+
+    `rate` and `burst` cap the adaptive pace (None: only the provider's own limits apply)."""
     limiter = AccountLimiter(rate=rate, burst=burst, concurrency=concurrency)
+    PACES.source = limiter.paces
     providers: dict[str, Provider] = {
         "gitlab": GitLabProvider(limiter=limiter),
         "ack": AckProvider(limiter=limiter, network=ack_network, trusted_endpoints=ack_trusted_endpoints),

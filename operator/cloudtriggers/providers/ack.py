@@ -33,7 +33,6 @@ from ..signing import aliyun
 from .base import (
     DEFAULT_TIMEOUT,
     USER_AGENT,
-    AccountLimiter,
     CredentialsError,
     ErrorClass,
     Observed,
@@ -43,14 +42,13 @@ from .base import (
     new_session,
     redact,
 )
+from .pacing import ACK, ACK_THROTTLING, AccountLimiter, Signal, ack_signal
 
 log = logging.getLogger(__name__)
 
 API_VERSION = "2015-12-15"
 STS_VERSION = "2015-04-01"
 HOOK_URL = "https://cs.console.aliyun.com/hook/trigger?token="
-# The SDK caps x-acs-retry-after at MAX_DELAY_TIME = 120000 ms; a larger value is not believed either.
-MAX_RETRY_AFTER = 120.0
 STS_DURATION = 3600  # seconds asked of STS; the role's MaxSessionDuration must allow it (default 3600)
 RRSA_MARKER: Mapping[str, str] = {"rrsa": "1"}  # Target.credentials of a Trigger using workload identity
 TRUSTED_ENDPOINTS_ENV = "CLOUDTRIGGERS_ACK_TRUSTED_ENDPOINTS"
@@ -93,7 +91,7 @@ CENTRAL_ENDPOINT_REGIONS = frozenset(
 )
 
 # Error codes by class (design.md "Errors, by class"; reference section 5).
-_THROTTLED = re.compile(r"^(Throttling(\..*)?|Rejected\.Throttling)$")
+_THROTTLED = ACK_THROTTLING
 _AUTH = re.compile(
     r"^(InvalidAccessKeyId(\..*)?|SignatureDoesNotMatch|IncompleteSignature|InvalidSecurityToken(\..*)?|"
     r"MissingSecurityToken|Forbidden\.AccessKeyDisabled)$"
@@ -466,7 +464,7 @@ class AckProvider:
             # The exact bytes the SDK hashes: compact separators, non-ASCII kept (reference 7.1).
             data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             headers["content-type"] = aliyun.JSON_CONTENT_TYPE
-        self.limiter.acquire(account)
+        self.limiter.acquire(account, ACK)
         try:
             signed = aliyun.sign(
                 method,
@@ -496,15 +494,18 @@ class AckProvider:
                 sent = not _never_connected(e)
                 kind = ErrorClass.AMBIGUOUS if create and sent else ErrorClass.TRANSIENT
                 raise ProviderError(kind, redact(f"{action}: {type(e).__name__}: {e}", secrets)) from None
+            payload = _json_or_none(resp)
+            fields = _error_fields(resp, payload) if resp.status_code >= 400 else None
+            signal = ack_signal(resp.status_code, fields[0] if fields else "", resp.headers)
+            self.limiter.observe(account, signal)
         finally:
             self.limiter.release(account)
-        payload = _json_or_none(resp)
-        if resp.status_code < 400:
+        if fields is None:
             if resp.content and payload is None:
                 kind = ErrorClass.AMBIGUOUS if create else ErrorClass.TRANSIENT
                 raise ProviderError(kind, f"{action}: {resp.status_code} with a body that is not JSON")
             return payload
-        err = self._error(resp, payload, action, account, secrets)
+        err = self._error(resp, fields, signal, action, secrets)
         if err.kind is ErrorClass.AUTH and key.rrsa and retry_auth and self.rrsa is not None:
             # Cached STS credentials the server no longer takes: fetch fresh ones and try once more.
             # Safe for CreateTrigger too: a request refused at authentication did nothing.
@@ -513,25 +514,20 @@ class AckProvider:
         raise err
 
     def _error(
-        self, resp: requests.Response, payload: Any, action: str, account: str, secrets: list[str]
+        self,
+        resp: requests.Response,
+        fields: tuple[str, str, str],
+        signal: Signal,
+        action: str,
+        secrets: list[str],
     ) -> ProviderError:
         status = resp.status_code
-        code, message, request_id = _error_fields(resp, payload)
-        wait: float | None = None
-        raw = resp.headers.get("x-acs-retry-after")
-        if raw:
-            try:
-                ms = int(raw)
-            except ValueError:
-                ms = 0
-            if ms > 0:  # milliseconds, as the SDK reads it (get_throttling_time_left)
-                wait = min(ms / 1000.0, MAX_RETRY_AFTER)
+        code, message, request_id = fields
+        wait = signal.retry_after  # x-acs-retry-after, already held by the limiter for the whole account
         kind = classify(status, code, create=action == "CreateTrigger", retry_after=wait is not None)
         msg = f"{action} {status}: {message or 'no message'}"
         if request_id:
             msg += f" (RequestId {request_id})"
-        if kind is ErrorClass.THROTTLED and wait is not None:
-            self.limiter.throttle(account, wait)  # every Trigger of this account waits, not just this one
         return ProviderError(kind, redact(msg[:500], secrets), code=code, status=status, retry_after=wait)
 
     # -- reading -------------------------------------------------------------------------------------

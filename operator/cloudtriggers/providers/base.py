@@ -1,4 +1,4 @@
-"""What every provider shares: the Provider protocol, error classes, HTTP session and rate limits.
+"""What every provider shares: the Provider protocol, error classes, HTTP session (pacing: pacing.py).
 
 The reconciler only ever talks to this protocol; it never names a provider.
 """
@@ -17,10 +17,11 @@ from typing import Any, ClassVar, Literal, Protocol
 import requests
 
 from .. import __version__
-from ..metrics import LIMITER_WAIT
 from ..redaction import redact
+from .pacing import AccountLimiter, parse_retry_after
 
-__all__ = ["redact"]  # re-exported: providers redact provider messages through base
+# Re-exported: providers redact provider messages through base; the limiter lives in pacing.py.
+__all__ = ["AccountLimiter", "parse_retry_after", "redact"]
 
 USER_AGENT = f"cloudtriggers/{__version__} (+https://cloudtriggers.io)"
 # (connect, read) seconds; every provider call has both.
@@ -165,85 +166,10 @@ def account_key(provider: str, endpoint: str, credentials: Mapping[str, str]) ->
     return f"{provider}:{endpoint}:{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
-class AccountLimiter:
-    """Per-account request pacing shared by all Triggers using the same credentials.
-
-    At most `concurrency` requests of one account in flight; a token bucket (rate, burst); and a
-    'not before' time that a throttled answer pushes forward, so one 429 slows every Trigger of that
-    account, not just the one that got it. `acquire` takes a slot and a token; `release` returns the
-    slot once the answer (or the failure) is in.
-    """
-
-    def __init__(self, rate: float = 10.0, burst: int = 20, concurrency: int = 8) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.concurrency = concurrency
-        self._lock = threading.Lock()
-        self._state: dict[str, tuple[float, float, float]] = {}  # key -> (tokens, last, not_before)
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
-        self.waited_seconds = 0.0
-
-    def acquire(self, key: str) -> None:
-        with self._lock:
-            slots = self._slots.setdefault(key, threading.BoundedSemaphore(self.concurrency))
-        if not slots.acquire(blocking=False):
-            start = time.monotonic()
-            slots.acquire()
-            self._count_wait(key, time.monotonic() - start)
-        try:
-            self._pace(key)
-        except BaseException:
-            slots.release()
-            raise
-
-    def release(self, key: str) -> None:
-        self._slots[key].release()
-
-    def in_flight(self, key: str) -> int:
-        slots = self._slots.get(key)
-        return 0 if slots is None else self.concurrency - slots._value
-
-    def _pace(self, key: str) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                tokens, last, not_before = self._state.get(key, (float(self.burst), now, 0.0))
-                tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-                wait = max(not_before - now, 0.0)
-                if wait == 0.0 and tokens >= 1.0:
-                    self._state[key] = (tokens - 1.0, now, not_before)
-                    return
-                if wait == 0.0:
-                    wait = (1.0 - tokens) / self.rate
-                self._state[key] = (tokens, now, not_before)
-            self._count_wait(key, wait)
-            time.sleep(wait)
-
-    def _count_wait(self, key: str, seconds: float) -> None:
-        with self._lock:
-            self.waited_seconds += seconds
-        LIMITER_WAIT.labels(key.split(":", 1)[0]).inc(seconds)
-
-    def throttle(self, key: str, seconds: float) -> None:
-        with self._lock:
-            now = time.monotonic()
-            tokens, last, not_before = self._state.get(key, (float(self.burst), now, 0.0))
-            self._state[key] = (tokens, last, max(not_before, now + seconds))
-
-
 def new_session() -> requests.Session:
     s = requests.Session()
     s.headers["User-Agent"] = USER_AGENT
     return s
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None
 
 
 @dataclass

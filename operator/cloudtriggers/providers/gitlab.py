@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Mapping
@@ -14,7 +15,6 @@ import requests
 from ..models import GitLabSpec
 from .base import (
     DEFAULT_TIMEOUT,
-    AccountLimiter,
     CredentialsError,
     ErrorClass,
     Observed,
@@ -22,9 +22,9 @@ from .base import (
     Target,
     account_key,
     new_session,
-    parse_retry_after,
     redact,
 )
+from .pacing import GITLAB, GITLAB_COM, AccountLimiter, Profile, Signal, gitlab_signal
 
 PER_PAGE = 100
 PROJECT_CACHE_SECONDS = 300.0  # the API's maximum; fewer round trips when listing for crash recovery
@@ -34,6 +34,13 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+@functools.lru_cache(maxsize=256)
+def pace_profile(url: str) -> Profile:
+    """GitLab.com documents its limits; a self-managed instance has none unless its admin turns them on."""
+    host = (urlsplit(url).hostname or "").lower()
+    return GITLAB_COM if host in ("gitlab.com", "www.gitlab.com") else GITLAB
 
 
 def is_masked(token: str | None) -> bool:
@@ -77,7 +84,7 @@ class GitLabProvider:
         block: GitLabSpec = target.block
         token = self._token(target)
         account = account_key(self.name, block.url, {"token": token})
-        self.limiter.acquire(account)
+        self.limiter.acquire(account, pace_profile(block.url))
         try:
             resp = self.session.request(
                 method,
@@ -87,6 +94,8 @@ class GitLabProvider:
                 allow_redirects=False,
                 **kw,
             )
+            signal = gitlab_signal(resp.status_code, resp.headers)
+            self.limiter.observe(account, signal)
         except requests.RequestException as e:
             # A create whose answer was lost may still have happened: the caller must look before retrying.
             kind = ErrorClass.AMBIGUOUS if method == "POST" else ErrorClass.TRANSIENT
@@ -95,10 +104,10 @@ class GitLabProvider:
             self.limiter.release(account)
         if resp.status_code < 400:
             return resp
-        raise self._error(resp, method, path, account, [token])
+        raise self._error(resp, method, path, signal, [token])
 
     def _error(
-        self, resp: requests.Response, method: str, path: str, account: str, secrets: list[str]
+        self, resp: requests.Response, method: str, path: str, signal: Signal, secrets: list[str]
     ) -> ProviderError:
         status = resp.status_code
         try:
@@ -115,12 +124,8 @@ class GitLabProvider:
         if status == 403:
             return ProviderError(ErrorClass.FORBIDDEN, msg, code=code, status=status)
         if status == 429:
-            wait = parse_retry_after(resp.headers.get("Retry-After"))
-            if wait is None:
-                reset = parse_retry_after(resp.headers.get("RateLimit-Reset"))
-                wait = max(reset - time.time(), 0.0) if reset else None
-            if wait is not None:
-                self.limiter.throttle(account, wait)
+            # The limiter already holds the whole account for Retry-After (else until RateLimit-Reset).
+            wait = signal.retry_after
             return ProviderError(ErrorClass.THROTTLED, msg, code=code, status=status, retry_after=wait)
         if status >= 500:
             kind = ErrorClass.AMBIGUOUS if method == "POST" else ErrorClass.TRANSIENT

@@ -24,7 +24,6 @@ from ..signing import huawei
 from .base import (
     DEFAULT_TIMEOUT,
     USER_AGENT,
-    AccountLimiter,
     CredentialsError,
     ErrorClass,
     Observed,
@@ -32,22 +31,20 @@ from .base import (
     Target,
     account_key,
     new_session,
-    parse_retry_after,
     redact,
 )
+from .pacing import ACCEPTED, SWR, SWR_THROTTLING, AccountLimiter, Signal, swr_signal
 
 log = logging.getLogger(__name__)
 
 # eu-west-101 is the one region outside myhuaweicloud.com (huaweicloudsdkswr.v2.region.swr_region).
 _ENDPOINT_EXCEPTIONS = {"eu-west-101": "https://swr-api.eu-west-101.myhuaweicloud.eu"}
-# Huawei advises waiting 2-5 s after APIG.0308 when the gateway names no delay.
-THROTTLE_PAUSE = 2.0
 # Huawei locks an AK/SK for 5 minutes after 5 authentication failures in a row; stay well under.
 AUTH_FAILURE_LIMIT = 3
 AUTH_FAILURE_WINDOW = 300.0
 
 _AUTH_CODES = ("APIG.0301", "APIGW.0301")
-_THROTTLE_CODES = ("APIG.0308", "APIGW.0308")
+_THROTTLE_CODES = SWR_THROTTLING
 
 
 def default_endpoint(region: str) -> str:
@@ -272,7 +269,7 @@ class SwrProvider:
         # json.dumps defaults (", " and ": "), the bytes the SDK sends; the signature covers them.
         data = json.dumps(body).encode() if body is not None else b""
         account = account_key(self.name, where.endpoint, {"accessKey": ak})
-        self.limiter.acquire(account)
+        self.limiter.acquire(account, SWR)
         try:
             self.guard.acquire(ak)
             outcome: Literal["ok", "auth_failure", "unknown"] = "unknown"
@@ -306,9 +303,11 @@ class SwrProvider:
                     ) from None
                 log.debug("swr: %s %s -> %s", method, path, resp.status_code)
                 if resp.status_code < 400:
+                    self.limiter.observe(account, ACCEPTED)
                     outcome = "ok"
                     return resp
-                err = self._error(resp, method, path, account, secrets)
+                err, signal = self._error(resp, method, path, secrets)
+                self.limiter.observe(account, signal)
                 if err.kind is ErrorClass.AUTH:
                     outcome, message = "auth_failure", str(err)
                 elif err.status is not None and err.status < 500 and err.kind is not ErrorClass.THROTTLED:
@@ -320,8 +319,9 @@ class SwrProvider:
             self.limiter.release(account)
 
     def _error(
-        self, resp: requests.Response, method: str, path: str, account: str, secrets: list[str]
-    ) -> ProviderError:
+        self, resp: requests.Response, method: str, path: str, secrets: list[str]
+    ) -> tuple[ProviderError, Signal]:
+        """The error, and what it says about the account's pace."""
         status = resp.status_code
         try:
             body: Any = resp.json()
@@ -336,22 +336,26 @@ class SwrProvider:
             text += f" (request id {request_id})"
         text = redact(text[:500], secrets)
         code = code or str(status)
-        if status == 429 or code in _THROTTLE_CODES:
-            wait = parse_retry_after(resp.headers.get("Retry-After"))
-            self.limiter.throttle(account, wait if wait is not None else THROTTLE_PAUSE)
-            return ProviderError(ErrorClass.THROTTLED, text, code=code, status=status, retry_after=wait)
-        if status == 401 or code in _AUTH_CODES:
-            return ProviderError(ErrorClass.AUTH, text, code=code, status=status)
-        if status == 403:
-            return ProviderError(ErrorClass.FORBIDDEN, text, code=code, status=status)
-        if status >= 500:
+        signal = swr_signal(status, code, msg, resp.headers)
+        if signal.throttled:
+            # The limiter holds the account for Retry-After, else 2 s (pacing.SWR); the reconciler waits
+            # what the gateway said, or backs off.
+            wait = signal.retry_after
+            err = ProviderError(ErrorClass.THROTTLED, text, code=code, status=status, retry_after=wait)
+        elif status == 401 or code in _AUTH_CODES:
+            err = ProviderError(ErrorClass.AUTH, text, code=code, status=status)
+        elif status == 403:
+            err = ProviderError(ErrorClass.FORBIDDEN, text, code=code, status=status)
+        elif status >= 500:
             kind = ErrorClass.AMBIGUOUS if method == "POST" else ErrorClass.TRANSIENT
-            return ProviderError(kind, text, code=code, status=status)
-        if status == 404:
-            return ProviderError(ErrorClass.TARGET_NOT_FOUND, text, code=code, status=status)
-        if status == 409:
-            return ProviderError(ErrorClass.CONFLICT, text, code=code, status=status)
-        return ProviderError(ErrorClass.PERMANENT, text, code=code, status=status)
+            err = ProviderError(kind, text, code=code, status=status)
+        elif status == 404:
+            err = ProviderError(ErrorClass.TARGET_NOT_FOUND, text, code=code, status=status)
+        elif status == 409:
+            err = ProviderError(ErrorClass.CONFLICT, text, code=code, status=status)
+        else:
+            err = ProviderError(ErrorClass.PERMANENT, text, code=code, status=status)
+        return err, signal
 
     def _show(self, target: Target, where: _Where, name: str) -> Observed | None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections import deque
@@ -9,9 +10,26 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 
+@dataclass(frozen=True, slots=True)
+class RateHit:
+    """One request counted against its account's rate limit."""
+
+    allowed: bool
+    count: int  # requests of the account in this window, this one and throttled ones included
+    limit: int  # requests allowed per window
+    window: float  # the window's length, seconds
+    window_end: float  # Unix time the window (and its quota) ends
+
+
 @dataclass
 class FaultKnobs:
-    """Fault injection knobs. Plain attribute writes are safe at any time; draws happen under a lock."""
+    """Fault injection knobs. Plain attribute writes are safe at any time; draws happen under a lock.
+
+    Besides random faults, a per-account rate limit: `rate_limit` requests per `rate_window` seconds
+    in fixed windows aligned to the epoch (as Rack::Attack and API gateways count), every request of
+    the account counted, throttled ones too. Each sandbox answers the excess as its provider does and
+    counts those answers per account and window (`throttled`, `throttled_windows`).
+    """
 
     latency: float = 0.0  # seconds added to every API request
     error_rate: float = 0.0  # fraction answered 500/502/503
@@ -20,7 +38,12 @@ class FaultKnobs:
     slow_rate: float = 0.0  # fraction of requests acted on, then answered only after slow_seconds
     slow_seconds: float = 0.0  # past the client's read timeout, this is a timeout after the fact
     seed: int = 0  # seed of the random draws; assigning it restarts the sequence
+    rate_limit: int = 0  # requests per account per rate_window; 0: no limit
+    rate_window: float = 1.0  # seconds
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+    # account -> (window index, requests in it); account -> {window index: throttled answers}
+    _windows: dict[str, tuple[int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _throttles: dict[str, dict[int, int]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _forced: deque[list[Any]] = field(default_factory=deque, init=False, repr=False, compare=False)
     _rng: random.Random = field(default_factory=random.Random, init=False, repr=False, compare=False)
     _rng_seed: int | None = field(default=None, init=False, repr=False, compare=False)
@@ -51,10 +74,42 @@ class FaultKnobs:
                 if not f.name.startswith("_"):
                     setattr(self, f.name, f.default)
             self._forced.clear()
+            self._windows.clear()
+            self._throttles.clear()
+
+    def throttled(self, account: str | None = None) -> int:
+        """Answers throttled by the rate limit: of `account`, or of all accounts."""
+        with self._lock:
+            if account is not None:
+                return sum(self._throttles.get(account, {}).values())
+            return sum(sum(w.values()) for w in self._throttles.values())
+
+    def throttled_windows(self, account: str) -> dict[int, int]:
+        """Throttled answers of `account` by window (index = window start / rate_window)."""
+        with self._lock:
+            return dict(self._throttles.get(account, {}))
 
     def _knobs(self) -> dict[str, Any]:
-        """The knobs' values; call with the lock held."""
-        return {name: getattr(self, name) for name in self.knob_names()}
+        """The knobs' values and the throttled answers per account; call with the lock held."""
+        data: dict[str, Any] = {name: getattr(self, name) for name in self.knob_names()}
+        data["throttled"] = {a: sum(w.values()) for a, w in self._throttles.items()}
+        return data
+
+    def _rate_hit(self, account: str, now: float) -> RateHit | None:
+        """Count one request of `account` at Unix time `now`; None when no rate limit is set."""
+        with self._lock:
+            limit, window = self.rate_limit, self.rate_window
+            if limit <= 0 or window <= 0:
+                return None
+            index = math.floor(now / window)
+            seen, count = self._windows.get(account, (index, 0))
+            count = count + 1 if seen == index else 1
+            self._windows[account] = (index, count)
+            allowed = count <= limit
+            if not allowed:
+                per_window = self._throttles.setdefault(account, {})
+                per_window[index] = per_window.get(index, 0) + 1
+            return RateHit(allowed, count, limit, window, (index + 1) * window)
 
     def _random_fault(self) -> int | None:
         """429 (throttled), 500/502/503, or None, by the configured rates; call with the lock held."""

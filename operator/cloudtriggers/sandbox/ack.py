@@ -21,6 +21,7 @@ import hmac
 import itertools
 import json
 import logging
+import math
 import re
 import secrets
 import threading
@@ -157,8 +158,10 @@ class Faults(FaultKnobs):
     """ACK's faults: a throttled request gets Throttling.User with x-acs-retry-after; forced answers
     carry an error code and may target one action."""
 
-    retry_after_ms: int = 1000  # x-acs-retry-after on a throttled answer, in milliseconds
+    retry_after_ms: int = 1000  # x-acs-retry-after on a random throttle, in milliseconds
     throttle_status: int = 400  # CS answers Throttling.User with 400 (some products use 429)
+    # The rate limit counts per account (UID), all its AccessKeys and STS credentials together
+    # (reference section 5.2); its throttle answers x-acs-retry-after = milliseconds to the window's end.
 
     def fail_next(
         self,
@@ -585,6 +588,7 @@ class AckSandbox(ServedSandbox):
             try:
                 with self._lock:
                     principal, signed = self._authenticate(method, raw_path, query, headers, body)
+                    self._flow_control(principal)
                     version = ",".join(headers.get("x-acs-version", []))
                     reply = self._route(method, raw_path, query, action, version, body, principal)
             except _ApiError as err:
@@ -601,6 +605,19 @@ class AckSandbox(ServedSandbox):
         if slow > 0:
             time.sleep(slow)  # acted on already: the client may give up before the answer
         return reply
+
+    def _flow_control(self, principal: _Principal) -> None:
+        """The gateway's per-account flow control, after authentication (it needs the account)."""
+        now = time.time()
+        hit = self.faults._rate_hit(principal.account.name, now)
+        if hit is not None and not hit.allowed:
+            wait_ms = max(math.ceil((hit.window_end - now) * 1000), 1)
+            raise _ApiError(
+                self.faults.throttle_status,
+                "Throttling.User",
+                THROTTLE_MESSAGE,
+                {"x-acs-retry-after": str(wait_ms)},
+            )
 
     def _authenticate(
         self,
@@ -953,6 +970,7 @@ class AckSandbox(ServedSandbox):
                 if data.pop("reset", False):
                     self.faults.reset()
                 forced = data.pop("fail_next", None)
+                data.pop("throttled", None)  # a count the GET reports, not a knob
                 self.faults.configure(**data)
                 if forced is not None:
                     self.faults.fail_next(

@@ -44,7 +44,7 @@ __all__ = [
     "serve",
 ]
 
-from ._faults import FaultKnobs
+from ._faults import FaultKnobs, RateHit
 from ._http import SandboxHandler, ServedSandbox
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,13 @@ class RequestRecord:
 
 @dataclass
 class Faults(FaultKnobs):
-    """GitLab's faults: a throttled request gets 429 "Retry later" with Retry-After."""
+    """GitLab's faults: a throttled request gets 429 "Retry later" with Retry-After. The rate limit is
+    Rack::Attack's authenticated API throttle, per user (reference section 4.1)."""
 
-    retry_after: int = 1  # Retry-After seconds on a 429
+    retry_after: int = 1  # Retry-After seconds on a random 429 (the rate limit computes its own)
+    # RateLimit-* on answers the rate limit lets through too, as with the feature flag
+    # rate_limiting_headers_for_unthrottled_requests (reference section 4.2).
+    rate_limit_headers: bool = False
 
     def fail_next(self, n: int, status: int) -> None:
         """Answer the next ``n`` API requests with ``status`` (before any random fault)."""
@@ -275,9 +279,31 @@ def _int_param(name: str, raw: Any) -> int:
     return int(raw)
 
 
+THROTTLE_NAME = "throttle_authenticated_api"
+
+
+def _rate_headers(hit: RateHit, now: float, *, throttled: bool) -> dict[str, str]:
+    """Rack::Attack's headers as GitLab computes them (Gitlab::RackAttack::RequestThrottleData):
+    RateLimit-Limit normalised to a minute and rounded up, the rest of the window's own numbers; a
+    429 adds RateLimit-ResetTime and Retry-After (whole seconds to the window's end)."""
+    reset = math.ceil(hit.window_end)
+    headers = {
+        "RateLimit-Name": THROTTLE_NAME,
+        "RateLimit-Limit": str(math.ceil(hit.limit * 60 / hit.window)),
+        "RateLimit-Observed": str(hit.count),
+        "RateLimit-Remaining": str(max(hit.limit - hit.count, 0)),
+        "RateLimit-Reset": str(reset),
+    }
+    if throttled:
+        headers["RateLimit-ResetTime"] = format_datetime(datetime.fromtimestamp(reset, UTC), usegmt=True)
+        headers["Retry-After"] = str(max(reset - math.floor(now), 1))
+    return headers
+
+
 def _fault_reply(status: int, retry_after: int) -> _Reply:
     if status == 429:
-        # Rack::Attack throttle answer, as on self-managed GitLab (reference section 4.1).
+        # Rack::Attack throttle answer (reference section 4.1). A random throttle enforces no limit, so
+        # it names GitLab.com's authenticated API limit (2,000 a minute, section 4.3), not a low one.
         now = int(time.time())
         reset = now + max(retry_after, 0)
         return _Reply(
@@ -285,9 +311,9 @@ def _fault_reply(status: int, retry_after: int) -> _Reply:
             "Retry later",
             {
                 "Retry-After": str(retry_after),
-                "RateLimit-Name": "throttle_authenticated_api",
-                "RateLimit-Limit": "120",
-                "RateLimit-Observed": "121",
+                "RateLimit-Name": THROTTLE_NAME,
+                "RateLimit-Limit": "2000",
+                "RateLimit-Observed": "2001",
                 "RateLimit-Remaining": "0",
                 "RateLimit-Reset": str(reset),
                 "RateLimit-ResetTime": format_datetime(datetime.fromtimestamp(reset, UTC), usegmt=True),
@@ -636,8 +662,13 @@ class GitLabSandbox(ServedSandbox):
         delay = self.faults.latency
         if delay > 0:
             time.sleep(delay)  # outside the state lock so slow requests still overlap
-        forced = self.faults._draw()
-        if forced is not None:
+        now = time.time()
+        # Rack::Attack runs before the application: the rate limit first, then any injected fault.
+        hit = self.faults._rate_hit(user.username, now) if user is not None else None
+        forced = self.faults._draw() if hit is None or hit.allowed else None
+        if hit is not None and not hit.allowed:
+            reply = _Reply(429, "Retry later", _rate_headers(hit, now, throttled=True))
+        elif forced is not None:
             reply = _fault_reply(forced, self.faults.retry_after)
         else:
             ctx = _Ctx(method, raw_path, query, headers, body, user, base_url)
@@ -649,6 +680,8 @@ class GitLabSandbox(ServedSandbox):
             except Exception:
                 log.exception("gitlab sandbox: unhandled error on %s %s", method, raw_path)
                 reply = _Reply(500, {"message": "500 Internal Server Error"})
+        if hit is not None and hit.allowed and reply.status != 429 and self.faults.rate_limit_headers:
+            reply.headers.update(_rate_headers(hit, now, throttled=False))
         self._record(method, raw_path, flat_query, reply, user.username if user else None)
         hook = self.after_request
         if hook is not None:
@@ -672,6 +705,7 @@ class GitLabSandbox(ServedSandbox):
                 if data.pop("reset", False):
                     self.faults.reset()
                 forced = data.pop("fail_next", None)
+                data.pop("throttled", None)  # a count the GET reports, not a knob
                 self.faults.configure(**data)
                 if forced is not None:
                     self.faults.fail_next(int(forced["n"]), int(forced["status"]))

@@ -124,6 +124,8 @@ class Faults(FaultKnobs):
     the real gateway; latency applies to every request."""
 
     retry_after: int = 0  # Retry-After seconds on a 429; 0: no header (the gateway documents none)
+    # The rate limit counts per user, like the gateway's "policy user" (reference section 7), and its
+    # APIG.0308 names that limit and window.
 
     def fail_next(self, n: int, status: int, body: Any = None) -> None:
         """Answer the next `n` authenticated API requests with `status` (and `body`, default by status)."""
@@ -184,6 +186,7 @@ class _ApiError(Exception):
         self.status = status
         self.body = body
         self.code = code
+        self.headers: dict[str, str] = {}
 
 
 def _apig_error(status: int, code: str, message: str) -> _ApiError:
@@ -224,11 +227,17 @@ def _auth_failure(reason: str) -> _ApiError:
     return _apig_error(401, "APIG.0301", f"Incorrect IAM authentication information: {reason}")
 
 
-def _throttled() -> _ApiError:
+_TIME_UNITS = ((86400.0, "day"), (3600.0, "hour"), (60.0, "minute"), (1.0, "second"))
+
+
+def _throttled(limit: int = 20, window: float = 1.0) -> _ApiError:
+    # The gateway names its policy: XX requests per time unit (reference section 7).
+    seconds, unit = next(((s, u) for s, u in _TIME_UNITS if window >= s and window % s == 0), (1.0, "second"))
     return _apig_error(
         429,
         "APIG.0308",
-        "The throttling threshold has been reached: policy user over ratelimit,limit:20,time:1 second",
+        "The throttling threshold has been reached: policy user over ratelimit,"
+        f"limit:{limit},time:{int(window // seconds)} {unit}",
     )
 
 
@@ -606,6 +615,10 @@ class SwrSandbox(ServedSandbox):
             access_key = parsed.access_key if parsed else None
             _, cred = self._authenticate(method, path, query, headers, body)
             authenticated = True
+            # The gateway's flow control per user, after authentication (it needs to know the user).
+            hit = self.faults._rate_hit(cred.account.name, self.now())
+            if hit is not None and not hit.allowed:
+                raise self._throttle(_throttled(hit.limit, hit.window))
             forced = self.faults._draw()
             if forced is not None:
                 reply = self._fault_reply(*forced)
@@ -613,7 +626,7 @@ class SwrSandbox(ServedSandbox):
                 with self._lock:
                     reply = self._route(method, path, body, cred)
         except _ApiError as err:
-            reply = _Reply(err.status, err.body, code=err.code)
+            reply = _Reply(err.status, err.body, dict(err.headers), code=err.code)
         except Exception:
             log.exception("swr sandbox: unhandled error on %s %s", method, path)
             internal = _old_error(500, CODE_INTERNAL, "Internal server error")
@@ -628,6 +641,11 @@ class SwrSandbox(ServedSandbox):
             time.sleep(slow)  # acted on already: the client may give up before the answer
         return reply
 
+    def _throttle(self, err: _ApiError) -> _ApiError:
+        if self.faults.retry_after > 0:
+            err.headers["Retry-After"] = str(self.faults.retry_after)
+        return err
+
     def _fault_reply(self, status: int, body: Any) -> _Reply:
         if body is not None:
             code = ""
@@ -637,9 +655,8 @@ class SwrSandbox(ServedSandbox):
                 code = str(body[0].get("errorCode") or "")
             return _Reply(status, body, code=code)
         if status == 429:
-            err = _throttled()
-            headers = {"Retry-After": str(self.faults.retry_after)} if self.faults.retry_after > 0 else {}
-            return _Reply(429, err.body, headers, code=err.code)
+            err = self._throttle(_throttled())
+            return _Reply(429, err.body, err.headers, code=err.code)
         if status == 401:
             err = _auth_failure("verify aksk signature fail")
         elif status == 403:
@@ -754,6 +771,7 @@ class SwrSandbox(ServedSandbox):
                 if data.pop("reset", False):
                     self.faults.reset()
                 forced = data.pop("fail_next", None)
+                data.pop("throttled", None)  # a count the GET reports, not a knob
                 self.faults.configure(**data)
                 if forced is not None:
                     self.faults.fail_next(int(forced["n"]), int(forced["status"]))
