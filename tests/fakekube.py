@@ -7,7 +7,7 @@ import itertools
 import uuid
 from typing import Any
 
-from cloudtriggers.kube import SecretConflict
+from cloudtriggers.kube import CredentialsSecret, SecretConflict
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -62,11 +62,23 @@ class FakeKube:
     def put_secret(
         self, namespace: str, name: str, data: dict[str, str], owner_uid: str | None = None
     ) -> None:
+        before = self.secrets.get((namespace, name)) or {}
         self.secrets[(namespace, name)] = {
             "data": dict(data),
             "rv": str(next(self._rv)),
             "owner": owner_uid,
+            "held": before.get("held", False),
+            "deleting": before.get("deleting", False),
         }
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        """As the API server: a held Secret only gets a deletionTimestamp until it is released."""
+        s = self.secrets[(namespace, name)]
+        if s["held"]:
+            s["deleting"] = True
+            s["rv"] = str(next(self._rv))
+        else:
+            del self.secrets[(namespace, name)]
 
     def status(self, namespace: str, name: str) -> dict[str, Any]:
         return self.triggers[(namespace, name)].get("status") or {}
@@ -92,6 +104,35 @@ class FakeKube:
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         s = self.secrets.get((namespace, name))
         return (dict(s["data"]), s["rv"]) if s else None
+
+    def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
+        s = self.secrets.get((namespace, name))
+        return CredentialsSecret(dict(s["data"]), s["rv"], s["held"], s["deleting"]) if s else None
+
+    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool:
+        s = self.secrets.get((namespace, name))
+        if s is None or s["rv"] != resource_version or s["deleting"]:
+            return False
+        if not s["held"]:
+            s["held"] = True
+            s["rv"] = str(next(self._rv))
+        return True
+
+    def release_secret(self, namespace: str, name: str) -> bool:
+        s = self.secrets.get((namespace, name))
+        if s is None or not s["held"]:
+            return True
+        s["held"] = False
+        s["rv"] = str(next(self._rv))
+        if s["deleting"]:
+            del self.secrets[(namespace, name)]
+        return True
+
+    def list_triggers(self, namespace: str) -> list[dict[str, Any]]:
+        return [copy.deepcopy(t) for (ns, _), t in self.triggers.items() if ns == namespace]
+
+    def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]:
+        return [k for k, s in self.secrets.items() if s["held"] and (not namespaces or k[0] in namespaces)]
 
     def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None:
         ns = owner["metadata"]["namespace"]

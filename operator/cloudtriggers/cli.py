@@ -190,6 +190,22 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_release_credentials(args: argparse.Namespace) -> int:
+    """Remove the operator's finalizer from credentials Secrets, e.g. when uninstalling it."""
+    from kubernetes import client, config
+
+    from .credentials import release_all
+    from .kube import KubeClient
+
+    try:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config()  # type: ignore[no-untyped-call]
+    kube = KubeClient(client.ApiClient(client.Configuration.get_default_copy()), pool=2)
+    release_all(kube, args.namespace or [], only_unused=args.only_unused, settle=args.settle)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -274,6 +290,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="a spec.ack.endpoint that may receive RRSA credentials besides the official ones (repeatable)",
     )
     run.set_defaults(func=cmd_run)
+
+    release = sub.add_parser(
+        "release-credentials",
+        help="remove the operator's finalizer from credentials Secrets (when uninstalling it)",
+        description="While a Trigger uses a credentials Secret, the operator keeps a finalizer "
+        "(cloudtriggers.io/credentials-in-use) on it, so that the Secret outlives the Trigger's provider "
+        "delete. Run this after stopping the operator for good, so the Secrets can be deleted. The Helm "
+        "chart runs it as a post-delete hook.",
+    )
+    release.add_argument(
+        "-n", "--namespace", action="append", help="only in this namespace (repeatable); default: all"
+    )
+    release.add_argument(
+        "--only-unused",
+        action="store_true",
+        help="release only Secrets that no Trigger needs any more (what the operator's sweep does)",
+    )
+    release.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="keep releasing for this many seconds (an operator still shutting down may hold one again)",
+    )
+    release.set_defaults(func=cmd_release_credentials)
 
     crd = sub.add_parser("crd", help="print the Trigger CustomResourceDefinition (YAML)")
     crd.set_defaults(func=cmd_crd)

@@ -2,7 +2,8 @@
 
 One daemon per Trigger runs reconcile passes in a worker thread and sleeps until the next is due
 (resync, backoff) or until the Trigger changes (generation, the paused or reconcile-requested-at
-annotations). Deletion goes through kopf's finalizer to Reconciler.finalize.
+annotations). Deletion goes through kopf's finalizer to Reconciler.finalize. The watch also tells the
+credentials guard which Secret each Trigger uses, so a Secret is released once its last user is gone.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ from typing import Any
 import kopf
 from aiohttp import web
 
+from .credentials import ReleaseQueue
 from .metrics import TRIGGERS, render
-from .models import GROUP, PLURAL, VERSION
+from .models import FINALIZER, GROUP, PLURAL, VERSION
 from .reconcile import (
-    FINALIZER,
     PAUSED_ANNOTATION,
     REQUESTED_ANNOTATION,
     Outcome,
@@ -68,6 +69,8 @@ class Runtime:
         self.seen: dict[str, tuple[Any, ...]] = {}
         self.awaiting_finalizer: set[str] = set()
         self.http: web.AppRunner | None = None
+        self.releases = ReleaseQueue(reconciler.guard, self.call)
+        self.sweeper: asyncio.Task[None] | None = None
 
     def event(self, uid: str) -> asyncio.Event:
         return self.wake.setdefault(uid, asyncio.Event())
@@ -119,10 +122,15 @@ def register(
         TRIGGERS.clear()  # the gauge describes this operator's view only, filled by the watch
         if serve and runtime.settings.http_port:
             runtime.http = await serve_http(runtime.settings.http_port)
+        runtime.sweeper = asyncio.get_running_loop().create_task(_sweep_credentials(runtime))
 
     @kopf.on.cleanup(registry=registry)
     async def stop_http(**_: Any) -> None:
         TRIGGERS.clear()
+        if runtime.sweeper is not None:
+            runtime.sweeper.cancel()
+            runtime.sweeper = None
+        await runtime.releases.close()
         if runtime.http is not None:
             await runtime.http.cleanup()
             runtime.http = None
@@ -135,8 +143,10 @@ def register(
             runtime.wake.pop(uid, None)
             runtime.awaiting_finalizer.discard(uid)
             runtime.reconciler.forget(uid)
+            runtime.releases.request(runtime.reconciler.guard.drop(uid))
             return
         TRIGGERS.update(uid, body)
+        runtime.releases.request(runtime.reconciler.guard.note(uid, body))  # the Secret it stopped using
         key, claim = runtime.reconciler.claim_of(body)
         runtime.reconciler.claims.put(key, claim)
         fp = fingerprint(body)
@@ -202,6 +212,19 @@ def register(
             delay = runtime.reconciler.error_backoff(uid)
             raise kopf.TemporaryError(f"{type(e).__name__} while finalizing", delay=delay) from None
         runtime.reconciler.forget(uid)
+
+
+async def _sweep_credentials(runtime: Runtime) -> None:
+    """Release held credentials Secrets nobody uses any more: soon after start-up (what a crash or a
+    downtime left), then periodically."""
+    period = runtime.settings.credentials_sweep
+    await asyncio.sleep(min(10.0, period))
+    while True:
+        try:
+            await runtime.call(runtime.reconciler.guard.sweep)
+        except Exception:
+            log.exception("the sweep of held credentials Secrets failed; retrying in %.0f s", period)
+        await asyncio.sleep(period)
 
 
 async def _sleep(

@@ -10,6 +10,7 @@ import base64
 import copy
 import json
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
 from urllib.parse import quote
@@ -24,6 +25,20 @@ from .models import GROUP, KIND, PLURAL, VERSION
 log = logging.getLogger(__name__)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cloudtriggers"}
+# Held on a credentials Secret while a Trigger needs it (credentials.py says why); the label lets the
+# sweep and `cloudtriggers release-credentials` find the Secrets without reading any other.
+SECRET_FINALIZER = "cloudtriggers.io/credentials-in-use"
+SECRET_LABEL = "cloudtriggers.io/credentials-in-use"
+
+
+@dataclass(frozen=True)
+class CredentialsSecret:
+    """A credentials Secret as read: its data, and what the credentials guard needs of its metadata."""
+
+    data: dict[str, str]
+    resource_version: str
+    held: bool  # carries our finalizer
+    deleting: bool  # has a deletionTimestamp (readable until its finalizers go)
 
 
 class SecretConflict(Exception):
@@ -38,6 +53,11 @@ class Kube(Protocol):
     def get_trigger(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def patch_trigger_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None: ...
+    def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None: ...
+    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool: ...
+    def release_secret(self, namespace: str, name: str) -> bool: ...
+    def list_triggers(self, namespace: str) -> list[dict[str, Any]]: ...
+    def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]: ...
     def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None: ...
     def emit_event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
     def namespace_terminating(self, namespace: str) -> bool: ...
@@ -74,11 +94,16 @@ class KubeClient:
         self.user_agent = f"cloudtriggers/{__version__}"
 
     def _request(
-        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
     ) -> dict[str, Any] | None:
         """The decoded answer; None for 404; KubeApiError for any other answer that is a failure
         (urllib3.exceptions.HTTPError when there is no answer)."""
-        headers = {"Accept": "application/json", "User-Agent": self.user_agent}
+        headers = {"Accept": "application/json", **(headers or {}), "User-Agent": self.user_agent}
         auth = self.config.auth_settings().get("BearerToken")  # runs the refresh hook when there is one
         if auth and auth.get("value"):
             headers["Authorization"] = str(auth["value"])
@@ -116,12 +141,97 @@ class KubeClient:
         return obj
 
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+        got = self.read_credentials(namespace, name)
+        return None if got is None else (got.data, got.resource_version)
+
+    def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
         s = self._request("GET", self._secret_path(namespace, name))
         if s is None:
             return None
         data = {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
         data.update(s.get("stringData") or {})
-        return data, str((s.get("metadata") or {}).get("resourceVersion") or "")
+        meta = s.get("metadata") or {}
+        return CredentialsSecret(
+            data=data,
+            resource_version=str(meta.get("resourceVersion") or ""),
+            held=SECRET_FINALIZER in (meta.get("finalizers") or []),
+            deleting=bool(meta.get("deletionTimestamp")),
+        )
+
+    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool:
+        """Add our finalizer and label, if the Secret is still at `resource_version`. False when it
+        changed or went in between (the caller reads it again)."""
+        path = self._secret_path(namespace, name)
+        current = self._request("GET", path)
+        if current is None:
+            return False
+        meta = current.get("metadata") or {}
+        if meta.get("resourceVersion") != resource_version or meta.get("deletionTimestamp"):
+            return False
+        if SECRET_FINALIZER in (meta.get("finalizers") or []):
+            return True
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}
+        ]
+        if meta.get("finalizers"):
+            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": SECRET_FINALIZER})
+        else:
+            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [SECRET_FINALIZER]})
+        if meta.get("labels"):
+            ops.append({"op": "add", "path": "/metadata/labels/" + _pointer(SECRET_LABEL), "value": "true"})
+        else:
+            ops.append({"op": "add", "path": "/metadata/labels", "value": {SECRET_LABEL: "true"}})
+        return self._json_patch(path, ops)
+
+    def release_secret(self, namespace: str, name: str) -> bool:
+        """Remove our finalizer and label (with a resourceVersion test). False when the Secret
+        changed in between (the caller decides again); True when released or already free."""
+        path = self._secret_path(namespace, name)
+        current = self._request("GET", path)
+        if current is None:
+            return True
+        meta = current.get("metadata") or {}
+        finalizers = list(meta.get("finalizers") or [])
+        labels = meta.get("labels") or {}
+        ops: list[dict[str, Any]] = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")}
+        ]
+        if SECRET_LABEL in labels:
+            ops.append({"op": "remove", "path": "/metadata/labels/" + _pointer(SECRET_LABEL)})
+        if SECRET_FINALIZER in finalizers:
+            ops.append({"op": "remove", "path": f"/metadata/finalizers/{finalizers.index(SECRET_FINALIZER)}"})
+        if len(ops) == 1:
+            return True
+        return self._json_patch(path, ops)
+
+    def _json_patch(self, path: str, ops: list[dict[str, Any]]) -> bool:
+        try:
+            self._request("PATCH", path, ops, "application/json-patch+json")
+        except KubeApiError as e:
+            if e.status in (409, 422):  # the resourceVersion test failed: changed in between
+                return False
+            raise
+        return True
+
+    def list_triggers(self, namespace: str) -> list[dict[str, Any]]:
+        path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{PLURAL}"
+        got = self._request("GET", path)
+        return list((got or {}).get("items") or [])
+
+    def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]:
+        """(namespace, name) of the Secrets carrying our label, metadata only (no Secret data read)."""
+        headers = {
+            "Accept": "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+        }
+        query = "?labelSelector=" + quote(SECRET_LABEL)
+        paths = [self._secret_path(ns) + query for ns in namespaces] or ["/api/v1/secrets" + query]
+        held: list[tuple[str, str]] = []
+        for path in paths:
+            got = self._request("GET", path, headers=headers) or {}
+            for item in got.get("items") or []:
+                meta = item.get("metadata") or {}
+                held.append((str(meta.get("namespace")), str(meta.get("name"))))
+        return held
 
     def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None:
         meta = owner["metadata"]
@@ -201,3 +311,8 @@ class KubeClient:
             return False
         deleting = bool((ns.get("metadata") or {}).get("deletionTimestamp"))
         return deleting or (ns.get("status") or {}).get("phase") == "Terminating"
+
+
+def _pointer(key: str) -> str:
+    """A map key as a JSON pointer segment (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")

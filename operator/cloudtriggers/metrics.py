@@ -62,6 +62,12 @@ PROVIDER_THROTTLED = Counter(
 )
 
 
+ORPHANED = Counter(
+    "cloudtriggers_orphaned_total",
+    "Provider triggers left in place when their Trigger went (reason: policy, invalid_spec, delete_timeout).",
+    ["provider", "reason"],
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "cloudtriggers_leader",
     "1 while this replica acts (holds the leader Lease, or runs without leader election), else 0.",

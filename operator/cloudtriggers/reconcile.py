@@ -19,10 +19,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from .credentials import CredentialsGuard
 from .kube import Kube, SecretConflict, now_rfc3339
 from .logs import register_secret
-from .metrics import CIRCUITS, DRIFT_REPAIRS, RECONCILE_SECONDS, RECONCILES, Timer
+from .metrics import CIRCUITS, DRIFT_REPAIRS, ORPHANED, RECONCILE_SECONDS, RECONCILES, Timer
 from .models import (
+    FINALIZER,
     TriggerSpec,
     default_description,
     default_secret_name,
@@ -46,8 +48,6 @@ from .providers.base import (
 from .settings import Settings
 
 log = logging.getLogger(__name__)
-
-FINALIZER = "cloudtriggers.io/finalizer"
 
 
 def has_finalizer(obj: Mapping[str, Any]) -> bool:
@@ -196,6 +196,10 @@ class _Pass:
     obj: dict[str, Any]
     status: dict[str, Any]
     events: list[tuple[str, str, str]] = field(default_factory=list)
+    # Said on every condition of the pass (e.g. the credentials Secret is being deleted).
+    notes: list[str] = field(default_factory=list)
+    # Why no new provider trigger may be made in this pass ("" = it may).
+    no_create: str = ""
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -217,8 +221,10 @@ class Reconciler:
         providers: Mapping[str, Provider],
         settings: Settings | None = None,
         claims: ClaimIndex | None = None,
+        guard: CredentialsGuard | None = None,
     ) -> None:
         self.kube = kube
+        self.guard = guard or CredentialsGuard(kube, (settings or Settings()).namespaces)
         self.providers = providers
         self.settings = settings or Settings()
         self.claims = claims or ClaimIndex()
@@ -313,8 +319,16 @@ class Reconciler:
         """Delay after a pass that failed unexpectedly (Kubernetes API errors): the transient backoff."""
         return self._backoff(uid, "transient")
 
-    def _credentials(self, p: _Pass, spec: TriggerSpec) -> tuple[dict[str, str], tuple[str, str, str] | None]:
-        """The credentials and, when they come from a Secret, (namespace, name, resourceVersion) to watch."""
+    def _credentials(
+        self, p: _Pass, spec: TriggerSpec, *, deleting: bool = False
+    ) -> tuple[dict[str, str], tuple[str, str, str] | None]:
+        """The credentials and, when they come from a Secret, (namespace, name, resourceVersion) to watch.
+
+        A Secret of the Trigger's namespace is held (credentials.py) before any provider call. One
+        being deleted is still used, and said so; no new provider trigger is made with it unless it
+        is held (then it stays until this Trigger is finalized). `deleting`: a finalizer's pass, which
+        falls back on the last good credentials when the Secret is gone.
+        """
         ns = p.meta["namespace"]
         ref = spec.credentials_secret_ref
         if ref is None:
@@ -333,21 +347,35 @@ class Reconciler:
                 )
         else:
             secret_ns, secret_name = ns, ref.name
-        got = self.kube.read_secret(secret_ns, secret_name)
-        where = (secret_ns, secret_name)
+        key = (secret_ns, secret_name)
+        where = f"credentials Secret {secret_ns}/{secret_name}"
+        got = self.kube.read_credentials(secret_ns, secret_name)
         if got is None:
-            raise _CredentialsMissing(f"credentials Secret {secret_ns}/{secret_name} not found", (*where, ""))
-        data, rv = got
+            kept = self.guard.last_good(key) if deleting else None
+            if kept is not None:
+                p.notes.append(f"{where} is gone; deleting with the last credentials read from it")
+                return kept, None
+            raise _CredentialsMissing(f"{where} not found", (*key, ""))
+        if ref is not None and not deleting:
+            got = self.guard.ensure_held(key, got)
+        data, rv = got.data, got.resource_version
         missing = [k for k in CREDENTIAL_KEYS[spec.provider] if not data.get(k)]
         if missing:
-            raise _CredentialsMissing(
-                f"credentials Secret {secret_ns}/{secret_name} lacks key(s): {', '.join(missing)}",
-                (*where, rv),
-            )
+            raise _CredentialsMissing(f"{where} lacks key(s): {', '.join(missing)}", (*key, rv))
         keys = CREDENTIAL_KEYS[spec.provider] + OPTIONAL_CREDENTIAL_KEYS[spec.provider]
         creds = {k: data[k] for k in keys if data.get(k)}
         register_secret(*creds.values())
-        return creds, (*where, rv)
+        self.guard.remember(key, creds)
+        if got.deleting and not deleting:
+            note = f"{where} is being deleted; this Trigger keeps using it until the Trigger is deleted"
+            if not got.held:
+                note = f"{where} is being deleted"
+                p.no_create = f"{where} is being deleted: no new {spec.provider} trigger is made with it"
+            p.notes.append(note)
+            ready = condition(p.obj.get("status") or {}, "Ready") or {}
+            if note not in str(ready.get("message") or ""):
+                p.events.append(("Warning", "CredentialsDeleting", note))
+        return creds, (*key, rv)
 
     def _target(self, p: _Pass, spec: TriggerSpec, creds: Mapping[str, str]) -> Target:
         ns, name = p.meta["namespace"], p.meta["name"]
@@ -416,6 +444,8 @@ class Reconciler:
         status = p.status
 
         def conditions(ready: bool | None, r_reason: str, synced: bool, s_reason: str, message: str) -> None:
+            if p.notes:
+                message = "; ".join([message, *p.notes])
             conds = list(status.get("conditions") or [])
             before = condition(status, "Synced") or {}
             if not synced and s_reason != "Paused" and before.get("reason") != s_reason:
@@ -800,6 +830,8 @@ class Reconciler:
                     )
                 )
                 return found
+        if p.no_create:
+            raise _Stop("CredentialsMissing", p.no_create, requeue=self.settings.credentials_poll)
         status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
         if not getattr(provider, "find_uses_time", True):
             # Without creation times, what exists now must never be mistaken for what we make next.
@@ -888,20 +920,19 @@ class Reconciler:
             spec = TriggerSpec.model_validate(obj.get("spec") or {})
         except ValidationError:
             if status.get("externalId"):
-                self.kube.emit_event(
-                    obj,
-                    "Warning",
-                    "Orphaned",
-                    f"spec is invalid; trigger {status['externalId']} left at the provider",
-                )
+                provider_name = str(status.get("provider") or "unknown")
+                self._orphaned(p, provider_name, status["externalId"], "invalid_spec", "the spec is invalid")
             return "orphaned"
         ext = status.get("externalId")
         pending = self._intent(p)
         if spec.management_policy == "ObserveOnly" or spec.deletion_policy == "Orphan":
             if ext:
-                self.kube.emit_event(
-                    obj, "Normal", "Orphaned", f"{spec.provider} trigger {ext} kept (policy)"
+                policy = (
+                    "managementPolicy ObserveOnly"
+                    if spec.management_policy == "ObserveOnly"
+                    else ("deletionPolicy Orphan")
                 )
+                self._orphaned(p, spec.provider, ext, "policy", f"kept by {policy}")
             return "orphaned"
         if (
             not ext and not pending and not status.get("pendingDelete")
@@ -910,7 +941,7 @@ class Reconciler:
         provider = self.providers[spec.provider]
         account, uid = "", meta_uid(obj)
         try:
-            creds, secret_ref = self._credentials(p, spec)
+            creds, secret_ref = self._credentials(p, spec, deleting=True)
             target = self._target(p, spec, creds)
             account = account_key(spec.provider, _endpoint_of(spec.block), creds)
             verdict = self.breaker.admit(account, uid, secret_ref[2] if secret_ref else "")
@@ -933,12 +964,13 @@ class Reconciler:
             if isinstance(e, ProviderError) and e.kind is ErrorClass.AUTH:
                 self.breaker.failure(account, uid, message)
             if self._delete_overdue(obj):
-                self.kube.emit_event(
-                    obj,
-                    "Warning",
-                    "Orphaned",
-                    f"could not delete {spec.provider} trigger {ext} ({message}); the namespace is "
-                    "terminating, so the Trigger is released and the provider trigger is left in place",
+                self._orphaned(
+                    p,
+                    spec.provider,
+                    ext or "(from an interrupted create)",
+                    "delete_timeout",
+                    f"could not delete it ({message}) within the delete timeout of a terminating "
+                    "namespace, so the Trigger is released",
                 )
                 return "orphaned"
             status["conditions"] = set_condition(
@@ -968,6 +1000,14 @@ class Reconciler:
             obj, "Normal", "Deleted", f"deleted {spec.provider} trigger {ext or '(pending)'}"
         )
         return "deleted"
+
+    def _orphaned(self, p: _Pass, provider: str, ext: str, reason: str, why: str) -> None:
+        """A provider trigger left in place is never silent: a metric, a log line, an Event if it can."""
+        ORPHANED.labels(provider, reason).inc()
+        message = f"{provider} trigger {ext} is left at the provider: {why}"
+        level = logging.INFO if reason == "policy" else logging.WARNING
+        log.log(level, "%s: Orphaned: %s", p.ref, message, extra={"trigger": p.ref})
+        self.kube.emit_event(p.obj, "Normal" if reason == "policy" else "Warning", "Orphaned", message)
 
     def _delete_overdue(self, obj: Mapping[str, Any]) -> bool:
         left = self._delete_time_left(obj)

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     credentials_poll: Seconds = Field(
         default=15.0, gt=0, description="Re-read a missing or failing credentials Secret."
     )
+    credentials_sweep: Seconds = Field(
+        default=300.0,
+        gt=0,
+        description="How often held credentials Secrets that no Trigger uses any more are released "
+        "(after a crash or a downtime; a Trigger's deletion releases its Secret at once).",
+    )
     delete_timeout: Seconds = Field(
         default=120.0,
         description="After this, a Trigger in a terminating namespace whose delete fails is orphaned.",

@@ -121,14 +121,18 @@ def test_defaults_install_the_operator_cluster_wide(renders: dict[str, list[Obj]
     objects = renders["defaults"]
     assert sorted((o["kind"], o["metadata"]["name"]) for o in objects) == [
         ("ClusterRole", "cloudtriggers"),
+        ("ClusterRole", "cloudtriggers-release-credentials"),  # the uninstall hook's
         ("ClusterRoleBinding", "cloudtriggers"),
+        ("ClusterRoleBinding", "cloudtriggers-release-credentials"),
         ("CustomResourceDefinition", "triggers.cloudtriggers.io"),
         ("Deployment", "cloudtriggers"),
+        ("Job", "cloudtriggers-release-credentials"),
         ("PodDisruptionBudget", "cloudtriggers"),
         ("Role", "cloudtriggers-leader-election"),
         ("RoleBinding", "cloudtriggers-leader-election"),
         ("Service", "cloudtriggers-metrics"),
         ("ServiceAccount", "cloudtriggers"),
+        ("ServiceAccount", "cloudtriggers-release-credentials"),
     ]
     for o in objects:
         if o["kind"] not in ("CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding"):
@@ -213,7 +217,7 @@ def test_namespaced_values(renders: dict[str, list[Obj]]) -> None:
         },
     }
     assert (
-        one(objects, "ServiceAccount")["metadata"]["annotations"]
+        one(objects, "ServiceAccount", RELEASE)["metadata"]["annotations"]
         == NAMESPACED["serviceAccount"]["annotations"]
     )
 
@@ -238,7 +242,10 @@ def test_service_monitor_scrapes_the_metrics_service(renders: dict[str, list[Obj
 
 def test_minimal_values_leave_out_the_optional_objects(renders: dict[str, list[Obj]]) -> None:
     objects = renders["minimal"]
-    assert sorted(o["kind"] for o in objects) == ["CustomResourceDefinition", "Deployment"]
+    assert sorted(o["kind"] for o in objects) == ["CustomResourceDefinition", "Deployment", "Job"]
+    # The uninstall hook runs as the user's own ServiceAccount, which outlives the release.
+    job = one(objects, "Job")["spec"]["template"]["spec"]
+    assert job["serviceAccountName"] == "platform-operators"
     deployment = one(objects, "Deployment")
     # Without leader election two pods must never overlap, not even during an update.
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
@@ -323,6 +330,28 @@ def test_rbac_rules_name_no_wildcards(renders: dict[str, list[Obj]]) -> None:
             for rule in role["rules"]:
                 for field in ("apiGroups", "resources", "verbs", "resourceNames"):
                     assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
+
+
+def test_uninstall_releases_the_credentials_secrets(renders: dict[str, list[Obj]]) -> None:
+    """helm uninstall runs `cloudtriggers release-credentials` after the operator is gone (post-delete),
+    with its own ServiceAccount and RBAC (the release's are deleted by then); test_rbac checks that
+    they grant exactly what the command uses."""
+    for name, objects in renders.items():
+        job = one(objects, "Job")
+        assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-delete", name
+        [c] = job["spec"]["template"]["spec"]["containers"]
+        assert c["image"] == container(objects)["image"]
+        assert c["args"][:3] == ["release-credentials", "--settle", c["args"][2]]
+        assert float(c["args"][2]) > one(objects, "Deployment")["spec"]["template"]["spec"].get(
+            "terminationGracePeriodSeconds", 30
+        )
+        hooks = [o for o in objects if (o["metadata"].get("annotations") or {}).get("helm.sh/hook")]
+        assert {o["metadata"]["annotations"]["helm.sh/hook"] for o in hooks} == {"post-delete"}
+    namespaced = one(renders["namespaced"], "Job")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert namespaced[3:] == ["--namespace", "apps", "--namespace", "ci"]
+    assert helm_template({"releaseCredentialsOnUninstall": False}) == [
+        o for o in renders["defaults"] if not (o["metadata"].get("annotations") or {}).get("helm.sh/hook")
+    ]
 
 
 def test_notes_tell_how_to_check_upgrade_and_uninstall() -> None:

@@ -32,6 +32,8 @@ from deploykit import (
     one,
 )
 
+from cloudtriggers.credentials import release_all
+from cloudtriggers.kube import SECRET_FINALIZER, KubeClient
 from cloudtriggers.leader import LeaseElector
 from cloudtriggers.runner import build_operator
 from cloudtriggers.sandbox.gitlab import MAINTAINER
@@ -41,6 +43,8 @@ from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.settings import Settings
 
 SCENARIO_AGENT = "cloudtriggers-rbac-scenario"  # the test's own requests, left out of the recording
+HOOK_AGENT = "cloudtriggers-release-credentials-hook"
+HOOK_ACCOUNT = f"{RELEASE}-release-credentials"
 APPS = "apps"
 DEFAULT_CREDENTIALS = ("ops", "gitlab-default")  # outside the watched namespace on purpose
 MODES = {"cluster-wide": [], "namespaced": [APPS]}
@@ -109,10 +113,12 @@ class RecordingWorld(LocalWorld):
         self.operator.start()
         return self.parts
 
-    def accesses(self) -> set[Access]:
+    def accesses(self, agent: str | None = None) -> set[Access]:
+        """The operator's accesses, or (agent) those of the requests sent with that User-Agent."""
         used = set()
-        for method, path, query, agent in self.emulator.log[self.first_request :]:
-            if agent != SCENARIO_AGENT and not is_discovery(path):
+        for method, path, query, sent_by in self.emulator.log[self.first_request :]:
+            mine = sent_by == agent if agent else sent_by not in (SCENARIO_AGENT, HOOK_AGENT)
+            if mine and not is_discovery(path):
                 used.add(access_of(method, path, query))
         return used
 
@@ -171,9 +177,11 @@ def run_scenario(w: RecordingWorld, lease_name: str, lease_namespace: str) -> No
     # Missing credentials.
     w.create_trigger(w.trigger_obj("no-creds", credentials="later"))
     w.reason("no-creds", "CredentialsMissing")
-    # Delete: the provider trigger, then the finalizer.
+    # Delete: the provider trigger, then the finalizer; then the credentials Secret is released.
+    assert held(w, "gl")
     w.delete_trigger(APPS, "web")
     wait_for(lambda: w.trigger(APPS, "web") is None, what="web to be deleted")
+    wait_for(lambda: not held(w, "gl"), what="the credentials Secret to be released")
     # A delete that keeps failing (GitLab answers 503): the operator asks whether the namespace terminates.
     w.create_trigger(w.trigger_obj("stuck"))
     w.reason("stuck", "Available")
@@ -190,6 +198,11 @@ def run_scenario(w: RecordingWorld, lease_name: str, lease_namespace: str) -> No
     assert not standby.try_acquire_or_renew()
     leader.release()
     assert standby.try_acquire_or_renew()
+
+
+def held(w: RecordingWorld, secret: str) -> bool:
+    finalizers = ((w.kube.get("v1/secrets", APPS, secret) or {}).get("metadata") or {}).get("finalizers")
+    return SECRET_FINALIZER in (finalizers or [])
 
 
 @pytest.fixture(scope="module", params=list(MODES))
@@ -213,16 +226,39 @@ def recorded(request: pytest.FixtureRequest) -> Iterator[tuple[str, set[Access],
         namespaces=namespaces,
         default_credentials_secret="/".join(DEFAULT_CREDENTIALS),
         credentials_poll=0.5,
+        credentials_sweep=0.5,  # the sweep lists the held credentials Secrets during the scenario
     )
     world = RecordingWorld(settings, namespaces).start()
     try:
         run_scenario(world, lease_name, NAMESPACE)
+        world.stop_operator()
+        # helm uninstall's post-delete hook, as the Job runs it.
+        assert held(world, "gl")  # "stuck" still uses it
+        hook = KubeClient(kube_client(world.kube.url))
+        hook.user_agent = HOOK_AGENT
+        assert release_all(hook, namespaces, say=lambda _: None) == 1
+        assert not held(world, "gl")
     finally:
         world.stop()
     used = world.accesses()
     if namespaces:
         used |= kopf_namespaced_scanning()
+    HOOK_USES[mode] = world.accesses(HOOK_AGENT)
     yield mode, used, rendered
+
+
+HOOK_USES: dict[str, set[Access]] = {}
+
+
+def test_the_uninstall_hook_is_granted_exactly_what_it_uses(
+    recorded: tuple[str, set[Access], list[dict[str, Any]]],
+) -> None:
+    mode, _, rendered = recorded
+    used = HOOK_USES[mode]
+    assert Access("patch", "", "secrets", APPS, "gl") in used
+    grants = grants_for(rendered, HOOK_ACCOUNT, NAMESPACE)
+    assert sorted(str(a) for a in used if not any(g.allows(a) for g in grants)) == []
+    assert [str(g) for g in grants if not any(g.allows(a) for a in used)] == []
 
 
 def test_the_scenario_reached_the_operators_api_calls(recorded: tuple[str, set[Access], Any]) -> None:
@@ -236,6 +272,9 @@ def test_the_scenario_reached_the_operators_api_calls(recorded: tuple[str, set[A
         Access("create", "", "secrets", APPS, None),
         Access("patch", "", "secrets", APPS, "web-trigger"),
         Access("get", "", "secrets", *DEFAULT_CREDENTIALS),
+        Access("list", "", "secrets", scope, None),  # the sweep of held credentials Secrets
+        Access("patch", "", "secrets", APPS, "gl"),  # held while a Trigger uses it
+        Access("list", "cloudtriggers.io", "triggers", APPS, None),  # who still uses it, before a release
         Access("create", "", "events", APPS, None),
         Access("get", "", "namespaces", None, APPS),
         Access("create", "coordination.k8s.io", "leases", NAMESPACE, None),

@@ -88,7 +88,7 @@ class CrashPlan:
 
     def install(self, parts: OperatorParts) -> None:
         r = parts.runtime.reconciler
-        r.kube = CrashingKube(r.kube, self)
+        r.kube = r.guard.kube = CrashingKube(r.kube, self)
         r.providers = {k: CrashingProvider(v, self) for k, v in r.providers.items()}  # type: ignore[misc]
 
 
@@ -108,6 +108,26 @@ class CrashingKube:
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         self.plan.check()
         return self.inner.read_secret(namespace, name)  # type: ignore[no-any-return]
+
+    def read_credentials(self, namespace: str, name: str) -> Any:
+        self.plan.check()
+        return self.inner.read_credentials(namespace, name)
+
+    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool:
+        self.plan.step("hold secret")
+        return self.inner.hold_secret(namespace, name, resource_version)  # type: ignore[no-any-return]
+
+    def release_secret(self, namespace: str, name: str) -> bool:
+        self.plan.step("release secret")
+        return self.inner.release_secret(namespace, name)  # type: ignore[no-any-return]
+
+    def list_triggers(self, namespace: str) -> list[dict[str, Any]]:
+        self.plan.check()
+        return self.inner.list_triggers(namespace)  # type: ignore[no-any-return]
+
+    def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]:
+        self.plan.check()
+        return self.inner.list_held_secrets(namespaces)  # type: ignore[no-any-return]
 
     def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None:
         self.plan.step("secret")
@@ -159,7 +179,7 @@ class ProviderKit:
     """How one provider's world is set up, changed and inspected."""
 
     name: str
-    setup: Callable[[LocalWorld], None]
+    prepare: Callable[[LocalWorld], dict[str, str]]  # the provider's account; its credentials Secret data
     block: Callable[[LocalWorld], dict[str, Any]]
     update: dict[str, Any]  # an in-place change of the block (None: the provider has none)
     replace: dict[str, Any]  # a change that replaces the provider object
@@ -167,48 +187,43 @@ class ProviderKit:
     calls: Callable[[LocalWorld], int]
     secret: str = ""  # credentials Secret name
 
+    def setup(self, w: LocalWorld) -> None:
+        w.apply_secret(NS, "creds", self.prepare(w))
 
-def _gitlab_setup(w: LocalWorld) -> None:
+
+def _gitlab_prepare(w: LocalWorld) -> dict[str, str]:
     user = w.gitlab.add_user("bot")
     w.gitlab.add_project("group/web", {"bot": MAINTAINER})
     w.gitlab.add_project("group/api", {"bot": MAINTAINER})
-    w.apply_secret(NS, "creds", {"token": user.token})
+    return {"token": user.token}
 
 
 def _gitlab_objects(w: LocalWorld) -> list[tuple[str, str | None]]:
     return [(str(t["id"]), t["token"]) for p in ("group/web", "group/api") for t in w.gitlab.triggers(p)]
 
 
-def _ack_setup(w: LocalWorld) -> None:
+def _ack_prepare(w: LocalWorld) -> dict[str, str]:
     w.ack.add_account("bot")
     cid = w.ack.add_cluster("bot", applications=("default/web", "default/api"))
     w.ack_cluster = cid  # type: ignore[attr-defined]
     key = w.ack.issue_sts("bot")
-    w.apply_secret(
-        NS,
-        "creds",
-        {
-            "accessKeyId": key.access_key_id,
-            "accessKeySecret": key.access_key_secret,
-            "securityToken": key.security_token,
-        },
-    )
+    return {
+        "accessKeyId": key.access_key_id,
+        "accessKeySecret": key.access_key_secret,
+        "securityToken": key.security_token,
+    }
 
 
-def _swr_setup(w: LocalWorld) -> None:
+def _swr_prepare(w: LocalWorld) -> dict[str, str]:
     account = w.swr.add_account("bot")
     w.swr.add_repository("group", "team/web")
-    w.apply_secret(
-        NS,
-        "creds",
-        {"accessKey": account.access_key, "secretKey": account.secret_key, "projectId": account.project_id},
-    )
+    return {"accessKey": account.access_key, "secretKey": account.secret_key, "projectId": account.project_id}
 
 
 KITS: dict[str, ProviderKit] = {
     "gitlab": ProviderKit(
         name="gitlab",
-        setup=_gitlab_setup,
+        prepare=_gitlab_prepare,
         block=lambda w: {"url": w.gitlab.url, "project": "group/web"},
         update={"description": "redeploy, changed"},
         replace={"project": "group/api"},
@@ -217,7 +232,7 @@ KITS: dict[str, ProviderKit] = {
     ),
     "ack": ProviderKit(
         name="ack",
-        setup=_ack_setup,
+        prepare=_ack_prepare,
         block=lambda w: {
             "regionId": "cn-beijing",
             "clusterId": w.ack_cluster,  # type: ignore[attr-defined]
@@ -231,7 +246,7 @@ KITS: dict[str, ProviderKit] = {
     ),
     "swr": ProviderKit(
         name="swr",
-        setup=_swr_setup,
+        prepare=_swr_prepare,
         block=lambda w: {
             "region": "cn-north-4",
             "organization": "group",

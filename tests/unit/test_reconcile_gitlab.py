@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from cloudtriggers.metrics import ORPHANED
 from cloudtriggers.models import token_sha256
 from cloudtriggers.providers.base import AccountLimiter
 from cloudtriggers.providers.gitlab import GitLabProvider
@@ -293,15 +294,132 @@ def test_throttled_waits_what_retry_after_says(world: World) -> None:
 def test_delete_that_cannot_authenticate_retries_then_orphans_in_terminating_namespace(world: World) -> None:
     world.kube.apply(NS, "web", world.spec())
     world.rec.reconcile(NS, "web")
+    world.kube.release_secret(NS, "gl")
     del world.kube.secrets[(NS, "gl")]
     obj = world.kube.get_trigger(NS, "web")
     assert obj is not None
+    rec = Reconciler(world.kube, world.rec.providers, Settings())  # restarted: no credentials kept
     with pytest.raises(Retry):
-        world.rec.finalize(obj)
+        rec.finalize(obj)
     world.kube.terminating.add(NS)
     obj["metadata"]["deletionTimestamp"] = "2000-01-01T00:00:00Z"
-    assert world.rec.finalize(obj) == "orphaned"
-    assert any(e["reason"] == "Orphaned" and e["type"] == "Warning" for e in world.kube.events)
+    before = ORPHANED.labels("gitlab", "delete_timeout")._value.get()
+    assert rec.finalize(obj) == "orphaned"
+    assert ORPHANED.labels("gitlab", "delete_timeout")._value.get() == before + 1
+    orphaned = [e for e in world.kube.events if e["reason"] == "Orphaned"]
+    assert orphaned and orphaned[0]["type"] == "Warning"
+    ext = world.kube.status(NS, "web")["externalId"]
+    assert f"gitlab trigger {ext} is left at the provider" in orphaned[0]["message"]
+    assert len(world.sb.triggers(world.pid)) == 1  # it is really still there
+
+
+def test_delete_after_the_secret_went_uses_the_last_good_credentials(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    world.kube.release_secret(NS, "gl")
+    del world.kube.secrets[(NS, "gl")]
+    obj = world.kube.get_trigger(NS, "web")
+    assert obj is not None
+    assert world.rec.finalize(obj) == "deleted"
+    assert world.sb.triggers(world.pid) == []
+
+
+def test_the_credentials_secret_is_held_before_the_first_create(world: World) -> None:
+    held_at_create: list[bool] = []
+    create = world.rec.providers["gitlab"].create
+
+    def spy(target: Any) -> Any:
+        held_at_create.append(world.kube.secrets[(NS, "gl")]["held"])
+        return create(target)
+
+    world.rec.providers["gitlab"].create = spy  # type: ignore[method-assign]
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    assert held_at_create == [True]
+
+
+def test_a_secret_deleted_on_purpose_stays_until_its_last_trigger_is_finalized(world: World) -> None:
+    world.kube.apply(NS, "a", world.spec())
+    world.kube.apply(NS, "b", world.spec())  # two Triggers share the Secret
+    world.rec.reconcile(NS, "a")
+    world.rec.reconcile(NS, "b")
+    world.kube.delete_secret(NS, "gl")
+    assert world.kube.secrets[(NS, "gl")]["deleting"]  # held: only marked for deletion
+
+    out = world.rec.reconcile(NS, "a")  # still works, and says so
+    assert out.reason == "Available"
+    ready = world.kube.cond(NS, "a")
+    assert ready["status"] == "True" and f"credentials Secret {NS}/gl is being deleted" in ready["message"]
+    assert world.kube.reasons().count("CredentialsDeleting") == 1
+    world.rec.reconcile(NS, "a")
+    assert world.kube.reasons().count("CredentialsDeleting") == 1  # one Warning per transition
+
+    guard = world.rec.guard
+    for name in ("a", "b"):
+        obj = world.kube.get_trigger(NS, name)
+        assert obj is not None
+        guard.note(obj["metadata"]["uid"], obj)
+        assert world.rec.finalize(obj) == "deleted"
+        obj["metadata"].update(finalizers=[], deletionTimestamp="2026-01-01T00:00:00Z")
+        world.kube.triggers[(NS, name)] = obj  # finalized, not yet gone
+        guard.drop(obj["metadata"]["uid"])
+        assert guard.release_if_unused((NS, "gl")) is (name == "b")
+        del world.kube.triggers[(NS, name)]
+    assert (NS, "gl") not in world.kube.secrets  # released, so the API server let it go
+    assert world.sb.triggers(world.pid) == []
+
+
+def test_a_secret_being_deleted_before_it_was_held_makes_no_new_trigger(world: World) -> None:
+    world.kube.secrets[(NS, "gl")]["deleting"] = True  # e.g. a namespace deletion raced the Trigger
+    world.kube.apply(NS, "web", world.spec())
+    out = world.rec.reconcile(NS, "web")
+    assert out.reason == "CredentialsMissing"
+    assert "no new gitlab trigger is made with it" in world.kube.cond(NS, "web")["message"]
+    assert world.sb.triggers(world.pid) == [] and "pendingCreate" not in world.kube.status(NS, "web")
+
+
+def test_switching_secret_releases_the_old_one_once_unused(world: World) -> None:
+    world.kube.put_secret(NS, "gl2", {"token": world.alice.token})
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    guard = world.rec.guard
+    obj = world.kube.get_trigger(NS, "web")
+    assert obj is not None
+    uid = obj["metadata"]["uid"]
+    assert guard.note(uid, obj) is None
+    world.kube.apply(NS, "web", world.spec(credentialsSecretRef={"name": "gl2"}))
+    world.rec.reconcile(NS, "web")
+    obj = world.kube.get_trigger(NS, "web")
+    assert obj is not None
+    assert guard.note(uid, obj) == (NS, "gl")  # the Secret it stopped using, for a release check
+    assert guard.release_if_unused((NS, "gl")) is True
+    assert guard.release_if_unused((NS, "gl2")) is False
+    assert not world.kube.secrets[(NS, "gl")]["held"] and world.kube.secrets[(NS, "gl2")]["held"]
+
+
+def test_sweep_releases_what_a_downtime_left_held(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    del world.kube.triggers[(NS, "web")]  # deleted while no operator watched
+    rec = Reconciler(world.kube, world.rec.providers, Settings())
+    assert rec.guard.sweep() == 1
+    assert not world.kube.secrets[(NS, "gl")]["held"]
+
+
+def test_a_release_that_races_a_new_user_holds_the_secret_again(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    guard = world.rec.guard
+    release = world.kube.release_secret
+
+    def racing(namespace: str, name: str) -> bool:
+        world.kube.apply(NS, "late", world.spec())  # appears between the LIST and the release
+        return release(namespace, name)
+
+    del world.kube.triggers[(NS, "web")]
+    world.kube.release_secret = racing  # type: ignore[method-assign]
+    assert guard.release_if_unused((NS, "gl")) is False
+    assert world.kube.secrets[(NS, "gl")]["held"]
 
 
 def test_foreign_secret_is_never_overwritten(world: World) -> None:

@@ -70,10 +70,12 @@ against the API requests the operator makes.
 - apiGroups: ["cloudtriggers.io"]
   resources: ["triggers/status"]
   verbs: ["patch"]
-# Read credentials; create and update the output Secrets (token, url), which the Trigger owns.
+# Read credentials; create and update the output Secrets (token, url), which the Trigger owns; hold
+# a credentials Secret (our finalizer and label) while a Trigger uses it. list: the sweep finds the
+# held ones by label, reading their metadata only.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
