@@ -109,9 +109,9 @@ class FakeKube:
         s = self.secrets.get((namespace, name))
         return CredentialsSecret(dict(s["data"]), s["rv"], s["held"], s["deleting"]) if s else None
 
-    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool:
+    def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool:
         s = self.secrets.get((namespace, name))
-        if s is None or s["rv"] != resource_version or s["deleting"]:
+        if s is None or s["rv"] != secret.resource_version or s["deleting"]:
             return False
         if not s["held"]:
             s["held"] = True

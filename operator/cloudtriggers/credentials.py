@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from .kube import CredentialsSecret, Kube
@@ -94,9 +95,9 @@ class CredentialsGuard:
         for _ in range(3):
             if secret.held or secret.deleting:
                 return secret
-            if self.kube.hold_secret(*key, secret.resource_version):
+            if self.kube.hold_secret(*key, secret):
                 log.info("holding credentials Secret %s/%s while Triggers use it", *key)
-                return CredentialsSecret(secret.data, secret.resource_version, True, False)
+                return replace(secret, held=True)
             got = self.kube.read_credentials(*key)
             if got is None:
                 return secret  # gone in between; the pass goes on with what it read

@@ -39,6 +39,8 @@ class CredentialsSecret:
     resource_version: str
     held: bool  # carries our finalizer
     deleting: bool  # has a deletionTimestamp (readable until its finalizers go)
+    finalizers: tuple[str, ...] = ()
+    labelled: bool = False  # has any label (a JSON patch adds to the map, or creates it)
 
 
 class SecretConflict(Exception):
@@ -54,7 +56,7 @@ class Kube(Protocol):
     def patch_trigger_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None: ...
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None: ...
-    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool: ...
+    def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool: ...
     def release_secret(self, namespace: str, name: str) -> bool: ...
     def list_triggers(self, namespace: str) -> list[dict[str, Any]]: ...
     def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]: ...
@@ -151,37 +153,36 @@ class KubeClient:
         data = {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
         data.update(s.get("stringData") or {})
         meta = s.get("metadata") or {}
+        finalizers = tuple(meta.get("finalizers") or ())
         return CredentialsSecret(
             data=data,
             resource_version=str(meta.get("resourceVersion") or ""),
-            held=SECRET_FINALIZER in (meta.get("finalizers") or []),
+            held=SECRET_FINALIZER in finalizers,
             deleting=bool(meta.get("deletionTimestamp")),
+            finalizers=finalizers,
+            labelled=bool(meta.get("labels")),
         )
 
-    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool:
-        """Add our finalizer and label, if the Secret is still at `resource_version`. False when it
-        changed or went in between (the caller reads it again)."""
-        path = self._secret_path(namespace, name)
-        current = self._request("GET", path)
-        if current is None:
-            return False
-        meta = current.get("metadata") or {}
-        if meta.get("resourceVersion") != resource_version or meta.get("deletionTimestamp"):
-            return False
-        if SECRET_FINALIZER in (meta.get("finalizers") or []):
+    def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool:
+        """Add our finalizer and label to the Secret as it was read, if it is still at that
+        resourceVersion. False when it changed or went in between (the caller reads it again)."""
+        if secret.held:
             return True
+        finalizers = [*secret.finalizers, SECRET_FINALIZER]
         ops: list[dict[str, Any]] = [
-            {"op": "test", "path": "/metadata/resourceVersion", "value": resource_version}
+            {"op": "test", "path": "/metadata/resourceVersion", "value": secret.resource_version},
+            {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
         ]
-        if meta.get("finalizers"):
-            ops.append({"op": "add", "path": "/metadata/finalizers/-", "value": SECRET_FINALIZER})
-        else:
-            ops.append({"op": "add", "path": "/metadata/finalizers", "value": [SECRET_FINALIZER]})
-        if meta.get("labels"):
+        if secret.labelled:
             ops.append({"op": "add", "path": "/metadata/labels/" + _pointer(SECRET_LABEL), "value": "true"})
         else:
             ops.append({"op": "add", "path": "/metadata/labels", "value": {SECRET_LABEL: "true"}})
-        return self._json_patch(path, ops)
+        try:
+            return self._json_patch(self._secret_path(namespace, name), ops)
+        except KubeApiError as e:
+            if e.status == 404:
+                return False
+            raise
 
     def release_secret(self, namespace: str, name: str) -> bool:
         """Remove our finalizer and label (with a resourceVersion test). False when the Secret

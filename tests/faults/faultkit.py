@@ -113,9 +113,9 @@ class CrashingKube:
         self.plan.check()
         return self.inner.read_credentials(namespace, name)
 
-    def hold_secret(self, namespace: str, name: str, resource_version: str) -> bool:
+    def hold_secret(self, namespace: str, name: str, secret: Any) -> bool:
         self.plan.step("hold secret")
-        return self.inner.hold_secret(namespace, name, resource_version)  # type: ignore[no-any-return]
+        return self.inner.hold_secret(namespace, name, secret)  # type: ignore[no-any-return]
 
     def release_secret(self, namespace: str, name: str) -> bool:
         self.plan.step("release secret")
