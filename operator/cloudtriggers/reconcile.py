@@ -498,7 +498,7 @@ class Reconciler:
         provider = self.providers[spec.provider]
         target = self._target(p, spec, creds)
         account = account_key(spec.provider, _endpoint_of(spec.block), creds)
-        verdict = self.breaker.admit(account, uid, secret_ref[2] if secret_ref else "")
+        verdict = self.breaker.admit(account, uid, _creds_version(creds, secret_ref))
         if verdict is not None:
             # No provider call: the circuit of these credentials is open, or others probe them first.
             delay = verdict.retry_in * random.uniform(1.0, 1.25)
@@ -944,7 +944,7 @@ class Reconciler:
             creds, secret_ref = self._credentials(p, spec, deleting=True)
             target = self._target(p, spec, creds)
             account = account_key(spec.provider, _endpoint_of(spec.block), creds)
-            verdict = self.breaker.admit(account, uid, secret_ref[2] if secret_ref else "")
+            verdict = self.breaker.admit(account, uid, _creds_version(creds, secret_ref))
             if verdict is not None:
                 raise _Blocked(verdict)
             if status.get("pendingDelete"):
@@ -1045,6 +1045,14 @@ class _CredentialsMissing(Exception):
 def _endpoint_of(block: Any) -> str:
     """Where a Trigger's calls go: GitLab's url, or an ACK/SWR endpoint override ("" = the official one)."""
     return str(getattr(block, "url", None) or getattr(block, "endpoint", None) or "")
+
+
+def _creds_version(creds: Mapping[str, str], secret_ref: tuple[str, str, str] | None) -> str:
+    """What the circuit breaker compares: the credentials themselves, not the Secret's
+    resourceVersion, which also moves when only metadata changes (our finalizer going on)."""
+    if secret_ref is None:
+        return ""
+    return hashlib.sha256("\0".join(f"{k}={v}" for k, v in sorted(creds.items())).encode()).hexdigest()[:16]
 
 
 def _same_endpoint(a: str, b: str) -> bool:

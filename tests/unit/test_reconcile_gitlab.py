@@ -214,6 +214,26 @@ def test_bad_token_is_credentials_invalid_with_slow_retry(world: World) -> None:
     assert delays[-1] > delays[0]  # and backing off
 
 
+
+def test_open_circuit_survives_a_metadata_only_change_of_the_secret(world: World) -> None:
+    # Holding the Secret (our finalizer going on) moves its resourceVersion; the credentials did not
+    # change, so the circuit must stay open: else every Trigger of a bad key gets a fresh wave.
+    world.kube.put_secret(NS, "gl", {"token": "glpat-wrong-token-000000"})
+    for name in ("a", "b", "c", "d"):
+        world.kube.apply(NS, name, world.spec())
+    for name in ("a", "b", "c"):
+        world.rec.reconcile(NS, name)
+    failed = len(world.sb.calls())
+    assert world.kube.secrets[(NS, "gl")]["held"]
+    world.kube.secrets[(NS, "gl")]["rv"] = "999"  # e.g. a label added by someone else
+    world.rec.reconcile(NS, "d")
+    assert len(world.sb.calls()) == failed
+    assert world.kube.cond(NS, "d")["reason"] == "CredentialsInvalid"
+    # New data is new credentials: the circuit closes at once.
+    world.kube.put_secret(NS, "gl", {"token": world.alice.token})
+    world.rec.reconcile(NS, "d")
+    assert world.kube.cond(NS, "d")["status"] == "True"
+
 def test_lost_create_response_adopts_instead_of_creating_twice(world: World) -> None:
     world.kube.apply(NS, "web", world.spec())
     world.sb.faults.drop_after_create = 1
