@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--no-shape", action="store_true", help="skip the shape floor (bench/shape.py)")
     p.add_argument("--no-restart", action="store_true", help="skip the restart phase")
     p.add_argument("--no-steady", action="store_true", help="skip the steady-state phase")
+    p.add_argument("--no-namespace", action="store_true", help="skip the namespace-deletion phase")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     a = p.parse_args()
@@ -53,6 +54,7 @@ def main() -> None:
         shape=not a.no_floor and not a.no_shape,
         restart=not a.no_restart,
         steady=not a.no_steady,
+        namespace=not a.no_namespace,
     )
     result = run(cfg)
     save(result, a.out)

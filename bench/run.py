@@ -71,6 +71,7 @@ class Config:
     shape: bool = True  # also run bench/shape.py: kopf + our handlers and Kubernetes calls, no logic
     restart: bool = True
     steady: bool = True
+    namespace: bool = True  # last: delete the namespace, time until it is gone, provider triggers left
     timeout: float = 600.0
     repeat: int = 1  # create phases (and floors) run this many times; the median run is reported
 
@@ -95,10 +96,11 @@ class World:
         self.mix = {k: v for k, v in (mix or {"gitlab": 1}).items() if v}
         # Round-robin over the mix, each provider as often as its weight.
         self.deal = [p for p in PROVIDERS for _ in range(self.mix.get(p, 0))]
-        self.kube = KubeServer().start()
+        self.kube = KubeServer(install_crd=False).start()
         self.api = kube_client(self.kube.url)
         self.api.user_agent = BENCH_UA
         k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
+        k8s.CoreV1Api(self.api).create_namespace({"metadata": {"name": NS}})  # type: ignore[arg-type]
         self.sandboxes: dict[str, Any] = {}
         self.specs: dict[str, dict[str, Any]] = {}
         credentials: dict[str, dict[str, str]] = {}
@@ -199,6 +201,21 @@ class World:
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(create, range(n)))
         return started
+
+    def provider_objects(self) -> int:
+        """Provider triggers alive in the sandboxes."""
+        count = 0
+        for provider, sandbox in self.sandboxes.items():
+            if provider == "gitlab":
+                count += len(sandbox.triggers("group/web"))
+            elif provider == "ack":
+                count += len(sandbox.triggers("c" + "0" * 32))
+            else:
+                count += len(sandbox.triggers("group", "team/web"))
+        return count
+
+    def namespace_gone(self) -> bool:
+        return self.kube.get("v1/namespaces", None, NS) is None
 
     def ready_names(self) -> set[str]:
         """Names of the Ready Triggers, read in the emulator's loop without copying any object: the
@@ -386,6 +403,33 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
     )
 
 
+def _namespace_phase(world: World, proc: Proc, cfg: Config) -> Phase:
+    """`kubectl delete namespace` of the namespace holding every Trigger and credentials Secret: the
+    emulated namespace controller deletes its content in a random order (sandbox/namespaces.py)."""
+    before = world.provider_objects()
+    mark = world.request_mark()
+    t0 = time.monotonic()
+    k8s.CoreV1Api(world.api).delete_namespace(NS)
+    deadline = t0 + cfg.timeout
+    while not world.namespace_gone():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"namespace {NS} still there after {cfg.timeout} s")
+        time.sleep(0.1)
+    seconds = time.monotonic() - t0
+    orders = world.kube.emulator.namespace_orders
+    return Phase(
+        seconds=round(seconds, 3),
+        kube_requests=round(world.operator_requests(mark) / cfg.n, 2),
+        peak_rss_mib=round(proc.peak_rss_mib(), 1),
+        cpu_seconds=round(proc.cpu_seconds(), 2),
+        extra={
+            "provider_triggers_before": before,
+            "provider_triggers_left": world.provider_objects(),
+            "seed": orders[0][1] if orders else None,
+        },
+    )
+
+
 def run_operator(cfg: Config) -> dict[str, Phase]:
     world = World(cfg.latency, cfg.mix)
     phases: dict[str, Phase] = {}
@@ -396,6 +440,8 @@ def run_operator(cfg: Config) -> dict[str, Phase]:
             phases["restart"], proc = _restart_phase(world, proc, cfg)
         if cfg.steady:
             phases["steady"], proc = _steady_phase(world, proc, cfg)
+        if cfg.namespace:
+            phases["namespace"] = _namespace_phase(world, proc, cfg)
     finally:
         proc.stop()
         world.close()
@@ -412,7 +458,10 @@ def run_floor(cfg: Config, script: Path = FLOOR) -> Phase:
         world.dir / f"{script.stem}.log",
     )
     try:
-        return _create_phase(world, proc, cfg)
+        phase = _create_phase(world, proc, cfg)
+        if cfg.namespace:
+            phase.extra["namespace_seconds"] = _namespace_phase(world, proc, cfg).seconds
+        return phase
     finally:
         proc.stop()
         world.close()
@@ -438,7 +487,7 @@ def run(cfg: Config) -> dict[str, Any]:
         },
     }
     phases = run_operator(cfg)
-    once = replace(cfg, restart=False, steady=False)
+    once = replace(cfg, restart=False, steady=False, namespace=False)
     phases["create"] = _median(
         [phases["create"], *(run_operator(once)["create"] for _ in range(cfg.repeat - 1))]
     )
@@ -522,6 +571,19 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(
             "| steady state: provider calls per minute (expected N / resync) | "
             f"{calls_s['per_minute']} ({calls_s['expected_per_minute']}), spread CV {s['extra']['cv']} | | |"
+        )
+    if "namespace" in ct:
+        ns = ct["namespace"]["extra"]
+
+        def ns_seconds(d: dict[str, Any]) -> str:
+            got = (d.get("extra") or {}).get("namespace_seconds")
+            return f"{got} s" if got is not None else "-"
+
+        row(
+            "namespace deletion: time until gone / provider triggers left",
+            f"{ct['namespace']['seconds']} s / "
+            f"{ns['provider_triggers_left']} of {ns['provider_triggers_before']}",
+            ns_seconds,
         )
     return "\n".join(rows) + "\n"
 

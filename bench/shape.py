@@ -50,7 +50,7 @@ def create_pass(obj: dict[str, Any]) -> None:
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
     kube.read_secret(ns, obj["spec"]["credentialsSecretRef"]["name"])
-    kube.patch_trigger_status(ns, name, {"pendingCreate": {"startedAt": now_rfc3339()}})
+    kube.patch_trigger_status(ns, name, {"pendingCreate": {"startedAt": now_rfc3339(), "provider": "gitlab"}})
     kube.write_output_secret(obj, f"{name}-trigger", {"token": "t" * 20})
     ready = {"type": "Ready", "status": "True", "reason": "Available", "message": ""}
     kube.patch_trigger_status(ns, name, {"pendingCreate": None, "externalId": "1", "conditions": [ready]})

@@ -40,8 +40,14 @@ def test_every_phase_of_a_small_mixed_run(tmp_path: Path) -> None:
     steady = ct["steady"]
     assert steady["provider_calls"]["expected_per_minute"] == 9 / 5.0 * 60
     assert steady["provider_calls"]["per_minute"] > 0 and steady["extra"]["writes"] == 0
+    # Deleting the namespace deletes every provider trigger (the emulated namespace controller).
+    namespace = ct["namespace"]
+    assert namespace["extra"]["provider_triggers_before"] == 9
+    assert namespace["extra"]["provider_triggers_left"] == 0
+    assert namespace["seconds"] > 0
     floor = result["floor"]
     assert floor["seconds"] > 0 and floor["kube_requests"] >= 1
+    assert floor["extra"]["namespace_seconds"] > 0
     assert result["ratio_to_floor"] == round(create["seconds"] / floor["seconds"], 2)
 
     save(result, tmp_path)

@@ -5,10 +5,8 @@ Kubernetes API through scenarios that reach every API call of the code (create, 
 recreate after drift, default credentials, missing credentials, delete, a delete that keeps
 failing), and cloudtriggers.leader takes, renews and releases the Lease the chart configures. Each
 recorded request is mapped to (verb, apiGroup, resource, namespace, name) and checked against the
-rendered roles, in both modes: cluster-wide and watchNamespaces.
-
-One use is added by hand because the emulator cannot serve it: kopf's scanning in namespaced mode
-(kopf_namespaced_scanning below).
+rendered roles, in both modes: cluster-wide and watchNamespaces. kopf's own observers run too
+(scanning on): they list and watch CRDs and, with watchNamespaces, namespaces.
 """
 
 from __future__ import annotations
@@ -50,21 +48,6 @@ DEFAULT_CREDENTIALS = ("ops", "gitlab-default")  # outside the watched namespace
 MODES = {"cluster-wide": [], "namespaced": [APPS]}
 
 
-def kopf_namespaced_scanning() -> set[Access]:
-    """What kopf's observers do with `--namespace` (kopf/_core/reactor/observation.py).
-
-    They list and watch CRDs (to notice the Trigger CRD appearing or changing) and namespaces (to
-    follow namespace patterns). The emulator answers a namespace list with a 500 (kmock's path
-    parser, E8 in reference/kopf-practice.md), so the namespaced scenario runs with kopf's
-    scanning off, and these are added here. The cluster-wide scenario runs with scanning on.
-    """
-    return {
-        Access(verb, group, resource, None, None)
-        for verb in ("list", "watch")
-        for group, resource in (("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces"))
-    }
-
-
 @attrs.define(kw_only=True)
 class RecordingEmulator(ClusterEmulator):
     """Keeps (method, path, query, User-Agent) of every request; kmock's own log may be trimmed."""
@@ -89,7 +72,7 @@ class RecordingWorld(LocalWorld):
     def __init__(self, settings: Settings, namespaces: list[str]) -> None:
         super().__init__(settings)
         self.emulator = RecordingEmulator()
-        self.kube = KubeServer(self.emulator)
+        self.kube = KubeServer(self.emulator, install_crd=False)
         self.namespaces = namespaces
         self.first_request = 0
 
@@ -105,7 +88,7 @@ class RecordingWorld(LocalWorld):
             self.settings, kube_client(self.kube.url), login=login_handler_for(self.kube.url)
         )
         kopf_settings = self.parts.settings
-        kopf_settings.scanning.disabled = bool(self.namespaces)  # see kopf_namespaced_scanning()
+        kopf_settings.scanning.disabled = False  # kopf's real observers: CRDs and (namespaced) namespaces
         kopf_settings.watching.server_timeout = 30
         kopf_settings.networking.request_timeout = 10
         kopf_settings.networking.error_backoffs = [0.1, 0.2, 0.5, 1]
@@ -148,6 +131,7 @@ class RecordingWorld(LocalWorld):
 def run_scenario(w: RecordingWorld, lease_name: str, lease_namespace: str) -> None:
     user = w.gitlab.add_user("bot")
     project = w.gitlab.add_project("group/web", {"bot": MAINTAINER})
+    w.create_namespace(lease_namespace)  # the release's namespace, where the Lease lives
     w.apply_secret(APPS, "gl", {"token": user.token})
     w.apply_secret(*DEFAULT_CREDENTIALS, {"token": user.token})
     w.settings.default_credentials_endpoint = w.gitlab.url
@@ -241,8 +225,6 @@ def recorded(request: pytest.FixtureRequest) -> Iterator[tuple[str, set[Access],
     finally:
         world.stop()
     used = world.accesses()
-    if namespaces:
-        used |= kopf_namespaced_scanning()
     HOOK_USES[mode] = world.accesses(HOOK_AGENT)
     yield mode, used, rendered
 

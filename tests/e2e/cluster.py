@@ -81,7 +81,11 @@ class ClusterMixin:
                 )
             self.stop_operator()
         finally:
-            self.core.delete_namespace(self.ns)
+            try:
+                self.core.delete_namespace(self.ns)
+            except k8s.ApiException as e:
+                if e.status != 404:  # a scenario may have deleted it already
+                    raise
             self.swr.stop()
             self.ack.stop()
             self.gitlab.stop()

@@ -48,12 +48,13 @@ def must_get(kube: KubeServer, gvp: str, name: str) -> dict[str, Any]:
     return obj
 
 
-def trigger(name: str, **spec: Any) -> dict[str, Any]:
+def trigger(name: str, project: str = "group/web") -> dict[str, Any]:
+    """A Trigger the CRD accepts: the emulator validates custom resources against it."""
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "Trigger",
         "metadata": {"name": name},
-        "spec": spec or {"provider": "gitlab"},
+        "spec": {"gitlab": {"url": "https://gitlab.example.com", "project": project}},
     }
 
 
@@ -99,7 +100,7 @@ class ToyOperator:
             kopf.adopt(secret)  # needs apiVersion/kind/uid filled in server-side
             with kube_client(url) as client:
                 CoreV1Api(client).create_namespaced_secret(namespace or NS, secret)
-            patch.status["phase"] = "Ready"
+            patch.status["secretName"] = f"{name}-out"
 
         @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=self.registry)
         def update_fn(diff: kopf.Diff, **_: Any) -> None:
@@ -255,11 +256,11 @@ def test_operator_runs_a_trigger_through_its_lifecycle(
     custom = CustomObjectsApi(api)
     with toy.run():
         kube.wait_watched(TRIGGERS)  # the steady state: the watch is open before the object appears
-        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1", provider="gitlab"))
+        custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1"))
 
         # The create handler's status patch lands through /status; it does not bump the generation.
-        obj = wait_for("status.phase", lambda: (o := kube.get(TRIGGERS, NS, "t1")) and o.get("status") and o)
-        assert obj["status"]["phase"] == "Ready"
+        obj = wait_for("status", lambda: (o := kube.get(TRIGGERS, NS, "t1")) and o.get("status") and o)
+        assert obj["status"]["secretName"] == "t1-out"
         assert obj["metadata"]["generation"] == 1
         assert FINALIZER in obj["metadata"]["finalizers"]
         assert "kopf.cloudtriggers.io/last-handled-configuration" in obj["metadata"]["annotations"]
@@ -268,19 +269,27 @@ def test_operator_runs_a_trigger_through_its_lifecycle(
         assert [ref["uid"] for ref in secret["metadata"]["ownerReferences"]] == [obj["metadata"]["uid"]]
 
         # A spec patch bumps the generation and reaches the update handler.
-        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", {"spec": {"provider": "ack"}})
+        change = {"spec": {"gitlab": {"project": "group/api"}}}
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", change)
         assert wait_for("update handler", lambda: toy.updated) == [
-            [("change", ("provider",), "gitlab", "ack")]
+            [("change", ("gitlab", "project"), "group/web", "group/api")]
         ]
         assert must_get(kube, TRIGGERS, "t1")["metadata"]["generation"] == 2
 
         # The status endpoint changes only .status; the main endpoint never changes .status.
         custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, NS, PLURAL, "t1", {"status": {"phase": "Odd"}, "spec": {"provider": "x"}}
+            GROUP,
+            VERSION,
+            NS,
+            PLURAL,
+            "t1",
+            {"status": {"secretName": "odd"}, "spec": {"gitlab": {"project": "x/y"}}},
         )
-        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", {"status": {"phase": "Lost"}})
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "t1", {"status": {"secretName": "lost"}}
+        )
         obj = must_get(kube, TRIGGERS, "t1")
-        assert obj["status"]["phase"] == "Odd" and obj["spec"]["provider"] == "ack"
+        assert obj["status"]["secretName"] == "odd" and obj["spec"]["gitlab"]["project"] == "group/api"
         assert obj["metadata"]["generation"] == 2
 
         # Deletion waits for the finalizer; then the object and its owned Secret are gone.
@@ -305,7 +314,9 @@ def test_operator_handles_triggers_created_before_it_started(
         for name in names:
             wait_for(
                 f"{name} handled",
-                lambda name=name: ((kube.get(TRIGGERS, NS, name) or {}).get("status") or {}).get("phase"),
+                lambda name=name: ((kube.get(TRIGGERS, NS, name) or {}).get("status") or {}).get(
+                    "secretName"
+                ),
             )
     assert sorted(s["metadata"]["name"] for s in kube.list("v1/secrets", NS)) == [f"{n}-out" for n in names]
 

@@ -28,6 +28,7 @@ import copy
 import ipaddress
 import itertools
 import json
+import logging
 import re
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -40,6 +41,10 @@ import celpy.celtypes as ct
 import lark
 import re2
 from celpy.evaluation import CELEvalError
+
+# celpy logs every step of every evaluation at DEBUG: an API server evaluating rules on each write
+# must not pay for (or flood a captured log with) that.
+logging.getLogger("celpy").setLevel(logging.WARNING)
 
 Schema = dict[str, Any]
 
@@ -1674,6 +1679,7 @@ def _error_path(path: str, field_path: str | None) -> str:
 class _Eval:
     out: list[str]
     ratcheting: bool
+    server: bool = False  # format a failed rule as the API server does (fieldErrorForReason)
 
     def node(self, schema: Schema, value: Any, old: Any, has_old: bool, path: str, root: bool) -> None:
         if value is None:  # absent or null: the apiserver does not validate it
@@ -1685,7 +1691,9 @@ class _Eval:
             # CRD validation ratcheting: rules without oldSelf are skipped where nothing changed.
             unchanged = self.ratcheting and has_old and old == value
             for rule in rules:
-                self.rule(rule, self_val, old_val, has_old and old is not None, path, unchanged)
+                self.rule(
+                    rule, self_val, old_val, has_old and old is not None, path, unchanged, schema.get("type")
+                )
         if isinstance(value, dict) and not schema.get(_INT_OR_STRING):
             props = _props(schema)
             ap = _additional(schema)
@@ -1712,7 +1720,14 @@ class _Eval:
                     self.node(items, item, None, False, f"{path}[{i}]", False)
 
     def rule(
-        self, rule: dict[str, Any], self_val: Any, old_val: Any, has_old: bool, path: str, unchanged: bool
+        self,
+        rule: dict[str, Any],
+        self_val: Any,
+        old_val: Any,
+        has_old: bool,
+        path: str,
+        unchanged: bool,
+        type_: Any = None,
     ) -> None:
         source = str(rule.get("rule", ""))
         compiled = _compile(source)
@@ -1747,7 +1762,21 @@ class _Eval:
                 text, merr = _evaluate(mcompiled, activation)
                 if merr is None and isinstance(text, str) and text.strip() and "\n" not in text:
                     message = str(text)
+        if self.server:
+            message = _field_error_for_reason(rule.get("reason"), str(type_ or ""), message)
         self.out.append(f"{where}: {message}")
+
+
+def _field_error_for_reason(reason: Any, type_: str, detail: str) -> str:
+    """apiextensions-apiserver pkg/apiserver/schema/cel/validation.go fieldErrorForReason, with the
+    schema node's type as the value (``field.Invalid(fldPath, sts.Type, ...)``), as field.Error prints it."""
+    if reason == "FieldValueForbidden":
+        return f"Forbidden: {detail}"
+    if reason == "FieldValueRequired":
+        return f"Required value: {detail}"
+    if reason == "FieldValueDuplicate":
+        return f"Duplicate value: {json.dumps(type_)}"
+    return f"Invalid value: {json.dumps(type_)}: {detail}"
 
 
 def violations(
@@ -1771,24 +1800,63 @@ def violations(
 
     Each entry is ``"<field path>: <message>"``; rules at the root are reported as ``"<root>: ..."``.
     """
+    run = _admission(crd, obj, old, version, openapi=openapi, ratcheting=ratcheting, server=False)
+    return ([f"{p}: unknown field" for p in run.unknown] if strict else []) + run.errors
+
+
+@dataclass
+class Admission:
+    """What the API server makes of a custom resource write: the object as it would be stored (status
+    handled per the subresource, unknown fields pruned, defaults applied), the unknown fields (a
+    ``fieldValidation=Strict`` request is refused for them), and the validation errors, each as the
+    API server prints it (``"<path>: <ErrorBody>"``)."""
+
+    body: dict[str, Any]
+    unknown: list[str]
+    errors: list[str]
+
+
+def admit(
+    crd: dict[str, Any],
+    obj: dict[str, Any],
+    old: dict[str, Any] | None = None,
+    version: str = "v1alpha1",
+    *,
+    status_write: bool = False,
+) -> Admission:
+    """:func:`violations` for an API server: also returns the object to store, and formats a failed
+    CEL rule the server's way (``spec: Invalid value: "object": <message>``). ``status_write``: a
+    write of the status subresource, whose ``status`` is the new one (the caller kept the old spec)."""
+    return _admission(crd, obj, old, version, openapi=True, ratcheting=True, server=True, status=status_write)
+
+
+def _admission(
+    crd: dict[str, Any],
+    obj: dict[str, Any],
+    old: dict[str, Any] | None,
+    version: str,
+    *,
+    openapi: bool,
+    ratcheting: bool,
+    server: bool,
+    status: bool = False,
+) -> Admission:
     schema = crd_schema(crd, version)
-    if _has_status_subresource(crd, version):
+    if not status and _has_status_subresource(crd, version):
         obj = {k: v for k, v in obj.items() if k != "status"}
         if old is not None and "status" in old:
             obj["status"] = old["status"]
     unknown: list[str] = []
     value = _prune_and_default(schema, obj, "", unknown, root=True)
     old_value = _prune_and_default(schema, old, "", [], root=True) if old is not None else None
-    out = [f"{p}: unknown field" for p in unknown] if strict else []
+    errors: list[str] = []
     if openapi:
         blocking: list[str] = []
-        other: list[str] = []
-        _openapi_errors(schema, value, "", blocking, other, root=True)
+        _openapi_errors(schema, value, "", blocking, errors, root=True)
         if blocking:
-            return out + blocking + other
-        out += other
-    _Eval(out, ratcheting).node(schema, value, old_value, old is not None, "", True)
-    return out
+            return Admission(value, unknown, blocking + errors)
+    _Eval(errors, ratcheting, server=server).node(schema, value, old_value, old is not None, "", True)
+    return Admission(value, unknown, errors)
 
 
 def _has_status_subresource(crd: dict[str, Any], version: str) -> bool:

@@ -1,4 +1,5 @@
-"""An in-memory Kubernetes API for tests and the demo: kmock's emulator with its gaps fixed.
+"""An in-memory Kubernetes API for tests, the demo and the benchmark: kmock's emulator with its gaps
+fixed, and a model of a real API server: where it accepts what a real one refuses, that is a bug.
 
 kmock 0.8's stock ``KubernetesEmulator`` stores bodies exactly as posted, so kopf cannot run
 against it end to end (gaps E2-E7 in /work/shared/reference/kopf-practice.md §2.5).
@@ -36,7 +37,13 @@ import attrs
 import jsonpatch
 import kmock
 import kubernetes.client
+from kmock._internal import parsing
 from kmock._internal.filtering import K8sCriteria
+
+from ..crd import build_crd
+from . import crds, namespaces, openapi
+from .crds import CRDS, ApiError
+from .namespaces import NAMESPACES
 
 __all__ = [
     "TRIGGERS",
@@ -80,9 +87,46 @@ def _error(status: int, reason: str, message: str, **details: Any) -> kmock.Kube
     )
 
 
+def _refusal(e: ApiError) -> kmock.KubernetesError:
+    status = e.status
+    return kmock.KubernetesError(
+        status=status["code"],
+        reason=status["reason"],
+        message=status["message"],
+        details=status.get("details") or {"causes": []},
+    )
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """kmock's parse_path, which fails (500) on /api/v1/namespaces and takes /api/v1/namespaces/<n>
+    for a namespace prefix (E8): the namespace object, its /status and /finalize are resources here."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[0] == "api" and parts[2] == "namespaces":
+        rest = parts[3:]
+        if len(rest) <= 1 or (len(rest) == 2 and rest[1] in ("status", "finalize")):
+            name = rest[0] if rest else None
+            sub = rest[1] if len(rest) == 2 else None
+            return parsing.ParsedPath("", parts[1], "namespaces", None, name, sub)
+    return _kmock_parse_path(path)
+
+
+_kmock_parse_path = parsing.parse_path
+parsing.parse_path = _parse_path  # kmock's Request.parse looks it up on the module at each request
+
+
 def reject_write(status: int = 503, message: str = "the write was rejected (fault injection)") -> None:
     """For ``ClusterEmulator.before_write``: answer the write with `status` and store nothing."""
     raise _error(status, "ServiceUnavailable" if status == 503 else "Conflict", message)
+
+
+def _gvr(resource: kmock.resource) -> str:
+    """``v1/secrets``, ``cloudtriggers.io/v1alpha1/triggers``: as the rest of this module names them."""
+    return f"{_api_version(resource)}/{resource.plural}"
+
+
+def _qualified(resource: kmock.resource) -> str:
+    """schema.GroupResource.String(), as the API server's NotFound and AlreadyExists messages print it."""
+    return f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
 
 
 def _meta(body: Mapping[str, Any]) -> Body:
@@ -226,6 +270,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
       (``metadata.ownerReferences`` naming its uid; same namespace, any namespace for a cluster-scoped
       owner) are deleted the same way, recursively, unless another owner is still alive (then only
       the dangling reference is dropped), as Kubernetes' garbage collector does in background mode.
+    * The API server's own rules, in their own modules: CRDs are validated, served and deleted as
+      apiextensions-apiserver does it, and custom resources are pruned, defaulted and validated
+      against their CRD (sandbox/crds.py); namespaces, their admission and their controller are
+      sandbox/namespaces.py (``namespace_seed``, ``namespace_requeue``); an object being deleted
+      takes no new finalizer; a dependent whose owners are all absent is collected; ``/openapi/v3``
+      tells kubectl that the server validates fields (sandbox/openapi.py). The namespaces every
+      cluster has (default, kube-system, kube-public, kube-node-lease) exist from the start.
     * LIST (E6) returns the current resourceVersion, honours label/field selectors and
       ``limit``/``continue``.
     * WATCH (E6, E7): without ``resourceVersion`` (or with ``0``) it sends ADDED for the current
@@ -258,8 +309,21 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     #: Called before each write; an exception it raises (``reject_write()``) is the answer instead.
     before_write: Callable[[kmock.Request], None] | None = attrs.field(default=None, init=False)
 
+    #: The namespace controller's deletion order: None draws a seed per deletion (recorded in
+    #: ``namespace_orders`` with the order, so a failing order can be replayed with that seed).
+    namespace_seed: int | None = None
+    #: Scales the namespace controller's requeue (8 s on a real cluster) while content remains.
+    namespace_requeue: float = 1.0
+    namespace_orders: builtins.list[tuple[str, int, builtins.list[str]]] = attrs.field(
+        factory=list, init=False
+    )
+    #: What the emulated controllers (namespace, CRD cleanup, garbage collector) failed with.
+    controller_errors: builtins.list[BaseException] = attrs.field(factory=list, init=False)
+
     _builtin: tuple[Any, ...] = attrs.field(default=(), init=False)
     _routes: dict[Any, Any] = attrs.field(factory=dict, init=False)
+    _crds: dict[kmock.resource, ObjKey] = attrs.field(factory=dict, init=False)  # served -> its CRD
+    _tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -280,6 +344,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         self.requests_by_agent[request.headers.get("User-Agent", "")] += 1
+        if request.url.path.startswith("/openapi/v3"):
+            return self._serve_openapi(request.url.path)
+        if "protobuf" in request.headers.get("Content-Type", ""):
+            # A real server takes protobuf too; this one says so rather than failing on the body.
+            message = (
+                "the emulated API server accepts JSON bodies only, not application/vnd.kubernetes.protobuf"
+            )
+            body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 415}
+            return aiohttp.web.json_response(
+                {**body, "reason": "UnsupportedMediaType", "message": message}, status=415
+            )
         if len(self._requests) > 2 * self.request_history_limit:
             # The request being served is the newest and stays; ids are only informational.
             del self._requests[: -self.request_history_limit]
@@ -311,6 +386,24 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         finally:
             self._results.pop(request, None)
 
+    def _serve_openapi(self, path: str) -> aiohttp.web.StreamResponse:
+        docs = openapi.documents((r, self._resources[r]) for r in self._resources)
+        gv = path.removeprefix("/openapi/v3").strip("/")
+        if not gv:
+            return aiohttp.web.json_response(openapi.root(docs))
+        if gv not in docs:
+            return aiohttp.web.json_response(
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "status": "Failure",
+                    "code": 404,
+                    "reason": "NotFound",
+                },
+                status=404,
+            )
+        return aiohttp.web.json_response(docs[gv])
+
     def _route(self, request: kmock.Request) -> Any:
         """The built-in reaction that kmock's dispatch would pick, when that is sure; else None."""
         resource = request.resource
@@ -337,21 +430,26 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         resource = request.resource
         if resource not in self._resources:
             raise kmock.KubernetesResourceNotFoundError()
-        if request.subresource not in (None, "status") or (
-            request.subresource == "status" and "status" not in self._resources[resource].subresources
+        if (
+            request.subresource is not None
+            and request.subresource not in self._resources[resource].subresources
         ):
             raise _error(404, "NotFound", f"the server could not find {request.url.path}")
-        if request.action == kmock.action.CREATE:
-            return await self._create(request)
-        key: ObjKey = (resource, self._namespace_of(resource, request.namespace), request.name or "")
-        obj = self._live(key)
-        if obj is None:
-            raise _error(404, "NotFound", f'{resource.plural} "{key[2]}" not found', name=key[2])
-        if request.action == kmock.action.DELETE:
-            return await self._delete(key)
-        old = obj.raw
-        new = self._apply_write(request, key[2], old)
-        return await self._update(key, old, new, subresource=request.subresource)
+        try:
+            if request.action == kmock.action.CREATE:
+                return await self._create(request)
+            key: ObjKey = (resource, self._namespace_of(resource, request.namespace), request.name or "")
+            obj = self._live(key)
+            if obj is None:
+                raise _error(404, "NotFound", f'{_qualified(resource)} "{key[2]}" not found', name=key[2])
+            if request.action == kmock.action.DELETE:
+                return await self._delete(key)
+            old = obj.raw
+            new = self._apply_write(request, key[2], old)
+            strict = request.params.get("fieldValidation") == "Strict"
+            return await self._update(key, old, new, subresource=request.subresource, strict=strict)
+        except ApiError as e:
+            raise _refusal(e) from None
 
     def _apply_write(self, request: kmock.Request, name: str, old: Body) -> Body:
         data = request.data
@@ -416,7 +514,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta["name"] = name
         key: ObjKey = (resource, namespace, meta["name"])
         if self._live(key) is not None:
-            raise _error(409, "AlreadyExists", f'{resource.plural} "{key[2]}" already exists', name=key[2])
+            what = _qualified(resource)
+            raise _error(409, "AlreadyExists", f'{what} "{key[2]}" already exists', name=key[2])
 
         for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
             meta.pop(field, None)
@@ -433,15 +532,21 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if "status" in info.subresources:
             body.pop("status", None)  # the API server ignores status on create with the subresource
         self._normalise(resource, body)
+        if namespace is not None:
+            namespaces.admit_create(resource, namespace, body, self._namespace(namespace))
+        body = self._admit(resource, body, None, strict=request.params.get("fieldValidation") == "Strict")
 
         if key in self._objects:
             self._objects[key].create(body)  # re-creation after a deletion continues the history
         else:
             self._objects[key] = body
         self._emit(resource, "ADDED", body)
+        self._stored(key, body)
         return body
 
-    async def _update(self, key: ObjKey, old: Body, new: Body, *, subresource: str | None) -> Body:
+    async def _update(
+        self, key: ObjKey, old: Body, new: Body, *, subresource: str | None, strict: bool = False
+    ) -> Body:
         resource = key[0]
         info = self._info(resource)
         if not isinstance(new, dict):
@@ -468,16 +573,30 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if field in old:
                 new[field] = old[field]
         self._normalise(resource, new)
+        if resource == NAMESPACES:
+            # The namespace strategies: spec.finalizers change only through /finalize, and only they.
+            finalizers = (new.get("spec") or {}).get("finalizers") if subresource == "finalize" else None
+            if subresource == "finalize":
+                new = copy.deepcopy(old)
+                new.setdefault("spec", {})["finalizers"] = list(finalizers or [])
+                new_meta = new["metadata"]
+            else:
+                new.setdefault("spec", {})["finalizers"] = (old.get("spec") or {}).get("finalizers") or []
+        _check_finalizers(info.kind or str(resource.plural), key[2], old_meta, new_meta)
+        new = self._admit(resource, new, old, strict=strict, subresource=subresource)
+        new_meta = new["metadata"]
         if new == old:
             return old  # a no-op write changes nothing, like in the real API server
 
         if subresource is None and new.get("spec") != old.get("spec"):
             new_meta["generation"] = old_meta.get("generation", 0) + 1
         new_meta["resourceVersion"] = self._next_rv()
-        if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
+        gone = resource != NAMESPACES or namespaces.finalized(new)
+        if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers") and gone:
             return await self._remove(key, new)  # the last finalizer is gone
         self._store(key, new)
         self._emit(resource, "MODIFIED", new)
+        self._stored(key, new)
         return new
 
     async def _delete(self, key: ObjKey) -> Body:
@@ -486,13 +605,27 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         body = copy.deepcopy(obj.raw)
         if _meta(body).get("deletionTimestamp"):
             return body  # already being deleted
-        if not _meta(body).get("finalizers"):
+        resource = key[0]
+        if resource == NAMESPACES:
+            namespaces.admit_delete(key[2])
+            namespaces.mark_terminating(body)
+        elif resource == CRDS:
+            body["metadata"]["finalizers"] = [*_meta(body).get("finalizers", []), crds.CLEANUP_FINALIZER]
+        if not _meta(body).get("finalizers") and not (
+            resource == NAMESPACES and not namespaces.finalized(body)
+        ):
             return await self._remove(key, body)
         body["metadata"]["deletionTimestamp"] = _now()
         body["metadata"]["deletionGracePeriodSeconds"] = 0
+        if resource == CRDS:
+            crds.set_crd_status(body, obj.raw, _now())
         body["metadata"]["resourceVersion"] = self._next_rv()
         self._store(key, body)
-        self._emit(key[0], "MODIFIED", body)
+        self._emit(resource, "MODIFIED", body)
+        if resource == NAMESPACES:
+            self._spawn(self._finalize_namespace(key[2]))
+        elif resource == CRDS:
+            self._spawn(self._clean_up_crd(key))
         return body
 
     async def _remove(self, key: ObjKey, body: Body) -> Body:
@@ -502,6 +635,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._store(key, body)  # keep the final state in the history
         self._objects[key].delete()
         self._emit(key[0], "DELETED", body)
+        if key[0] == CRDS:
+            for resource, _ in crds.served(body):
+                self._crds.pop(resource, None)
+                if resource in self._resources:
+                    del self._resources[resource]
         if _meta(body).get("uid"):
             await self._collect_dependents(key[1], body["metadata"]["uid"])
         return body
@@ -526,6 +664,167 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             else:
                 await self._delete(dkey)
 
+    # ---- what the API server checks, and what its controllers do (sandbox/crds.py, namespaces.py) --
+
+    def _namespace(self, name: str) -> Body | None:
+        obj = self._live((NAMESPACES, None, name))
+        return None if obj is None else obj.raw
+
+    def _admit(
+        self,
+        resource: kmock.resource,
+        body: Body,
+        old: Body | None,
+        *,
+        strict: bool,
+        subresource: str | None = None,
+    ) -> Body:
+        """The object to store after the API server's own checks of this kind, or ApiError."""
+        if resource == NAMESPACES and old is None:
+            namespaces.prepare_create(body)
+        elif resource == CRDS:
+            if subresource is None:
+                crds.admit_crd(body, old)
+            crds.set_crd_status(body, old, _now())
+        elif resource in self._crds:
+            crd = self._objects[self._crds[resource]].raw
+            status_write = subresource == "status"
+            body = crds.admit_custom_resource(
+                crd, resource, body, old, strict=strict, status_write=status_write
+            )
+        return body
+
+    def _stored(self, key: ObjKey, body: Body) -> None:
+        """After a create or update is stored: serve a CRD's resources; collect a dangling dependent."""
+        if key[0] == CRDS:
+            for resource, info in crds.served(body):
+                self._resources[resource] = info
+                self._crds[resource] = key
+        refs = _meta(body).get("ownerReferences") or []
+        if refs and not _meta(body).get("deletionTimestamp"):
+            alive = {_meta(b).get("uid") for _, b in self._iter_live()}
+            if not any(ref.get("uid") in alive for ref in refs):
+                # garbagecollector.attemptToDeleteItem: every owner is absent (by uid), so it goes.
+                self._spawn(self._collect(key, _meta(body)["uid"]))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(coro))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except Exception as e:  # kept for the tests: a controller must never fail silently
+            self.controller_errors.append(e)
+
+    async def _collect(self, key: ObjKey, uid: str) -> None:
+        await asyncio.sleep(0)
+        async with self._lock:
+            obj = self._live(key)
+            if obj is not None and _meta(obj.raw).get("uid") == uid:
+                await self._delete(key)
+
+    async def _finalize_namespace(self, name: str) -> None:
+        """The namespace controller's deletion of a namespace's content (see sandbox/namespaces.py)."""
+        seed = self.namespace_seed if self.namespace_seed is not None else random.randrange(2**32)
+        rng = random.Random(seed)
+        while True:
+            async with self._lock:
+                ns = self._namespace(name)
+                if ns is None or not namespaces.terminating(ns):
+                    return
+                order = self._namespaced_resources()
+                rng.shuffle(order)
+                self.namespace_orders.append((name, seed, [_gvr(r) for r in order]))
+            for resource in order:
+                async with self._lock:
+                    keys = [k for k in self._objects if k[0] == resource and k[1] == name and self._live(k)]
+                for key in keys:
+                    async with self._lock:
+                        obj = self._live(key)
+                        if obj is not None and not _meta(obj.raw).get("deletionTimestamp"):
+                            await self._delete(key)
+                    await asyncio.sleep(0)  # the operator's requests interleave with the controller's
+            async with self._lock:
+                left = [body for res, body in self._iter_live() if _meta(body).get("namespace") == name]
+                ns = self._namespace(name)
+                if ns is None:
+                    return
+                finalizers = {f for body in left for f in _meta(body).get("finalizers") or []}
+                new = copy.deepcopy(ns)
+                new["status"]["conditions"] = namespaces.content_conditions(len(left), finalizers)
+                if not left:
+                    new["spec"]["finalizers"] = [
+                        f for f in new["spec"].get("finalizers") or [] if f != namespaces.FINALIZER
+                    ]
+                await self._update(
+                    (NAMESPACES, None, name), ns, new, subresource="finalize" if not left else "status"
+                )
+                if not left:
+                    return
+            await asyncio.sleep(namespaces.REQUEUE_SECONDS * self.namespace_requeue)
+
+    def _namespaced_resources(self) -> builtins.list[kmock.resource]:
+        return sorted((r for r in self._resources if self._resources[r].namespaced), key=_gvr)
+
+    def deletion_order(self, seed: int) -> builtins.list[str]:
+        """The namespace controller's first pass over the resources with this seed (to pick seeds)."""
+        order = self._namespaced_resources()
+        random.Random(seed).shuffle(order)
+        return [_gvr(r) for r in order]
+
+    async def _clean_up_crd(self, key: ObjKey) -> None:
+        """crd_finalizer.go: delete every instance, wait until none is left, then let the CRD go."""
+        while True:
+            async with self._lock:
+                obj = self._live(key)
+                if obj is None:
+                    return
+                served = {r for r, _ in crds.served(obj.raw)}
+                left = [k for k in self._objects if k[0] in served and self._live(k)]
+                for k in left:
+                    live = self._live(k)
+                    if live is not None and not _meta(live.raw).get("deletionTimestamp"):
+                        await self._delete(k)
+                left = [k for k in left if self._live(k)]
+                if not left:
+                    body = copy.deepcopy(obj.raw)
+                    body["metadata"]["finalizers"] = [
+                        f for f in body["metadata"].get("finalizers") or [] if f != crds.CLEANUP_FINALIZER
+                    ]
+                    await self._update(key, obj.raw, body, subresource=None)
+                    return
+            await asyncio.sleep(0.1)
+
+    def install_crd(self, crd: Mapping[str, Any]) -> Body:
+        """Store a CRD as ``POST /apis/apiextensions.k8s.io/v1/customresourcedefinitions`` would,
+        before the server runs (no watcher exists yet, so nothing is emitted to anyone)."""
+        body: Body = copy.deepcopy(dict(crd))
+        try:
+            crds.admit_crd(body, None)
+        except ApiError as e:
+            raise _refusal(e) from None
+        meta = body.setdefault("metadata", {})
+        meta.update(
+            uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1, resourceVersion=self._next_rv()
+        )
+        crds.set_crd_status(body, None, _now())
+        key: ObjKey = (CRDS, None, meta["name"])
+        self._objects[key] = body
+        self._emit(CRDS, "ADDED", body)
+        self._stored(key, body)
+        return body
+
+    def create_namespace(self, name: str) -> None:
+        """Store a namespace (before the server runs, like install_crd)."""
+        body: Body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+        namespaces.prepare_create(body)
+        meta = body["metadata"]
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion=self._next_rv())
+        self._objects[(NAMESPACES, None, name)] = body
+        self._emit(NAMESPACES, "ADDED", body)
+
     # ---- reads --------------------------------------------------------------------------------
 
     async def _serve_result(self, request: kmock.Request) -> Body:
@@ -535,6 +834,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             raise kmock.KubernetesEndpointNotFoundError() from None
 
     _serve_create = _serve_update = _serve_delete = _serve_result
+
+    async def _serve_version(self, request: Any) -> Any:
+        # kmock names the core group-version "/v1"; kubectl then maps no core kind (Namespace, Secret).
+        served = await super()._serve_version(request)
+        if isinstance(served, dict) and served.get("groupVersion") == "/v1":
+            served["groupVersion"] = "v1"
+        return served
 
     async def _serve_fetch(self, request: kmock.Request) -> Body:
         assert request.resource is not None
@@ -547,8 +853,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         async with self._lock:
             obj = self._live(key)
             if obj is None:
-                plural = request.resource.plural
-                raise _error(404, "NotFound", f'{plural} "{request.name}" not found', name=request.name)
+                what = _qualified(request.resource)
+                raise _error(404, "NotFound", f'{what} "{request.name}" not found', name=request.name)
             return obj.raw
 
     async def _serve_list(self, request: kmock.Request) -> Body:
@@ -725,16 +1031,42 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             ]
 
 
-def declare_resources(emulator: kmock.KubernetesScaffold) -> None:
-    """Declare kmock's bundled core resources (kopf's backbone, E1) plus the Trigger CRD."""
+def declare_resources(emulator: ClusterEmulator, *, install_crd: bool = True) -> None:
+    """Declare kmock's bundled core resources (kopf's backbone, E1), create the namespaces every
+    cluster has, and (install_crd) install the Trigger CRD through the API server's checks."""
     emulator.resources.load_bundled()
-    emulator.resources[TRIGGERS] = kmock.ResourceInfo(
-        kind="Trigger",
-        singular="trigger",
-        namespaced=True,
-        verbs={"create", "delete", "get", "list", "patch", "update", "watch"},
-        subresources={"status"},
-    )
+    for name in namespaces.INITIAL:
+        emulator.create_namespace(name)
+    if install_crd:
+        emulator.install_crd(build_crd())
+
+
+def _check_finalizers(kind: str, name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """apimachinery ValidateObjectMetaUpdate: nothing may add a finalizer to an object being deleted."""
+    if not old.get("deletionTimestamp"):
+        return
+    added = [f for f in new.get("finalizers") or [] if f not in (old.get("finalizers") or [])]
+    if added:
+        field = "metadata.finalizers"
+        quoted = ", ".join(json.dumps(f) for f in added)
+        detail = (
+            "no new finalizers can be added if the object is being deleted, "
+            f"found new finalizers []string{{{quoted}}}"
+        )
+        raise ApiError(
+            crds.status_body(
+                422,
+                "Invalid",
+                f"{kind} {json.dumps(name)} is invalid: {field}: Forbidden: {detail}",
+                {
+                    "name": name,
+                    "kind": kind,
+                    "causes": [
+                        {"reason": "FieldValueForbidden", "message": f"Forbidden: {detail}", "field": field}
+                    ],
+                },
+            )
+        )
 
 
 class KubeServer:
@@ -745,10 +1077,12 @@ class KubeServer:
     process-wide and requires strictly LIFO shutdowns, which breaks with several servers.
     """
 
-    def __init__(self, emulator: ClusterEmulator | None = None, *, declare: bool = True) -> None:
+    def __init__(
+        self, emulator: ClusterEmulator | None = None, *, declare: bool = True, install_crd: bool = True
+    ) -> None:
         self.emulator = emulator if emulator is not None else ClusterEmulator()
         if declare:
-            declare_resources(self.emulator)
+            declare_resources(self.emulator, install_crd=install_crd)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None

@@ -1,0 +1,107 @@
+"""On a real cluster: the repository's install files are accepted, and deleting a namespace deletes
+every provider trigger in it with nothing left behind (the two defects the last real-cluster try found).
+
+The same namespace scenario runs in tests/faults against the emulated namespace controller, under
+chosen and random deletion orders. Skipped cleanly without KUBECONFIG.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2e.cluster import KUBECONFIG, ClusterMixin, have_cluster
+
+pytestmark = pytest.mark.e2e
+
+if not have_cluster():
+    pytest.skip("no KUBECONFIG: the e2e tests need a real cluster", allow_module_level=True)
+
+from cloudtriggers.sandbox.local import LocalWorld  # noqa: E402
+from cloudtriggers.settings import Settings  # noqa: E402
+from deploy.deploykit import CHART, CRD, MANIFESTS, RELEASE, tool  # noqa: E402
+from faults.faultkit import KITS  # noqa: E402
+from nsdeletion import delete_namespace, populate  # noqa: E402
+
+PER_PROVIDER = 10  # as in the report: 10 Triggers of each provider, 30 in all
+
+
+def kubectl(*args: str, stdin: str | None = None) -> str:
+    proc = subprocess.run(
+        [tool("kubectl"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "KUBECONFIG": KUBECONFIG},
+    )
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc.stdout
+
+
+@pytest.mark.parametrize(
+    "path",
+    [CRD, CHART / "crds" / "trigger.yaml", MANIFESTS / "crd.yaml"],
+    ids=lambda p: str(p.relative_to(CRD.parents[1])),
+)
+def test_every_copy_of_the_crd_is_accepted_by_the_api_server(path: Path) -> None:
+    assert "customresourcedefinition.apiextensions.k8s.io/triggers.cloudtriggers.io" in kubectl(
+        "apply", "--dry-run=server", "-f", str(path)
+    )
+
+
+class World(ClusterMixin, LocalWorld):
+    pass
+
+
+@pytest.fixture
+def world() -> Iterator[World]:
+    w = World(Settings(http_port=0))
+    w.start()
+    try:
+        yield w
+    finally:
+        w.stop()
+
+
+def test_the_chart_and_the_manifests_are_accepted_by_the_api_server(world: World) -> None:
+    rendered = subprocess.run(
+        [tool("helm"), "template", RELEASE, str(CHART), "--namespace", world.ns, "--include-crds"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "deployment.apps/cloudtriggers" in kubectl(
+        "apply", "--dry-run=server", "-n", world.ns, "-f", "-", stdin=rendered
+    )
+    # The kustomize manifests, moved into the test's namespace (a dry run does not create theirs).
+    docs = [
+        d for d in yaml.safe_load_all(kubectl("kustomize", str(MANIFESTS))) if d and d["kind"] != "Namespace"
+    ]
+    for d in docs:
+        if "namespace" in d["metadata"]:
+            d["metadata"]["namespace"] = world.ns
+        for subject in d.get("subjects") or []:
+            subject["namespace"] = world.ns
+    applied = kubectl("apply", "--dry-run=server", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    assert "deployment.apps/cloudtriggers" in applied
+
+
+def test_deleting_a_namespace_deletes_every_provider_trigger(world: World) -> None:
+    kits = [KITS[p] for p in sorted(KITS)]
+    creds = {kit.name: kit.prepare(world) for kit in kits}
+    world.start_operator()
+    populate(world, kits, creds, world.ns, PER_PROVIDER)
+    outcome = delete_namespace(world, kits, world.ns, timeout=180)
+    print(f"namespace with {PER_PROVIDER * len(kits)} Triggers gone in {outcome.seconds:.1f} s")
+    assert outcome.left == {}, f"provider triggers left alive: {outcome.left}"
+    assert outcome.orphaned == 0
+    assert outcome.held > 0
+    assert outcome.seconds < 60  # the delete timeout (120 s) was never what ended it

@@ -1,0 +1,363 @@
+"""What the emulated API refuses and does because a real kube-apiserver refuses and does it.
+
+Each test names the Kubernetes source it copies:
+* CRDs: k8s.io/apiextensions-apiserver pkg/apis/apiextensions/validation (create/update checks),
+  pkg/controller/{naming,establish} (status), pkg/registry/customresourcedefinition/etcd.go and
+  pkg/controller/finalizer/crd_finalizer.go (two-phase deletion).
+* Custom resources: pkg/apiserver/schema (pruning, defaulting), pkg/apiserver/schema/cel
+  (validation.go fieldErrorForReason), pkg/registry/customresource/validator.go (metadata.name),
+  k8s.io/apiserver's strict field validation ("strict decoding error: unknown field ...").
+* Namespaces: pkg/registry/core/namespace (strategy, two-phase delete), plugin/pkg/admission/
+  namespace/lifecycle (404 / 403 / immortal namespaces), pkg/controller/namespace/deletion
+  (content deletion, requeue, the ``kubernetes`` finalizer).
+* apimachinery pkg/api/validation/objectmeta.go ValidateObjectMetaUpdate (no new finalizers on an
+  object being deleted); pkg/controller/garbagecollector (dependents of absent owners are deleted).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import kubernetes
+import pytest
+import requests
+from kubernetes.client import ApiextensionsV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client.exceptions import ApiException
+
+from cloudtriggers.crd import build_crd
+from cloudtriggers.sandbox.kube import TRIGGERS, ClusterEmulator, KubeServer, kube_client
+
+T = TypeVar("T")
+GROUP, VERSION, PLURAL = "cloudtriggers.io", "v1alpha1", "triggers"
+CRD_NAME = "triggers.cloudtriggers.io"
+
+
+def wait_for(what: str, check: Callable[[], T], timeout: float = 10.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value {value!r}")
+        time.sleep(0.02)
+
+
+@pytest.fixture()
+def kube() -> Iterator[KubeServer]:
+    with KubeServer(ClusterEmulator(namespace_requeue=0.05, namespace_seed=7)) as server:
+        yield server
+
+
+@pytest.fixture()
+def bare() -> Iterator[KubeServer]:
+    """No CRD installed: the test installs it as kubectl would."""
+    with KubeServer(install_crd=False) as server:
+        yield server
+
+
+@pytest.fixture()
+def api(kube: KubeServer) -> Iterator[kubernetes.client.ApiClient]:
+    with kube_client(kube.url) as client:
+        yield client
+
+
+def status_of(e: ApiException) -> dict[str, Any]:
+    return dict(json.loads(e.body))
+
+
+def trigger(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Trigger",
+        "metadata": {"name": name},
+        "spec": spec or {"gitlab": {"url": "https://gitlab.example.com", "project": "group/web"}},
+    }
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+
+
+# -- CRDs -------------------------------------------------------------------------------------------
+
+
+def test_a_crd_a_real_server_refuses_is_refused_with_its_message(bare: KubeServer) -> None:
+    # validation.go validateCustomResourceDefinitionOpenAPISchema: at the root, metadata may only be
+    # {type: object} (and restrictions on name/generateName) -- the defect a real cluster found.
+    crd = build_crd()
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    root["properties"]["metadata"] = {"type": "object", "description": "standard object metadata"}
+    with kube_client(bare.url) as client, pytest.raises(ApiException) as refused:
+        ApiextensionsV1Api(client).create_custom_resource_definition(crd)
+    assert refused.value.status == 422
+    status = status_of(refused.value)
+    assert status["reason"] == "Invalid" and status["details"]["kind"] == "CustomResourceDefinition"
+    assert status["message"] == (
+        'CustomResourceDefinition.apiextensions.k8s.io "triggers.cloudtriggers.io" is invalid: '
+        "spec.validation.openAPIV3Schema.properties[metadata]: Forbidden: must not specify anything other "
+        "than name and generateName, but metadata is implicitly specified"
+    )
+    assert bare.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME) is None
+    # Nothing is served for a refused CRD.
+    assert (
+        requests.get(f"{bare.url}/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}", timeout=5).status_code
+        == 404
+    )
+
+
+def test_an_update_that_breaks_the_crd_is_refused_and_the_old_one_stays(kube: KubeServer) -> None:
+    with kube_client(kube.url) as client:
+        ext = ApiextensionsV1Api(client)
+        current = ext.read_custom_resource_definition(CRD_NAME).to_dict()
+        broken = copy.deepcopy(build_crd())
+        broken["metadata"]["resourceVersion"] = current["metadata"]["resource_version"]
+        broken["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].pop("type")
+        with pytest.raises(ApiException) as refused:
+            ext.replace_custom_resource_definition(CRD_NAME, broken)
+        assert refused.value.status == 422
+        assert (
+            "spec.validation.openAPIV3Schema.properties[spec].type: Required value"
+            in status_of(refused.value)["message"]
+        )
+        stored = kube.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME)
+        assert stored is not None and stored["spec"] == build_crd()["spec"]
+
+
+def test_a_stored_crd_is_established_and_served(bare: KubeServer) -> None:
+    # naming controller: acceptedNames + NamesAccepted; establishing controller: Established;
+    # strategy PrepareForCreate: storedVersions = [the storage version].
+    with kube_client(bare.url) as client:
+        ApiextensionsV1Api(client).create_custom_resource_definition(build_crd())
+    crd = bare.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME)
+    assert crd is not None
+    conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
+    assert conditions == {"NamesAccepted": "True", "Established": "True"}
+    assert crd["status"]["acceptedNames"]["kind"] == "Trigger"
+    assert crd["status"]["storedVersions"] == [VERSION]
+    listed = requests.get(f"{bare.url}/apis/{GROUP}/{VERSION}", timeout=5).json()
+    assert {r["name"] for r in listed["resources"]} == {PLURAL, f"{PLURAL}/status"}
+
+
+def test_deleting_the_crd_deletes_every_trigger_then_itself(kube: KubeServer, api: Any) -> None:
+    # etcd.go Delete: finalizer customresourcecleanup + Terminating; crd_finalizer.go: instances are
+    # deleted (each keeps its own finalizers), the CRD goes when none is left; creates answer 405.
+    custom = CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("free"))
+    held = trigger("held")
+    held["metadata"]["finalizers"] = ["example.com/hold"]
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, held)
+    ApiextensionsV1Api(api).delete_custom_resource_definition(CRD_NAME)
+    wait_for("free deleted", lambda: kube.get(TRIGGERS, "default", "free") is None)
+    crd = kube.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME)
+    assert crd is not None and "customresourcecleanup.apiextensions.k8s.io" in crd["metadata"]["finalizers"]
+    assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Terminating"] == "True"
+    assert (kube.get(TRIGGERS, "default", "held") or {})["metadata"].get("deletionTimestamp")
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("late"))
+    assert refused.value.status == 405
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, "held", {"metadata": {"finalizers": None}}
+    )
+    wait_for(
+        "CRD gone",
+        lambda: kube.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME) is None,
+    )
+    assert requests.get(f"{kube.url}/apis/{GROUP}/{VERSION}/{PLURAL}", timeout=5).status_code == 404
+
+
+# -- custom resources -------------------------------------------------------------------------------
+
+
+def test_an_invalid_trigger_is_refused_with_the_servers_message(api: Any) -> None:
+    custom = CustomObjectsApi(api)
+    bad = trigger("web", gitlab={"url": "ftp://gitlab.example.com", "project": "group/web"})
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, bad)
+    status = status_of(refused.value)
+    assert refused.value.status == 422 and status["reason"] == "Invalid"
+    assert status["message"].startswith(
+        'Trigger.cloudtriggers.io "web" is invalid: spec.gitlab.url: Invalid value: "ftp://'
+    )
+    assert status["details"]["causes"][0]["field"] == "spec.gitlab.url"
+    # A CEL rule: fieldErrorForReason(fldPath, sts.Type, message, reason) -> Invalid value: "object".
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, trigger("none", credentialsSecretRef={"name": "x"})
+        )
+    assert status_of(refused.value)["message"] == (
+        'Trigger.cloudtriggers.io "none" is invalid: spec: Invalid value: "object": '
+        "exactly one provider block (gitlab, ack or swr) must be set"
+    )
+    # validator.go: metadata.name is a DNS-1123 subdomain.
+    with pytest.raises(ApiException) as refused:
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("Web_1"))
+    assert (
+        'metadata.name: Invalid value: "Web_1": a lowercase RFC 1123 subdomain'
+        in status_of(refused.value)["message"]
+    )
+
+
+def test_unknown_fields_are_pruned_or_refused_under_strict_validation_and_defaults_apply(
+    kube: KubeServer, api: Any
+) -> None:
+    body = trigger("web")
+    body["spec"]["gitlab"]["colour"] = "blue"
+    body["status"] = {"externalId": "forged"}  # the status subresource: ignored on create
+    url = f"{kube.url}/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
+    strict = requests.post(url, params={"fieldValidation": "Strict"}, json=body, timeout=5)
+    assert strict.status_code == 400
+    assert strict.json()["message"] == 'strict decoding error: unknown field "spec.gitlab.colour"'
+    CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, body)
+    stored = kube.get(TRIGGERS, "default", "web")
+    assert stored is not None
+    assert "colour" not in stored["spec"]["gitlab"]  # pruned
+    assert "status" not in stored
+    assert stored["spec"]["deletionPolicy"] == "Delete"  # the schema's default
+
+
+def test_status_writes_are_validated_against_the_status_schema(kube: KubeServer, api: Any) -> None:
+    custom = CustomObjectsApi(api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("web"))
+    custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, "default", PLURAL, "web", {"status": {"externalId": "7", "phase": "Ready"}}
+    )
+    stored = kube.get(TRIGGERS, "default", "web")
+    assert stored is not None and stored["status"] == {"externalId": "7"}  # phase is not in the schema
+
+
+# -- namespaces -------------------------------------------------------------------------------------
+
+
+def test_every_cluster_has_its_namespaces_and_a_new_one_is_active(kube: KubeServer, api: Any) -> None:
+    core = CoreV1Api(api)
+    names = {n.metadata.name for n in core.list_namespace().items}
+    assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
+    created = core.create_namespace(namespace("team-a"))
+    assert created.spec.finalizers == ["kubernetes"] and created.status.phase == "Active"
+    assert created.metadata.labels == {"kubernetes.io/metadata.name": "team-a"}
+    with pytest.raises(ApiException) as refused:
+        core.create_namespace(namespace("Team_A"))
+    assert refused.value.status == 422
+
+
+def test_nothing_is_created_in_a_namespace_that_does_not_exist(api: Any) -> None:
+    with pytest.raises(ApiException) as refused:
+        CoreV1Api(api).create_namespaced_secret("nowhere", {"metadata": {"name": "s"}})
+    assert refused.value.status == 404
+    assert status_of(refused.value)["message"] == 'namespaces "nowhere" not found'
+
+
+def test_immortal_namespaces_cannot_be_deleted(api: Any) -> None:
+    for name in ("default", "kube-system", "kube-public"):
+        with pytest.raises(ApiException) as refused:
+            CoreV1Api(api).delete_namespace(name)
+        assert refused.value.status == 403
+        assert (
+            status_of(refused.value)["message"]
+            == f'namespaces "{name}" is forbidden: this namespace may not be deleted'
+        )
+
+
+def test_a_terminating_namespace_refuses_new_content_events_included(kube: KubeServer, api: Any) -> None:
+    core = CoreV1Api(api)
+    core.create_namespace(namespace("team-a"))
+    held = {"metadata": {"name": "keep", "finalizers": ["example.com/hold"]}}
+    core.create_namespaced_secret("team-a", held)
+    core.delete_namespace("team-a")
+    ns = core.read_namespace("team-a")
+    assert ns.status.phase == "Terminating" and ns.metadata.deletion_timestamp
+    for create, name in (
+        (lambda: core.create_namespaced_secret("team-a", {"metadata": {"name": "new"}}), "secrets"),
+        (
+            lambda: core.create_namespaced_event(
+                "team-a", {"metadata": {"generateName": "x."}, "involvedObject": {}}
+            ),
+            "events",
+        ),
+    ):
+        with pytest.raises(ApiException) as refused:
+            create()
+        assert refused.value.status == 403
+        message = status_of(refused.value)["message"]
+        assert message.startswith(f'{name} "')
+        assert message.endswith(
+            "is forbidden: unable to create new content in namespace team-a because it is being terminated"
+        )
+    # Updates are still allowed (a finalizer can be removed), but no finalizer may be added.
+    with pytest.raises(ApiException) as refused:
+        core.patch_namespaced_secret(
+            "keep", "team-a", {"metadata": {"finalizers": ["example.com/hold", "x.io/more"]}}
+        )
+    assert refused.value.status == 422
+    assert status_of(refused.value)["message"] == (
+        'Secret "keep" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the '
+        'object is being deleted, found new finalizers []string{"x.io/more"}'
+    )
+
+
+def test_the_namespace_controller_deletes_the_content_then_the_namespace(kube: KubeServer, api: Any) -> None:
+    core = CoreV1Api(api)
+    custom = CustomObjectsApi(api)
+    core.create_namespace(namespace("team-a"))
+    core.create_namespaced_secret("team-a", {"metadata": {"name": "free"}})
+    core.create_namespaced_secret(
+        "team-a", {"metadata": {"name": "keep", "finalizers": ["example.com/hold"]}}
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, trigger("web"))
+    core.delete_namespace("team-a")
+    wait_for(
+        "free content deleted",
+        lambda: not kube.get("v1/secrets", "team-a", "free") and not kube.get(TRIGGERS, "team-a", "web"),
+    )
+    # A finalizer keeps its object, and the object keeps the namespace, requeue after requeue.
+    time.sleep(0.5)  # several requeues at namespace_requeue=0.05 (8 s x 0.05)
+    ns = kube.get("v1/namespaces", None, "team-a")
+    assert ns is not None and ns["spec"]["finalizers"] == ["kubernetes"]
+    remaining = {c["type"]: c for c in ns["status"]["conditions"]}
+    assert remaining["NamespaceFinalizersRemaining"]["message"].endswith("example.com/hold")
+    core.patch_namespaced_secret("keep", "team-a", {"metadata": {"finalizers": None}})
+    wait_for("namespace gone", lambda: kube.get("v1/namespaces", None, "team-a") is None)
+    orders = kube.emulator.namespace_orders
+    assert orders and all(name == "team-a" and seed == 7 for name, seed, _ in orders)
+    assert "v1/secrets" in orders[0][2] and f"{GROUP}/{VERSION}/{PLURAL}" in orders[0][2]
+
+
+def test_the_deletion_order_follows_the_seed() -> None:
+    def order(seed: int) -> list[str]:
+        with KubeServer(ClusterEmulator(namespace_seed=seed, namespace_requeue=0.05)) as server:
+            with kube_client(server.url) as client:
+                CoreV1Api(client).create_namespace(namespace("x"))
+                CoreV1Api(client).delete_namespace("x")
+            wait_for("x gone", lambda: server.get("v1/namespaces", None, "x") is None)
+            return server.emulator.namespace_orders[0][2]
+
+    assert order(1) == order(1)
+    assert order(1) != order(2)
+
+
+def test_a_dependent_of_an_absent_owner_is_collected(kube: KubeServer, api: Any) -> None:
+    # garbagecollector.attemptToDeleteItem: all owners absent (by uid) -> the dependent is deleted.
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trigger", "name": "gone", "uid": "0000-absent"}
+    CoreV1Api(api).create_namespaced_secret(
+        "default", {"metadata": {"name": "orphan", "ownerReferences": [owner]}}
+    )
+    wait_for("orphan collected", lambda: kube.get("v1/secrets", "default", "orphan") is None)
+
+
+def test_openapi_v3_says_the_server_validates_fields(kube: KubeServer) -> None:
+    # cli-runtime QueryParamVerifierV3: a PATCH with the kind's x-kubernetes-group-version-kind and a
+    # fieldValidation query parameter means "send fieldValidation=Strict, the server checks".
+    root = requests.get(f"{kube.url}/openapi/v3", timeout=5).json()
+    ref = root["paths"][f"apis/{GROUP}/{VERSION}"]["serverRelativeURL"]
+    doc = requests.get(f"{kube.url}{ref}", timeout=5).json()
+    (path,) = [p for p in doc["paths"] if p.endswith(f"/{PLURAL}/{{name}}")]
+    patch = doc["paths"][path]["patch"]
+    assert patch["x-kubernetes-group-version-kind"] == {"group": GROUP, "version": VERSION, "kind": "Trigger"}
+    assert {"name": "fieldValidation", "in": "query"}.items() <= next(
+        p for p in patch["parameters"] if p["name"] == "fieldValidation"
+    ).items()
