@@ -1,0 +1,114 @@
+"""The create phase: make the provider trigger, or adopt what an interrupted create left.
+
+A create intent (status.pendingCreate) is stored before the provider call, so a pass after a crash
+or a lost response looks for what it made (provider.find) instead of making a second one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from ..kube import SecretConflict, now_rfc3339
+from ..logs import register_secret
+from ..models import TriggerSpec
+from ..providers.base import ErrorClass, Observed, Provider, ProviderError, Target
+from .passes import CLOCK_SKEW, _Base, _Pass, _Stop, has_finalizer, set_condition
+
+
+class CreatePhase(_Base):
+    """Create (provider.create) behind a stored intent; adopt an interrupted one (provider.find)."""
+
+    def _intent(self, p: _Pass) -> dict[str, Any] | None:
+        """The stored create intent, unless it is one this process refused to act on (then it is
+        dropped from the status being built)."""
+        pending: dict[str, Any] | None = p.status.get("pendingCreate")
+        if pending and self._refused.get(p.meta["uid"]) == pending:
+            p.status.pop("pendingCreate")
+            return None
+        return pending
+
+    def _write_secret(self, p: _Pass, name: str, outputs: Mapping[str, str]) -> None:
+        try:
+            self.kube.write_output_secret(p.obj, name, dict(outputs))
+        except SecretConflict as e:
+            raise _Stop("Conflict", str(e), requeue=None) from None
+
+    def _create(
+        self,
+        p: _Pass,
+        spec: TriggerSpec,
+        provider: Provider,
+        target: Target,
+        *,
+        exists: bool = False,
+        reason: str = "Created",
+    ) -> Observed:
+        """Create (or adopt what an interrupted create left). `exists`: a replacement, the old one is live."""
+        status = p.status
+        pending = status.get("pendingCreate")  # a refused one was dropped at the start of the pass
+        seen: list[Observed] | None = None
+        if pending and pending.get("provider") == spec.provider:
+            since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
+            existed = set(pending.get("existing") or [])
+            seen = provider.find(target, since)
+            candidates = [
+                o
+                for o in seen
+                if o.external_id not in existed
+                and not self.claims.others(
+                    provider.claim_key(spec.block, o.at_provider, o.external_id), p.meta["uid"]
+                )
+            ]
+            if candidates:
+                found, extra = candidates[0], candidates[1:]
+                for dup in extra:
+                    provider.delete(target, dup.external_id)
+                    p.events.append(
+                        ("Warning", "DeletedDuplicate", f"deleted duplicate trigger {dup.external_id}")
+                    )
+                p.events.append(
+                    (
+                        "Normal",
+                        "Adopted",
+                        f"found trigger {found.external_id} from an interrupted create; adopted it",
+                    )
+                )
+                return found
+        if p.no_create:
+            raise _Stop("CredentialsMissing", p.no_create, requeue=self.settings.credentials_poll)
+        status["pendingCreate"] = {"startedAt": now_rfc3339(), "provider": spec.provider}
+        if not getattr(provider, "find_uses_time", True):
+            # Without creation times, what exists now must never be mistaken for what we make next.
+            # (find() then ignores `since`: the look just taken for an interrupted create is reused.)
+            now = seen if seen is not None else provider.find(target, datetime.now(UTC))
+            status["pendingCreate"]["existing"] = [o.external_id for o in now]
+        if not exists:
+            status["conditions"] = set_condition(
+                list(status.get("conditions") or []),
+                "Ready",
+                False,
+                "Creating",
+                f"creating {spec.provider} trigger",
+                p.generation,
+            )
+        self._flush(p)
+        self._refused.pop(p.meta["uid"], None)  # the intent now stored may well be acted on
+        if not has_finalizer(p.obj):
+            # Without the finalizer a quick delete would leave the new provider trigger behind. kopf
+            # adds it as it starts the Trigger's loop; the intent's write answers with the object as
+            # it is now, so a loop need not wait for that change to come round the watch.
+            self._refused[p.meta["uid"]] = status.pop("pendingCreate")
+            raise _Stop(
+                "Creating", "waiting for the finalizer before creating", requeue=1.0, needs_finalizer=True
+            )
+        try:
+            obs = provider.create(target)
+        except ProviderError as e:
+            if e.kind is not ErrorClass.AMBIGUOUS:
+                status.pop("pendingCreate", None)  # definitely not created: nothing to look for
+            raise
+        register_secret(obs.token)
+        p.events.append(("Normal", reason, f"created {spec.provider} trigger {obs.external_id}"))
+        return obs

@@ -1,0 +1,405 @@
+"""The Reconciler: one pass over one Trigger, composed of the phase mixins.
+
+Here: the pass itself (reconcile, _reconcile, _act), the credentials and the provider Target it
+builds, the claim a Trigger makes, per-Trigger locks, and when to come back (backoff, resync).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..credentials import CredentialsGuard
+from ..kube import Kube, now_rfc3339
+from ..logs import register_secret
+from ..metrics import CIRCUITS, RECONCILE_SECONDS, RECONCILES, Timer
+from ..models import (
+    TriggerSpec,
+    default_description,
+    default_secret_name,
+    parse_duration,
+    swr_default_name,
+)
+from ..providers.base import (
+    CredentialsBreaker,
+    CredentialsError,
+    ErrorClass,
+    Provider,
+    ProviderError,
+    Target,
+    account_key,
+    redact,
+)
+from ..settings import Settings
+from .claims import Claim, ClaimIndex
+from .create import CreatePhase
+from .delete import DeletePhase
+from .observe import ObservePhase
+from .passes import (
+    PAUSED_ANNOTATION,
+    Outcome,
+    _CredentialsMissing,
+    _creds_version,
+    _endpoint_of,
+    _Pass,
+    _same_endpoint,
+    _Stop,
+    condition,
+    log,
+    set_condition,
+)
+from .replace import ReplacePhase
+
+CREDENTIAL_KEYS = {
+    "gitlab": ("token",),
+    "ack": ("accessKeyId", "accessKeySecret"),
+    "swr": ("accessKey", "secretKey"),
+}
+OPTIONAL_CREDENTIAL_KEYS = {"gitlab": (), "ack": ("securityToken",), "swr": ("projectId", "securityToken")}
+
+
+class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
+    """Reconciles Triggers: observe (observe.py), create (create.py), replace (replace.py), and
+    delete on a finalizer's pass (delete.py). Passes run in worker threads, one at a time per Trigger."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        providers: Mapping[str, Provider],
+        settings: Settings | None = None,
+        claims: ClaimIndex | None = None,
+        guard: CredentialsGuard | None = None,
+    ) -> None:
+        self.kube = kube
+        self.guard = guard or CredentialsGuard(kube, (settings or Settings()).namespaces)
+        self.providers = providers
+        self.settings = settings or Settings()
+        self.claims = claims or ClaimIndex()
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._failures: dict[str, int] = {}
+        # uid -> (signature, count) of the drift repairs in a row (the perpetual-diff guard).
+        self._repairs: dict[str, tuple[tuple[Any, ...], int]] = {}
+        # uid -> a create intent this process wrote and then refused to act on (no finalizer yet).
+        # Until it is cleared from status it must not be taken for an interrupted create: the ids it
+        # would look for could be another Trigger's new trigger, not yet in the claim index.
+        self._refused: dict[str, dict[str, Any]] = {}
+        self.breaker = CredentialsBreaker(
+            self.settings.breaker_threshold,
+            self.settings.breaker_cooldown,
+            self.settings.slow_backoff[1],
+        )
+        CIRCUITS.source = self.breaker.open_count
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def lock(self, uid: str) -> threading.Lock:
+        """One pass at a time per Trigger: the drift timer, a change and a delete never overlap."""
+        with self._locks_guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    def forget(self, uid: str) -> None:
+        with self._locks_guard:
+            self._locks.pop(uid, None)
+        self._failures.pop(uid, None)
+        self.claims.drop(uid)
+        self._repairs.pop(uid, None)
+        self._refused.pop(uid, None)
+        self.breaker.forget(uid)
+
+    def claim_of(self, obj: Mapping[str, Any]) -> tuple[str | None, Claim]:
+        """The provider object this Trigger points at (if known yet), for the ClaimIndex."""
+        meta = obj.get("metadata", {})
+        status = obj.get("status") or {}
+        claim = Claim(
+            uid=meta.get("uid", ""),
+            ref=f"{meta.get('namespace')}/{meta.get('name')}",
+            created=meta.get("creationTimestamp") or "",
+            owns=bool(status.get("externalId")),
+        )
+        try:
+            spec = TriggerSpec.model_validate(obj.get("spec") or {})
+        except ValidationError:
+            return None, claim
+        ext = status.get("externalId") or spec.external_id or self._implicit_id(spec, meta)
+        if not ext:
+            return None, claim
+        provider = self.providers.get(spec.provider)
+        if provider is None:
+            return None, claim
+        key: str = provider.claim_key(spec.block, status.get("atProvider") or {}, ext)
+        return key, claim
+
+    @staticmethod
+    def _implicit_id(spec: TriggerSpec, meta: Mapping[str, Any]) -> str | None:
+        # SWR names are ids, known before anything exists.
+        if spec.swr is not None:
+            return spec.swr.name or swr_default_name(meta["namespace"], meta["name"])
+        return None
+
+    def resync_after(self, period: str | None, uid: str, last: float | None = None) -> float:
+        """Seconds from now to the next drift check of a Trigger, after a sync at `last` (default now).
+
+        Each Trigger owns a fixed phase of the period (from its uid) on the wall clock, and the next
+        check is the first slot of that phase at least half a period after the last sync. N Triggers
+        thus spread evenly over the period however they were created, and a restart keeps the
+        schedule instead of checking everything at once.
+        """
+        seconds = parse_duration(period) if period else self.settings.resync_period
+        phase = int(hashlib.sha256(uid.encode()).hexdigest()[:8], 16) / 0x100000000 * seconds
+        now = time.time()
+        earliest = (now if last is None else last) + seconds / 2
+        slot = math.ceil((earliest - phase) / seconds) * seconds + phase
+        return max(0.0, slot - now)
+
+    def _resync(self, spec: TriggerSpec, uid: str) -> float:
+        return self.resync_after(spec.resync_period, uid)
+
+    def _backoff(self, uid: str, kind: str) -> float:
+        n = self._failures.get(uid, 0)
+        self._failures[uid] = n + 1
+        first, cap = self.settings.transient_backoff if kind == "transient" else self.settings.slow_backoff
+        delay = min(first * (2**n), cap)
+        return float(delay * random.uniform(0.8, 1.2))
+
+    def error_backoff(self, uid: str) -> float:
+        """Delay after a pass that failed unexpectedly (Kubernetes API errors): the transient backoff."""
+        return self._backoff(uid, "transient")
+
+    def _credentials(
+        self, p: _Pass, spec: TriggerSpec, *, deleting: bool = False
+    ) -> tuple[dict[str, str], tuple[str, str, str] | None]:
+        """The credentials and, when they come from a Secret, (namespace, name, resourceVersion) to watch.
+
+        A Secret of the Trigger's namespace is held (credentials.py) before any provider call. One
+        being deleted is still used, and said so; no new provider trigger is made with it unless it
+        is held (then it stays until this Trigger is finalized). `deleting`: a finalizer's pass, which
+        falls back on the last good credentials when the Secret is gone.
+        """
+        ns = p.meta["namespace"]
+        ref = spec.credentials_secret_ref
+        if ref is None:
+            default = self.settings.default_credentials_secret
+            if default and _same_endpoint(
+                _endpoint_of(spec.block), self.settings.default_credentials_endpoint
+            ):
+                secret_ns, secret_name = default.split("/", 1)
+            else:
+                ambient = self.providers[spec.provider].ambient_credentials(spec.block)
+                if ambient is not None:
+                    return dict(ambient), None
+                raise CredentialsError(
+                    "spec.credentialsSecretRef is not set and no default credentials apply to this "
+                    f"{spec.provider} endpoint"
+                )
+        else:
+            secret_ns, secret_name = ns, ref.name
+        key = (secret_ns, secret_name)
+        where = f"credentials Secret {secret_ns}/{secret_name}"
+        got = self.kube.read_credentials(secret_ns, secret_name)
+        if got is None:
+            kept = self.guard.last_good(key) if deleting else None
+            if kept is not None:
+                p.notes.append(f"{where} is gone; deleting with the last credentials read from it")
+                return kept, None
+            raise _CredentialsMissing(f"{where} not found", (*key, ""))
+        if ref is not None and not deleting:
+            got = self.guard.ensure_held(key, got)
+        data, rv = got.data, got.resource_version
+        missing = [k for k in CREDENTIAL_KEYS[spec.provider] if not data.get(k)]
+        if missing:
+            raise _CredentialsMissing(f"{where} lacks key(s): {', '.join(missing)}", (*key, rv))
+        keys = CREDENTIAL_KEYS[spec.provider] + OPTIONAL_CREDENTIAL_KEYS[spec.provider]
+        creds = {k: data[k] for k in keys if data.get(k)}
+        register_secret(*creds.values())
+        self.guard.remember(key, creds)
+        if got.deleting and not deleting:
+            note = f"{where} is being deleted; this Trigger keeps using it until the Trigger is deleted"
+            if not got.held:
+                note = f"{where} is being deleted"
+                p.no_create = f"{where} is being deleted: no new {spec.provider} trigger is made with it"
+            p.notes.append(note)
+            ready = condition(p.obj.get("status") or {}, "Ready") or {}
+            if note not in str(ready.get("message") or ""):
+                p.events.append(("Warning", "CredentialsDeleting", note))
+        return creds, (*key, rv)
+
+    def _target(self, p: _Pass, spec: TriggerSpec, creds: Mapping[str, str]) -> Target:
+        ns, name = p.meta["namespace"], p.meta["name"]
+        description = ""
+        if spec.gitlab is not None:
+            description = spec.gitlab.description or default_description(ns, name)
+        object_name = ""
+        if spec.swr is not None:
+            # An adopted trigger keeps its own name; otherwise spec.swr.name or the derived default.
+            object_name = spec.external_id or spec.swr.name or swr_default_name(ns, name)
+        return Target(
+            namespace=ns,
+            name=name,
+            uid=p.meta["uid"],
+            block=spec.block,
+            credentials=creds,
+            known=dict(p.status.get("atProvider") or {}),
+            description=description,
+            object_name=object_name,
+        )
+
+    # -- the reconcile pass -----------------------------------------------------------------------
+
+    def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> Outcome:
+        """One pass. `body`: the object as just delivered by the watch, when no write of ours can be
+        newer (a loop's first pass); otherwise the object is read fresh."""
+        obj = body if body is not None else self.kube.get_trigger(namespace, name)
+        if obj is None or obj["metadata"].get("deletionTimestamp"):
+            return Outcome(None, "Gone")
+        provider = next((p for p in ("gitlab", "ack", "swr") if p in (obj.get("spec") or {})), "unknown")
+        timer = Timer()
+        with self.lock(obj["metadata"]["uid"]):
+            outcome = self._reconcile(obj)
+        RECONCILES.labels(provider, outcome.reason or "Unknown").inc()
+        RECONCILE_SECONDS.labels(provider).observe(timer.seconds())
+        return outcome
+
+    def _reconcile(self, obj: dict[str, Any]) -> Outcome:
+        old_status = dict(obj.get("status") or {})
+        p = _Pass(obj=obj, status=dict(old_status))
+        self._intent(p)  # drops an intent this process refused to act on, for the whole pass
+        uid = p.meta["uid"]
+        gen = p.generation
+        status = p.status
+
+        def conditions(ready: bool | None, r_reason: str, synced: bool, s_reason: str, message: str) -> None:
+            if p.notes:
+                message = "; ".join([message, *p.notes])
+            conds = list(status.get("conditions") or [])
+            before = condition(status, "Synced") or {}
+            if not synced and s_reason != "Paused" and before.get("reason") != s_reason:
+                # One Warning per transition into a failure, not one per retry.
+                p.events.append(("Warning", s_reason, message))
+            if ready is not None:
+                conds = set_condition(conds, "Ready", ready, r_reason, message, gen)
+            conds = set_condition(conds, "Synced", synced, s_reason, message if not synced else "", gen)
+            status["conditions"] = conds
+            status["observedGeneration"] = gen
+
+        try:
+            spec = TriggerSpec.model_validate(obj.get("spec") or {})
+        except ValidationError as e:
+            msg = "; ".join(
+                f"{'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}" for err in e.errors()
+            )
+            conditions(False, "InvalidSpec", False, "InvalidSpec", f"invalid spec: {msg}")
+            self._flush(p)
+            return Outcome(None, "InvalidSpec")
+
+        if (p.meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
+            conditions(None, "", False, "Paused", f"reconcile paused by the annotation {PAUSED_ANNOTATION}")
+            self._flush(p)
+            return Outcome(None, "Paused")
+
+        status["provider"] = spec.provider
+        if spec.provider not in self.providers:
+            msg = f"this build of cloudtriggers has no {spec.provider} provider; the spec is kept as it is"
+            conditions(False, "ProviderError", False, "ProviderError", msg)
+            self._flush(p)
+            return Outcome(None, "ProviderError")
+        status["secretName"] = (
+            (spec.secret_name or default_secret_name(p.meta["name"])) if self._outputs(spec) else None
+        )
+        if status["secretName"] is None:
+            status.pop("secretName")
+        try:
+            creds, secret_ref = self._credentials(p, spec)
+        except _CredentialsMissing as e:
+            has_id = bool(status.get("externalId"))
+            conditions(None if has_id else False, "CredentialsMissing", False, "CredentialsMissing", str(e))
+            self._flush(p)
+            return Outcome(self.settings.credentials_poll, "CredentialsMissing", watch_secret=e.secret)
+        except CredentialsError as e:
+            conditions(False, "CredentialsMissing", False, "CredentialsMissing", str(e))
+            self._flush(p)
+            return Outcome(self.settings.credentials_poll, "CredentialsMissing")
+
+        provider = self.providers[spec.provider]
+        target = self._target(p, spec, creds)
+        account = account_key(spec.provider, _endpoint_of(spec.block), creds)
+        verdict = self.breaker.admit(account, uid, _creds_version(creds, secret_ref))
+        if verdict is not None:
+            # No provider call: the circuit of these credentials is open, or others probe them first.
+            delay = verdict.retry_in * random.uniform(1.0, 1.25)
+            if not verdict.open:
+                return Outcome(delay, "Waiting", watch_secret=secret_ref)
+            has_id = bool(status.get("externalId"))
+            reason = "CredentialsInvalid"
+            conditions(None if has_id else False, reason, False, reason, verdict.message)
+            self._flush(p)
+            return Outcome(delay, reason, watch_secret=secret_ref)
+        try:
+            return self._act(p, spec, provider, target, account, secret_ref, old_status, conditions)
+        finally:
+            self.breaker.done(account, uid)
+
+    def _act(
+        self,
+        p: _Pass,
+        spec: TriggerSpec,
+        provider: Provider,
+        target: Target,
+        account: str,
+        secret_ref: tuple[str, str, str] | None,
+        old_status: Mapping[str, Any],
+        conditions: Callable[[bool | None, str, bool, str, str], None],
+    ) -> Outcome:
+        status, uid = p.status, p.meta["uid"]
+        try:
+            ready_reason, message, ready = self._sync(p, spec, provider, target)
+        except ProviderError as e:
+            message = redact(str(e), target.secrets())
+            log.warning("%s: %s (%s)", p.ref, message, e.kind.value, extra={"trigger": p.ref})
+            if e.kind is ErrorClass.AUTH:
+                self.breaker.failure(account, uid, message)
+            has_id = bool(status.get("externalId"))
+            conditions(None if has_id else False, e.reason, False, e.reason, message)
+            self._flush(p)
+            if e.kind in (ErrorClass.TRANSIENT, ErrorClass.AMBIGUOUS, ErrorClass.CONFLICT):
+                delay = self._backoff(uid, "transient")
+            elif e.kind is ErrorClass.THROTTLED:
+                delay = e.retry_after if e.retry_after is not None else self._backoff(uid, "transient")
+                self._failures[uid] = self._failures.get(uid, 0) + 1
+            else:
+                delay = self._backoff(uid, "slow")
+            return Outcome(delay, e.reason, watch_secret=secret_ref)
+        except CredentialsError as e:
+            conditions(False, "CredentialsMissing", False, "CredentialsMissing", str(e))
+            self._flush(p)
+            return Outcome(self.settings.credentials_poll, "CredentialsMissing", watch_secret=secret_ref)
+        except _Stop as s:
+            synced = s.synced if s.synced is not None else s.reason not in {"Conflict"}
+            conditions(s.ready, s.reason, synced, s.reason, s.message)
+            self._flush(p)
+            delay = s.requeue if s.requeue is not None else self._resync(spec, uid)
+            return Outcome(delay, s.reason, watch_secret=secret_ref, needs_finalizer=s.needs_finalizer)
+
+        self._failures.pop(uid, None)
+        self.breaker.success(account, uid)
+        conditions(ready, ready_reason, True, "Available" if ready else ready_reason, message)
+        if ready:
+            # lastSyncTime alone is worth a write at most once per resync (no status churn).
+            rest_same = {k: v for k, v in status.items() if k != "lastSyncTime"} == {
+                k: v for k, v in old_status.items() if k != "lastSyncTime"
+            }
+            if not rest_same or self._sync_due(old_status, spec):
+                status["lastSyncTime"] = now_rfc3339()
+        self._flush(p)
+        return Outcome(self._resync(spec, uid), ready_reason)
+
+    def _outputs(self, spec: TriggerSpec) -> bool:
+        provider = self.providers.get(spec.provider)
+        return bool(provider and provider.has_outputs)
