@@ -375,9 +375,11 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
     proc = _operator(world, cfg, resync=cfg.resync)
     _wait_watched(world)
     world.clear_requests()
+    mark = world.request_mark()
     t0 = time.time()
     duration = cfg.resync * cfg.steady_periods
     time.sleep(duration)
+    kube_per_minute = world.operator_requests(mark) / duration * 60
     calls = [c for _, c in world.calls() if c.at >= t0]
     per_minute = len(calls) / duration * 60
     expected = cfg.n / cfg.resync * 60
@@ -391,6 +393,7 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
         Phase(
             seconds=round(duration, 1),
             provider_calls={"per_minute": round(per_minute, 1), "expected_per_minute": round(expected, 1)},
+            kube_requests=round(kube_per_minute, 1),  # per minute, all Triggers (target: <= N / resync)
             peak_rss_mib=round(proc.peak_rss_mib(), 1),
             cpu_seconds=round(proc.cpu_seconds(), 2),
             extra={
@@ -572,6 +575,7 @@ def markdown(result: dict[str, Any]) -> str:
             "| steady state: provider calls per minute (expected N / resync) | "
             f"{calls_s['per_minute']} ({calls_s['expected_per_minute']}), spread CV {s['extra']['cv']} | | |"
         )
+        rows.append(f"| steady state: Kubernetes requests per minute | {s['kube_requests']} | | |")
     if "namespace" in ct:
         ns = ct["namespace"]["extra"]
 

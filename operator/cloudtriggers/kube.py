@@ -10,6 +10,9 @@ import base64
 import copy
 import json
 import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -65,6 +68,52 @@ class Kube(Protocol):
     def namespace_terminating(self, namespace: str) -> bool: ...
 
 
+class SharedReads:
+    """One GET of a credentials Secret answers every Trigger that reads it within `fresh` seconds:
+    200 Triggers of one account cost one read, not 200. Readers that arrive while a read is in
+    flight wait for it. The price is that a change of the Secret is seen up to `fresh` seconds late;
+    our own writes to it (hold, release) drop the entry at once."""
+
+    def __init__(self, fresh: float) -> None:
+        self.fresh = fresh
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], tuple[float, CredentialsSecret | None]] = {}
+        self._inflight: dict[tuple[str, str], threading.Event] = {}
+
+    def get(
+        self, key: tuple[str, str], read: Callable[[], CredentialsSecret | None]
+    ) -> CredentialsSecret | None:
+        if self.fresh <= 0:
+            return read()
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and time.monotonic() - entry[0] < self.fresh:
+                    return entry[1]
+                waiting = self._inflight.get(key)
+                if waiting is None:
+                    done = self._inflight[key] = threading.Event()
+                    break
+            waiting.wait(30)
+        try:
+            started = time.monotonic()
+            got = read()
+            with self._lock:
+                if self._inflight.get(key) is done:  # not forgotten meanwhile
+                    self._entries[key] = (started, got)
+            return got
+        finally:
+            with self._lock:
+                if self._inflight.get(key) is done:
+                    del self._inflight[key]
+            done.set()
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            self._inflight.pop(key, None)
+
+
 class KubeApiError(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(f"{status}: {text[:300]}")
@@ -83,9 +132,17 @@ class KubeClient:
     Thread-safe: the worker threads share the pool.
     """
 
-    def __init__(self, api: k8s.ApiClient, component: str = "cloudtriggers", pool: int | None = None) -> None:
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        component: str = "cloudtriggers",
+        pool: int | None = None,
+        secret_reads: float = 0.0,
+    ) -> None:
         """`pool`: connections kept per host (default: the Configuration's, at least 16), one per
-        worker thread, or urllib3 discards and reopens them under load."""
+        worker thread, or urllib3 discards and reopens them under load. `secret_reads`: for how many
+        seconds one read of a credentials Secret answers every Trigger using it (0: no sharing)."""
+        self.secret_reads = SharedReads(secret_reads)
         self.config = api.configuration
         self.base = str(self.config.host).rstrip("/")
         self.component = component
@@ -147,6 +204,9 @@ class KubeClient:
         return None if got is None else (got.data, got.resource_version)
 
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
+        return self.secret_reads.get((namespace, name), lambda: self._read_credentials(namespace, name))
+
+    def _read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
         s = self._request("GET", self._secret_path(namespace, name))
         if s is None:
             return None
@@ -177,6 +237,7 @@ class KubeClient:
             ops.append({"op": "add", "path": "/metadata/labels/" + _pointer(SECRET_LABEL), "value": "true"})
         else:
             ops.append({"op": "add", "path": "/metadata/labels", "value": {SECRET_LABEL: "true"}})
+        self.secret_reads.forget((namespace, name))  # whatever happens, the Secret read before is old
         try:
             return self._json_patch(self._secret_path(namespace, name), ops)
         except KubeApiError as e:
@@ -188,6 +249,7 @@ class KubeClient:
         """Remove our finalizer and label (with a resourceVersion test). False when the Secret
         changed in between (the caller decides again); True when released or already free."""
         path = self._secret_path(namespace, name)
+        self.secret_reads.forget((namespace, name))
         current = self._request("GET", path)
         if current is None:
             return True

@@ -32,7 +32,7 @@ def build_operator(
 ) -> OperatorParts:
     """Everything `kopf.operator()` needs; `api_client` is the kubernetes client the reconciler uses."""
     reconciler = Reconciler(
-        KubeClient(api_client),
+        KubeClient(api_client, secret_reads=settings.credentials_reads),
         providers
         or build_providers(
             settings.rate,

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     credentials_poll: Seconds = Field(
         default=15.0, gt=0, description="Re-read a missing or failing credentials Secret."
     )
+    credentials_reads: Seconds = Field(
+        default=2.0,
+        ge=0,
+        description="For how long one read of a credentials Secret serves every Trigger using it "
+        "(a change of the Secret is seen at most this late; 0: every pass reads it).",
+    )
     credentials_sweep: Seconds = Field(
         default=300.0,
         gt=0,

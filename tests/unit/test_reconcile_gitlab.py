@@ -214,7 +214,6 @@ def test_bad_token_is_credentials_invalid_with_slow_retry(world: World) -> None:
     assert delays[-1] > delays[0]  # and backing off
 
 
-
 def test_open_circuit_survives_a_metadata_only_change_of_the_secret(world: World) -> None:
     # Holding the Secret (our finalizer going on) moves its resourceVersion; the credentials did not
     # change, so the circuit must stay open: else every Trigger of a bad key gets a fresh wave.
@@ -233,6 +232,7 @@ def test_open_circuit_survives_a_metadata_only_change_of_the_secret(world: World
     world.kube.put_secret(NS, "gl", {"token": world.alice.token})
     world.rec.reconcile(NS, "d")
     assert world.kube.cond(NS, "d")["status"] == "True"
+
 
 def test_lost_create_response_adopts_instead_of_creating_twice(world: World) -> None:
     world.kube.apply(NS, "web", world.spec())
