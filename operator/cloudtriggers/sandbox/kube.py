@@ -324,6 +324,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _routes: dict[Any, Any] = attrs.field(factory=dict, init=False)
     _crds: dict[kmock.resource, ObjKey] = attrs.field(factory=dict, init=False)  # served -> its CRD
     _tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
+    # Indexes of the live objects for the garbage collector: by uid, and dependents by owner uid.
+    _by_uid: dict[str, ObjKey] = attrs.field(factory=dict, init=False)
+    _dependents: dict[str, set[ObjKey]] = attrs.field(factory=dict, init=False)
+    _indexed: dict[ObjKey, tuple[str, frozenset[str]]] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -541,6 +545,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         else:
             self._objects[key] = body
         self._emit(resource, "ADDED", body)
+        self._reindex(key, body)
         self._stored(key, body)
         return body
 
@@ -596,6 +601,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return await self._remove(key, new)  # the last finalizer is gone
         self._store(key, new)
         self._emit(resource, "MODIFIED", new)
+        self._reindex(key, new)
         self._stored(key, new)
         return new
 
@@ -635,6 +641,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._store(key, body)  # keep the final state in the history
         self._objects[key].delete()
         self._emit(key[0], "DELETED", body)
+        self._reindex(key, None)
         if key[0] == CRDS:
             for resource, _ in crds.served(body):
                 self._crds.pop(resource, None)
@@ -644,20 +651,37 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             await self._collect_dependents(key[1], body["metadata"]["uid"])
         return body
 
+    def _reindex(self, key: ObjKey, body: Body | None) -> None:
+        """Keep _by_uid and _dependents in step with the object stored under key (None: removed)."""
+        before = self._indexed.pop(key, None)
+        if before is not None:
+            uid, owners = before
+            if self._by_uid.get(uid) == key:
+                del self._by_uid[uid]
+            for owner in owners:
+                self._dependents.get(owner, set()).discard(key)
+        if body is None:
+            return
+        meta = _meta(body)
+        uid = str(meta.get("uid") or "")
+        owners = frozenset(str(r.get("uid")) for r in meta.get("ownerReferences") or [] if r.get("uid"))
+        self._indexed[key] = (uid, owners)
+        if uid:
+            self._by_uid[uid] = key
+        for owner in owners:
+            self._dependents.setdefault(owner, set()).add(key)
+
     async def _collect_dependents(self, namespace: str | None, owner_uid: str) -> None:
-        alive = {_meta(body).get("uid") for _, body in self._iter_live()}
         dependents: list[tuple[ObjKey, Body]] = []
-        for dkey, obj in list(self._objects.items()):
-            if obj.deleted or (namespace is not None and dkey[1] != namespace):
-                continue
-            refs = _meta(obj.raw).get("ownerReferences") or []
-            if any(ref.get("uid") == owner_uid for ref in refs):
+        for dkey in sorted(self._dependents.get(owner_uid, ()), key=str):
+            obj = self._live(dkey)
+            if obj is not None and (namespace is None or dkey[1] == namespace):
                 dependents.append((dkey, obj.raw))
         for dkey, body in dependents:
             if self._live(dkey) is None:
                 continue  # already collected through another owner in this cascade
             refs = body["metadata"]["ownerReferences"]
-            if any(ref.get("uid") != owner_uid and ref.get("uid") in alive for ref in refs):
+            if any(ref.get("uid") != owner_uid and ref.get("uid") in self._by_uid for ref in refs):
                 new = copy.deepcopy(body)
                 new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
                 await self._update(dkey, body, new, subresource=None)
@@ -701,11 +725,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 self._resources[resource] = info
                 self._crds[resource] = key
         refs = _meta(body).get("ownerReferences") or []
-        if refs and not _meta(body).get("deletionTimestamp"):
-            alive = {_meta(b).get("uid") for _, b in self._iter_live()}
-            if not any(ref.get("uid") in alive for ref in refs):
-                # garbagecollector.attemptToDeleteItem: every owner is absent (by uid), so it goes.
-                self._spawn(self._collect(key, _meta(body)["uid"]))
+        dangling = not any(ref.get("uid") in self._by_uid for ref in refs)
+        if refs and dangling and not _meta(body).get("deletionTimestamp"):
+            # garbagecollector.attemptToDeleteItem: every owner is absent (by uid), so it goes.
+            self._spawn(self._collect(key, _meta(body)["uid"]))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(self._guarded(coro))
@@ -813,6 +836,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         key: ObjKey = (CRDS, None, meta["name"])
         self._objects[key] = body
         self._emit(CRDS, "ADDED", body)
+        self._reindex(key, body)
         self._stored(key, body)
         return body
 
@@ -824,6 +848,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion=self._next_rv())
         self._objects[(NAMESPACES, None, name)] = body
         self._emit(NAMESPACES, "ADDED", body)
+        self._reindex((NAMESPACES, None, name), body)
 
     # ---- reads --------------------------------------------------------------------------------
 
