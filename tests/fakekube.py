@@ -42,6 +42,7 @@ class FakeKube:
                 obj["metadata"]["generation"] += 1
             obj["spec"] = copy.deepcopy(spec)
             obj["metadata"]["annotations"] = dict(annotations or {})
+            obj["metadata"]["resourceVersion"] = str(next(self._rv))  # every write moves it
         else:
             self.triggers[key] = {
                 "apiVersion": "cloudtriggers.io/v1alpha1",

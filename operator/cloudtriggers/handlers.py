@@ -102,7 +102,7 @@ def initial_delay(body: Any, runtime: Runtime) -> float:
         return 0.0
     last = datetime.fromisoformat(status["lastSyncTime"].replace("Z", "+00:00")).timestamp()
     try:
-        return runtime.reconciler.resync_after(
+        return runtime.reconciler.restart_delay(
             (body.get("spec") or {}).get("resyncPeriod"), meta.get("uid", ""), last
         )
     except ValueError:
@@ -181,8 +181,10 @@ def register(
                 return
             wake.clear()
             try:
-                # On a loop's first pass no write of ours can be newer than the watched body: no GET.
-                snapshot = copy.deepcopy(dict(body)) if first_pass else None
+                # No GET when the watched body is known to be the newest: on a loop's first pass (no
+                # write of ours can be newer), or when the watch is at the version of our last write.
+                current = first_pass or runtime.reconciler.is_current(body)
+                snapshot = copy.deepcopy(dict(body)) if current else None
                 first_pass = False
                 outcome: Outcome = await runtime.call(runtime.reconciler.reconcile, namespace, name, snapshot)
             except Exception:  # a bug or an API server problem: log, back off, keep the loop alive

@@ -335,7 +335,11 @@ class TriggerStatus(_Model):
         None, description="Id of the provider trigger: GitLab trigger id, ACK trigger id, SWR trigger name."
     )
     observed_generation: int | None = Field(None, description="The metadata.generation last reconciled.")
-    last_sync_time: str | None = Field(None, description="When the provider was last observed in sync.")
+    last_sync_time: str | None = Field(
+        None,
+        description="When the provider was last observed in sync. A check that changes nothing "
+        "refreshes it only every 5 resync periods (no status write per check).",
+    )
     secret_name: str | None = Field(None, description="The Secret that holds the secret outputs.")
     token_sha256: str | None = Field(
         None, description="First 12 hex characters of the token's SHA-256 (never the token)."

@@ -7,8 +7,10 @@ without kopf: what is created, updated, adopted, recreated, deleted, and what th
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -89,6 +91,37 @@ def test_second_pass_in_sync_makes_no_write_and_no_status_churn(world: World) ->
     assert world.writes() == writes
     assert world.kube.status_writes == status_writes
     assert json.dumps(world.kube.status(NS, "web"), sort_keys=True) == before
+
+
+def test_a_drift_check_a_period_later_writes_nothing_until_sync_time_is_old(world: World) -> None:
+    # No status write per check (each is an API write and a watch event per watcher): lastSyncTime
+    # is refreshed only once it is SYNC_TIME_REFRESH (5) periods old. Default period: 10 minutes.
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+
+    def aged(seconds: float) -> None:
+        then = datetime.now(UTC) - timedelta(seconds=seconds)
+        world.kube.triggers[(NS, "web")]["status"]["lastSyncTime"] = then.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    aged(1.5 * 600)
+    writes = world.kube.status_writes
+    world.rec.reconcile(NS, "web")
+    assert world.kube.status_writes == writes
+    aged(5.5 * 600)
+    world.rec.reconcile(NS, "web")
+    assert world.kube.status_writes == writes + 1
+    last = world.kube.status(NS, "web")["lastSyncTime"]
+    assert datetime.fromisoformat(last.replace("Z", "+00:00")) > datetime.now(UTC) - timedelta(seconds=5)
+
+
+def test_after_a_restart_an_in_sync_trigger_waits_for_its_next_slot(world: World) -> None:
+    now = time.time()
+    # Synced 3 periods ago (refreshes are 5 periods apart): not overdue, the next slot of its phase.
+    wait = world.rec.restart_delay("10m", "uid-1", now - 3 * 600)
+    assert wait == pytest.approx(world.rec.resync_after("10m", "uid-1"), abs=1)
+    assert 300 <= wait <= 900
+    # Older than the refresh allows: the operator was down, check now.
+    assert world.rec.restart_delay("10m", "uid-1", now - 7 * 600) == 0.0
 
 
 def test_description_change_is_one_put_same_id(world: World) -> None:
@@ -232,6 +265,20 @@ def test_open_circuit_survives_a_metadata_only_change_of_the_secret(world: World
     world.kube.put_secret(NS, "gl", {"token": world.alice.token})
     world.rec.reconcile(NS, "d")
     assert world.kube.cond(NS, "d")["status"] == "True"
+
+
+def test_a_watched_body_at_the_version_of_our_last_write_is_current(world: World) -> None:
+    # The loop passes the watched body instead of a GET when it is at the version of our own last
+    # status write; anything newer (another writer) is not current.
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    stored = world.kube.get_trigger(NS, "web")
+    assert stored is not None and world.rec.is_current(stored)
+    world.kube.apply(NS, "web", world.spec(gitlab={"description": "changed"}))
+    changed = world.kube.get_trigger(NS, "web")
+    assert changed is not None and not world.rec.is_current(changed)
+    world.rec.forget(stored["metadata"]["uid"])
+    assert not world.rec.is_current(stored)
 
 
 def test_lost_create_response_adopts_instead_of_creating_twice(world: World) -> None:

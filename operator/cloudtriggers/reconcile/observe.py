@@ -18,6 +18,11 @@ from ..providers.base import Observed, Provider, Target, diff
 from .claims import Claim, winner
 from .passes import _Base, _Pass, _Stop
 
+# A drift check that finds everything in sync writes nothing, except lastSyncTime once it is this
+# many resync periods old: each status write is an API write and a watch event for every watcher, and
+# at 10,000 Triggers one per check would be the operator's main load on the API server.
+SYNC_TIME_REFRESH = 5
+
 
 class ObservePhase(_Base):
     """Observe (provider.observe), detect conflicts and drift, update in place (provider.update)."""
@@ -222,4 +227,4 @@ class ObservePhase(_Base):
             return True
         period = parse_duration(spec.resync_period) if spec.resync_period else self.settings.resync_period
         then = datetime.fromisoformat(last.replace("Z", "+00:00"))
-        return datetime.now(UTC) - then >= timedelta(seconds=period / 2)
+        return datetime.now(UTC) - then >= timedelta(seconds=period * SYNC_TIME_REFRESH)

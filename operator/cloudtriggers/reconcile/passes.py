@@ -150,6 +150,7 @@ class _Base:
     _failures: dict[str, int]
     _repairs: dict[str, tuple[tuple[Any, ...], int]]
     _refused: dict[str, dict[str, Any]]
+    versions: dict[str, str]
 
     if TYPE_CHECKING:
         # reconciler.py
@@ -205,6 +206,7 @@ class _Base:
                 "status": updated.get("status") or dict(p.status),
                 "metadata": updated["metadata"],
             }
+            self.versions[p.meta["uid"]] = str(updated["metadata"].get("resourceVersion") or "")
         for type_, reason, message in p.events:
             level = logging.WARNING if type_ == "Warning" else logging.INFO
             log.log(level, "%s: %s: %s", p.ref, reason, message, extra={"trigger": p.ref})

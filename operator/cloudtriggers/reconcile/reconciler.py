@@ -41,7 +41,7 @@ from ..settings import Settings
 from .claims import Claim, ClaimIndex
 from .create import CreatePhase
 from .delete import DeletePhase
-from .observe import ObservePhase
+from .observe import SYNC_TIME_REFRESH, ObservePhase
 from .passes import (
     PAUSED_ANNOTATION,
     Outcome,
@@ -91,6 +91,9 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         # Until it is cleared from status it must not be taken for an interrupted create: the ids it
         # would look for could be another Trigger's new trigger, not yet in the claim index.
         self._refused: dict[str, dict[str, Any]] = {}
+        # uid -> the resourceVersion of the newest state of the Trigger this process has seen (read,
+        # or answered to its own status write): a watched body at that version needs no GET.
+        self.versions: dict[str, str] = {}
         self.breaker = CredentialsBreaker(
             self.settings.breaker_threshold,
             self.settings.breaker_cooldown,
@@ -105,6 +108,12 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         with self._locks_guard:
             return self._locks.setdefault(uid, threading.Lock())
 
+    def is_current(self, body: Mapping[str, Any]) -> bool:
+        """The watched body is the newest state this process knows of (its own last write included)."""
+        meta = body.get("metadata") or {}
+        known = self.versions.get(str(meta.get("uid") or ""))
+        return bool(known) and str(meta.get("resourceVersion") or "") == known
+
     def forget(self, uid: str) -> None:
         with self._locks_guard:
             self._locks.pop(uid, None)
@@ -112,6 +121,7 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         self.claims.drop(uid)
         self._repairs.pop(uid, None)
         self._refused.pop(uid, None)
+        self.versions.pop(uid, None)
         self.breaker.forget(uid)
 
     def claim_of(self, obj: Mapping[str, Any]) -> tuple[str | None, Claim]:
@@ -158,6 +168,14 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         earliest = (now if last is None else last) + seconds / 2
         slot = math.ceil((earliest - phase) / seconds) * seconds + phase
         return max(0.0, slot - now)
+
+    def restart_delay(self, period: str | None, uid: str, last: float) -> float:
+        """After a restart, seconds until an in-sync Trigger's first pass: its next slot, as if it had
+        just synced, unless its lastSyncTime is older than the refresh allows (then: now)."""
+        seconds = parse_duration(period) if period else self.settings.resync_period
+        if time.time() - last > seconds * (SYNC_TIME_REFRESH + 1):
+            return 0.0
+        return self.resync_after(period, uid)
 
     def _resync(self, spec: TriggerSpec, uid: str) -> float:
         return self.resync_after(spec.resync_period, uid)
@@ -254,11 +272,13 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
     # -- the reconcile pass -----------------------------------------------------------------------
 
     def reconcile(self, namespace: str, name: str, body: dict[str, Any] | None = None) -> Outcome:
-        """One pass. `body`: the object as just delivered by the watch, when no write of ours can be
-        newer (a loop's first pass); otherwise the object is read fresh."""
+        """One pass. `body`: the object as delivered by the watch, when no write of ours can be newer
+        (a loop's first pass, or the watch is at the version of our last write: `is_current`);
+        otherwise the object is read fresh."""
         obj = body if body is not None else self.kube.get_trigger(namespace, name)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return Outcome(None, "Gone")
+        self.versions[obj["metadata"]["uid"]] = str(obj["metadata"].get("resourceVersion") or "")
         provider = next((p for p in ("gitlab", "ack", "swr") if p in (obj.get("spec") or {})), "unknown")
         timer = Timer()
         with self.lock(obj["metadata"]["uid"]):
@@ -391,7 +411,7 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         self.breaker.success(account, uid)
         conditions(ready, ready_reason, True, "Available" if ready else ready_reason, message)
         if ready:
-            # lastSyncTime alone is worth a write at most once per resync (no status churn).
+            # lastSyncTime alone is worth a write only every SYNC_TIME_REFRESH periods (observe.py).
             rest_same = {k: v for k, v in status.items() if k != "lastSyncTime"} == {
                 k: v for k, v in old_status.items() if k != "lastSyncTime"
             }
