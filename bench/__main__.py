@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument(
         "--repeat", type=int, default=1, help="run the create phase and the floors K times; report the median"
     )
+    p.add_argument("--accounts", type=int, default=1, help="accounts per provider (default 1)")
     p.add_argument("--no-floor", action="store_true", help="skip the kopf floor (and the shape floor)")
     p.add_argument("--no-shape", action="store_true", help="skip the shape floor (bench/shape.py)")
     p.add_argument("--no-restart", action="store_true", help="skip the restart phase")
@@ -55,6 +56,7 @@ def main() -> None:
         restart=not a.no_restart,
         steady=not a.no_steady,
         namespace=not a.no_namespace,
+        accounts=a.accounts,
     )
     result = run(cfg)
     save(result, a.out)

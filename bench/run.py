@@ -74,6 +74,7 @@ class Config:
     namespace: bool = True  # last: delete the namespace, time until it is gone, provider triggers left
     timeout: float = 600.0
     repeat: int = 1  # create phases (and floors) run this many times; the median run is reported
+    accounts: int = 1  # accounts per provider (each its own credentials Secret and pacing)
 
 
 @dataclass
@@ -92,8 +93,9 @@ class World:
     """The emulated API with the CRD; per provider in the mix, its sandbox with one account, one
     target (GitLab project, ACK cluster and application, SWR repository) and a credentials Secret."""
 
-    def __init__(self, latency: float, mix: dict[str, int] | None = None) -> None:
+    def __init__(self, latency: float, mix: dict[str, int] | None = None, accounts: int = 1) -> None:
         self.mix = {k: v for k, v in (mix or {"gitlab": 1}).items() if v}
+        self.accounts = max(1, accounts)
         # Round-robin over the mix, each provider as often as its weight.
         self.deal = [p for p in PROVIDERS for _ in range(self.mix.get(p, 0))]
         self.kube = KubeServer(install_crd=False).start()
@@ -102,50 +104,58 @@ class World:
         k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
         k8s.CoreV1Api(self.api).create_namespace({"metadata": {"name": NS}})  # type: ignore[arg-type]
         self.sandboxes: dict[str, Any] = {}
-        self.specs: dict[str, dict[str, Any]] = {}
-        credentials: dict[str, dict[str, str]] = {}
+        # (provider, account) -> the provider block of that account's Triggers
+        self.specs: dict[tuple[str, int], dict[str, Any]] = {}
+        credentials: dict[tuple[str, int], dict[str, str]] = {}
         if "gitlab" in self.mix:
             gitlab = self.sandboxes["gitlab"] = GitLabSandbox().start()
-            user = gitlab.add_user("bench-bot")
-            gitlab.add_project("group/web", {user.username: MAINTAINER})
-            self.specs["gitlab"] = {"url": gitlab.url, "project": "group/web"}
-            credentials["gitlab"] = {"token": user.token}
+            users = [gitlab.add_user(f"bench-bot-{k}") for k in range(self.accounts)]
+            gitlab.add_project("group/web", {user.username: MAINTAINER for user in users})
+            for k, user in enumerate(users):
+                self.specs["gitlab", k] = {"url": gitlab.url, "project": "group/web"}
+                credentials["gitlab", k] = {"token": user.token}
         if "ack" in self.mix:
             ack = self.sandboxes["ack"] = AckSandbox().start()
-            account = ack.add_account("bench")
-            ack.add_cluster("bench", "c" + "0" * 32, region="cn-beijing", applications=("default/web",))
-            self.specs["ack"] = {
-                "regionId": "cn-beijing",
-                "clusterId": "c" + "0" * 32,
-                "projectId": "default/web",
-                "type": "deployment",
-                "action": "redeploy",
-                "endpoint": ack.url,
-            }
-            credentials["ack"] = {
-                "accessKeyId": account.access_key_id,
-                "accessKeySecret": account.access_key_secret,
-            }
+            for k in range(self.accounts):
+                account = ack.add_account(f"bench-{k}")
+                cluster = f"c{k:032d}"
+                ack.add_cluster(f"bench-{k}", cluster, region="cn-beijing", applications=("default/web",))
+                self.specs["ack", k] = {
+                    "regionId": "cn-beijing",
+                    "clusterId": cluster,
+                    "projectId": "default/web",
+                    "type": "deployment",
+                    "action": "redeploy",
+                    "endpoint": ack.url,
+                }
+                credentials["ack", k] = {
+                    "accessKeyId": account.access_key_id,
+                    "accessKeySecret": account.access_key_secret,
+                }
         if "swr" in self.mix:
             swr = self.sandboxes["swr"] = SwrSandbox().start()
-            swr_account = swr.add_account("bench")
             swr.add_repository("group", "team/web")
-            self.specs["swr"] = {
-                "region": "cn-north-4",
-                "organization": "group",
-                "repository": "team/web",
-                "appType": "deployments",
-                "application": "web",
-                "clusterNamespace": "default",
-                "clusterName": "prod",
-                "endpoint": swr.url,
-            }
-            credentials["swr"] = {"accessKey": swr_account.access_key, "secretKey": swr_account.secret_key}
+            for k in range(self.accounts):
+                swr_account = swr.add_account(f"bench-{k}")
+                self.specs["swr", k] = {
+                    "region": "cn-north-4",
+                    "organization": "group",
+                    "repository": "team/web",
+                    "appType": "deployments",
+                    "application": "web",
+                    "clusterNamespace": "default",
+                    "clusterName": "prod",
+                    "endpoint": swr.url,
+                }
+                credentials["swr", k] = {
+                    "accessKey": swr_account.access_key,
+                    "secretKey": swr_account.secret_key,
+                }
         for sandbox in self.sandboxes.values():
             sandbox.faults.latency = latency
         core = k8s.CoreV1Api(self.api)
-        for provider, data in credentials.items():
-            body = {"metadata": {"name": f"{provider}-credentials", "namespace": NS}, "stringData": data}
+        for (provider, k), data in credentials.items():
+            body = {"metadata": {"name": self.secret_of(provider, k), "namespace": NS}, "stringData": data}
             core.create_namespaced_secret(NS, body)  # type: ignore[arg-type]
         self.dir = Path(tempfile.mkdtemp(prefix="ct-bench-"))
         self.kubeconfig = self.dir / "kubeconfig"
@@ -154,6 +164,14 @@ class World:
     def provider_of(self, i: int) -> str:
         """The i-th Trigger's provider."""
         return self.deal[i % len(self.deal)]
+
+    def account_of(self, i: int) -> int:
+        """The i-th Trigger's account of its provider: round-robin too."""
+        return (i // len(self.deal)) % self.accounts
+
+    @staticmethod
+    def secret_of(provider: str, account: int) -> str:
+        return f"{provider}-credentials" + (f"-{account}" if account else "")
 
     def close(self) -> None:
         for sandbox in self.sandboxes.values():
@@ -185,14 +203,14 @@ class World:
 
         def create(i: int) -> None:
             name = f"t{i:05d}"
-            provider = self.provider_of(i)
+            provider, account = self.provider_of(i), self.account_of(i)
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "Trigger",
                 "metadata": {"name": name, "namespace": NS},
                 "spec": {
-                    provider: dict(self.specs[provider]),
-                    "credentialsSecretRef": {"name": f"{provider}-credentials"},
+                    provider: dict(self.specs[provider, account]),
+                    "credentialsSecretRef": {"name": self.secret_of(provider, account)},
                 },
             }
             started[name] = time.monotonic()
@@ -209,7 +227,7 @@ class World:
             if provider == "gitlab":
                 count += len(sandbox.triggers("group/web"))
             elif provider == "ack":
-                count += len(sandbox.triggers("c" + "0" * 32))
+                count += sum(len(sandbox.triggers(f"c{k:032d}")) for k in range(self.accounts))
             else:
                 count += len(sandbox.triggers("group", "team/web"))
         return count
@@ -434,7 +452,7 @@ def _namespace_phase(world: World, proc: Proc, cfg: Config) -> Phase:
 
 
 def run_operator(cfg: Config) -> dict[str, Phase]:
-    world = World(cfg.latency, cfg.mix)
+    world = World(cfg.latency, cfg.mix, cfg.accounts)
     phases: dict[str, Phase] = {}
     proc = _operator(world, cfg)
     try:
@@ -453,7 +471,7 @@ def run_operator(cfg: Config) -> dict[str, Phase]:
 
 def run_floor(cfg: Config, script: Path = FLOOR) -> Phase:
     """A kopf operator script (the floor, or the shape floor) against a world of its own."""
-    world = World(cfg.latency, cfg.mix)
+    world = World(cfg.latency, cfg.mix, cfg.accounts)
     proc = Proc(
         [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "--quiet", str(script)],
         world,
@@ -519,7 +537,8 @@ def markdown(result: dict[str, Any]) -> str:
     create = ct["create"]
     mix = ", ".join(f"{k}={v}" for k, v in cfg["mix"].items())
     rows = [
-        f"N = {cfg['n']} ({mix}), provider latency {cfg['latency'] * 1000:.0f} ms, "
+        f"N = {cfg['n']} ({mix}; {cfg.get('accounts', 1)} account(s) each), "
+        f"provider latency {cfg['latency'] * 1000:.0f} ms, "
         f"provider concurrency C = {cfg['concurrency']}, workers {cfg['workers'] or 2 * cfg['concurrency']}",
         "",
         "| measure | cloudtriggers | shape floor (kopf + our handlers and Kubernetes calls) "
@@ -597,5 +616,6 @@ def save(result: dict[str, Any], out: Path) -> None:
     cfg = result["config"]
     mix = "-".join(f"{k}{v}" for k, v in cfg["mix"].items()) if cfg["mix"] != {"gitlab": 1} else ""
     stem = f"n{cfg['n']}-lat{int(cfg['latency'] * 1000)}ms" + (f"-{mix}" if mix else "")
+    stem += f"-acc{cfg['accounts']}" if cfg.get("accounts", 1) > 1 else ""
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out / f"{stem}.md").write_text(markdown(result))

@@ -23,7 +23,9 @@ def test_parse_mix() -> None:
 
 
 def test_every_phase_of_a_small_mixed_run(tmp_path: Path) -> None:
-    cfg = Config(n=9, mix={"gitlab": 1, "ack": 1, "swr": 1}, resync=5.0, steady_periods=1.0, timeout=60.0)
+    cfg = Config(
+        n=9, mix={"gitlab": 1, "ack": 1, "swr": 1}, accounts=2, resync=5.0, steady_periods=1.0, timeout=60.0
+    )
     result = run(cfg)
     ct = result["cloudtriggers"]
     create = ct["create"]
@@ -51,9 +53,9 @@ def test_every_phase_of_a_small_mixed_run(tmp_path: Path) -> None:
     assert result["ratio_to_floor"] == round(create["seconds"] / floor["seconds"], 2)
 
     save(result, tmp_path)
-    saved = json.loads((tmp_path / "n9-lat0ms-gitlab1-ack1-swr1.json").read_text())
-    assert saved["config"]["mix"] == {"gitlab": 1, "ack": 1, "swr": 1}
-    table = (tmp_path / "n9-lat0ms-gitlab1-ack1-swr1.md").read_text()
+    saved = json.loads((tmp_path / "n9-lat0ms-gitlab1-ack1-swr1-acc2.json").read_text())
+    assert saved["config"]["mix"] == {"gitlab": 1, "ack": 1, "swr": 1} and saved["config"]["accounts"] == 2
+    table = (tmp_path / "n9-lat0ms-gitlab1-ack1-swr1-acc2.md").read_text()
     assert table == markdown(result) and "| time until all Ready |" in table
 
 
