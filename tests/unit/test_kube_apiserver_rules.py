@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 import json
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import kubernetes
 import pytest
@@ -30,21 +30,10 @@ from kubernetes.client.exceptions import ApiException
 
 from cloudtriggers.crd import build_crd
 from cloudtriggers.sandbox.kube import TRIGGERS, ClusterEmulator, KubeServer, kube_client
+from cloudtriggers.sandbox.local import wait_for
 
-T = TypeVar("T")
 GROUP, VERSION, PLURAL = "cloudtriggers.io", "v1alpha1", "triggers"
 CRD_NAME = "triggers.cloudtriggers.io"
-
-
-def wait_for(what: str, check: Callable[[], T], timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value {value!r}")
-        time.sleep(0.02)
 
 
 @pytest.fixture()
@@ -152,7 +141,7 @@ def test_deleting_the_crd_deletes_every_trigger_then_itself(kube: KubeServer, ap
     held["metadata"]["finalizers"] = ["example.com/hold"]
     custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, held)
     ApiextensionsV1Api(api).delete_custom_resource_definition(CRD_NAME)
-    wait_for("free deleted", lambda: kube.get(TRIGGERS, "default", "free") is None)
+    wait_for(lambda: kube.get(TRIGGERS, "default", "free") is None, what="free deleted")
     crd = kube.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME)
     assert crd is not None and "customresourcecleanup.apiextensions.k8s.io" in crd["metadata"]["finalizers"]
     assert {c["type"]: c["status"] for c in crd["status"]["conditions"]}["Terminating"] == "True"
@@ -164,8 +153,8 @@ def test_deleting_the_crd_deletes_every_trigger_then_itself(kube: KubeServer, ap
         GROUP, VERSION, "default", PLURAL, "held", {"metadata": {"finalizers": None}}
     )
     wait_for(
-        "CRD gone",
         lambda: kube.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME) is None,
+        what="CRD gone",
     )
     assert requests.get(f"{kube.url}/apis/{GROUP}/{VERSION}/{PLURAL}", timeout=5).status_code == 404
 
@@ -311,8 +300,8 @@ def test_the_namespace_controller_deletes_the_content_then_the_namespace(kube: K
     custom.create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, trigger("web"))
     core.delete_namespace("team-a")
     wait_for(
-        "free content deleted",
         lambda: not kube.get("v1/secrets", "team-a", "free") and not kube.get(TRIGGERS, "team-a", "web"),
+        what="free content deleted",
     )
     # A finalizer keeps its object, and the object keeps the namespace, requeue after requeue.
     time.sleep(0.5)  # several requeues at namespace_requeue=0.05 (8 s x 0.05)
@@ -321,7 +310,7 @@ def test_the_namespace_controller_deletes_the_content_then_the_namespace(kube: K
     remaining = {c["type"]: c for c in ns["status"]["conditions"]}
     assert remaining["NamespaceFinalizersRemaining"]["message"].endswith("example.com/hold")
     core.patch_namespaced_secret("keep", "team-a", {"metadata": {"finalizers": None}})
-    wait_for("namespace gone", lambda: kube.get("v1/namespaces", None, "team-a") is None)
+    wait_for(lambda: kube.get("v1/namespaces", None, "team-a") is None, what="namespace gone")
     orders = kube.emulator.namespace_orders
     assert orders and all(name == "team-a" and seed == 7 for name, seed, _ in orders)
     assert "v1/secrets" in orders[0][2] and f"{GROUP}/{VERSION}/{PLURAL}" in orders[0][2]
@@ -333,7 +322,7 @@ def test_the_deletion_order_follows_the_seed() -> None:
             with kube_client(server.url) as client:
                 CoreV1Api(client).create_namespace(namespace("x"))
                 CoreV1Api(client).delete_namespace("x")
-            wait_for("x gone", lambda: server.get("v1/namespaces", None, "x") is None)
+            wait_for(lambda: server.get("v1/namespaces", None, "x") is None, what="x gone")
             return server.emulator.namespace_orders[0][2]
 
     assert order(1) == order(1)
@@ -346,7 +335,7 @@ def test_a_dependent_of_an_absent_owner_is_collected(kube: KubeServer, api: Any)
     CoreV1Api(api).create_namespaced_secret(
         "default", {"metadata": {"name": "orphan", "ownerReferences": [owner]}}
     )
-    wait_for("orphan collected", lambda: kube.get("v1/secrets", "default", "orphan") is None)
+    wait_for(lambda: kube.get("v1/secrets", "default", "orphan") is None, what="orphan collected")
 
 
 def test_openapi_v3_says_the_server_validates_fields(kube: KubeServer) -> None:

@@ -170,12 +170,15 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         return max(0.0, slot - now)
 
     def restart_delay(self, period: str | None, uid: str, last: float) -> float:
-        """After a restart, seconds until an in-sync Trigger's first pass: its next slot, as if it had
-        just synced, unless its lastSyncTime is older than the refresh allows (then: now)."""
+        """After a restart, seconds until an in-sync Trigger's first pass: the next slot of its phase,
+        unless its lastSyncTime is older than the refresh allows (then: now)."""
         seconds = parse_duration(period) if period else self.settings.resync_period
-        if time.time() - last > seconds * (SYNC_TIME_REFRESH + 1):
+        now = time.time()
+        if now - last > seconds * (SYNC_TIME_REFRESH + 1):
             return 0.0
-        return self.resync_after(period, uid)
+        # The first slot of its phase after both now and half a period after its last recorded sync:
+        # the schedule stays spread over the period from the first moment after the restart.
+        return self.resync_after(period, uid, max(last, now - seconds / 2))
 
     def _resync(self, spec: TriggerSpec, uid: str) -> float:
         return self.resync_after(spec.resync_period, uid)
