@@ -119,6 +119,15 @@ class FakeKube:
             s["rv"] = str(next(self._rv))
         return True
 
+    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None:
+        obj = self.triggers.get((body["metadata"]["namespace"], body["metadata"]["name"]))
+        if obj is None:
+            return None
+        finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != "cloudtriggers.io/finalizer"]
+        obj["metadata"]["finalizers"] = [*finalizers, "cloudtriggers.io/finalizer"] if present else finalizers
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        return copy.deepcopy(obj)
+
     def release_secret(self, namespace: str, name: str) -> bool:
         s = self.secrets.get((namespace, name))
         if s is None or not s["held"]:

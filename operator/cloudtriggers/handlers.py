@@ -1,15 +1,15 @@
-"""kopf registrations only: events wake a per-Trigger loop that calls the reconciler.
+"""kopf registrations only: the watch feeds one scheduler (scheduler.py) that calls the reconciler.
 
-One daemon per Trigger runs reconcile passes in a worker thread and sleeps until the next is due
-(resync, backoff) or until the Trigger changes (generation, the paused or reconcile-requested-at
-annotations). Deletion goes through kopf's finalizer to Reconciler.finalize. The watch also tells the
-credentials guard which Secret each Trigger uses, so a Secret is released once its last user is gone.
+kopf's event handler tells the scheduler what each Trigger looks like now; the scheduler runs passes
+in the worker threads when they are due (resync, backoff) or when the Trigger changes (generation,
+the paused or reconcile-requested-at annotations), and the finalizer path once it is being deleted.
+The watch also tells the credentials guard which Secret each Trigger uses, so a Secret is released
+once its last user is gone.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -22,29 +22,29 @@ from aiohttp import web
 
 from .credentials import ReleaseQueue
 from .metrics import TRIGGERS, render
-from .models import FINALIZER, GROUP, PLURAL, VERSION
+from .models import GROUP, PLURAL, VERSION
 from .reconcile import (
     PAUSED_ANNOTATION,
     REQUESTED_ANNOTATION,
-    Outcome,
     Reconciler,
-    Retry,
     condition,
-    has_finalizer,
 )
+from .scheduler import Scheduler
 from .settings import Settings
 
 log = logging.getLogger(__name__)
 
 STORAGE_PREFIX = "kopf.cloudtriggers.io"
-FINALIZER_HEAD_START = 0.1  # seconds a new Trigger's first pass gives kopf's finalizer PATCH
+KOPF_FINALIZER = f"{STORAGE_PREFIX}/finalizer"
 
 LoginFn = Callable[..., Awaitable[Any] | Any]
 
 
 def configure(settings: kopf.OperatorSettings, s: Settings) -> None:
     """kopf settings pinned by design.md; applied from day one so stored state never migrates."""
-    settings.persistence.finalizer = FINALIZER
+    # Our finalizer (models.FINALIZER) is the scheduler's to add and remove; kopf's is another name,
+    # which it never needs: no kopf handler here requires a finalizer.
+    settings.persistence.finalizer = KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=STORAGE_PREFIX, key="last-handled-configuration"
@@ -65,15 +65,12 @@ class Runtime:
         self.reconciler = reconciler
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
-        self.wake: dict[str, asyncio.Event] = {}
         self.seen: dict[str, tuple[Any, ...]] = {}
-        self.awaiting_finalizer: set[str] = set()
         self.http: web.AppRunner | None = None
         self.releases = ReleaseQueue(reconciler.guard, self.call)
         self.sweeper: asyncio.Task[None] | None = None
-
-    def event(self, uid: str) -> asyncio.Event:
-        return self.wake.setdefault(uid, asyncio.Event())
+        self.scheduler = Scheduler(reconciler, self.call, settings.workers, settings.credentials_poll)
+        self.scheduling: asyncio.Task[None] | None = None
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
@@ -123,6 +120,7 @@ def register(
         if serve and runtime.settings.http_port:
             runtime.http = await serve_http(runtime.settings.http_port)
         runtime.sweeper = asyncio.get_running_loop().create_task(_sweep_credentials(runtime))
+        runtime.scheduling = asyncio.get_running_loop().create_task(runtime.scheduler.run())
 
     @kopf.on.cleanup(registry=registry)
     async def stop_http(**_: Any) -> None:
@@ -130,6 +128,10 @@ def register(
         if runtime.sweeper is not None:
             runtime.sweeper.cancel()
             runtime.sweeper = None
+        if runtime.scheduling is not None:
+            runtime.scheduling.cancel()
+            runtime.scheduling = None
+            await runtime.scheduler.stop()
         await runtime.releases.close()
         if runtime.http is not None:
             await runtime.http.cleanup()
@@ -140,8 +142,7 @@ def register(
         if event.get("type") == "DELETED":
             TRIGGERS.drop(uid)
             runtime.seen.pop(uid, None)
-            runtime.wake.pop(uid, None)
-            runtime.awaiting_finalizer.discard(uid)
+            runtime.scheduler.forget(uid)
             runtime.reconciler.forget(uid)
             runtime.releases.request(runtime.reconciler.guard.drop(uid))
             return
@@ -152,68 +153,9 @@ def register(
         fp = fingerprint(body)
         previous = runtime.seen.get(uid)
         runtime.seen[uid] = fp
-        # First sight (start-up, a new object): the daemon decides when its first pass is due.
-        if previous is not None and previous != fp:
-            runtime.event(uid).set()
-        elif uid in runtime.awaiting_finalizer and has_finalizer(body):
-            runtime.awaiting_finalizer.discard(uid)
-            runtime.event(uid).set()
-
-    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, cancellation_timeout=5.0)  # type: ignore[arg-type]
-    async def trigger_loop(
-        stopped: kopf.DaemonStopped, body: Any, name: str, namespace: str, uid: str, **_: Any
-    ) -> None:
-        wake = runtime.event(uid)
-        # kopf adds the finalizer as it spawns us. The reconciler checks it in the answer to its create
-        # intent's write and refuses to create without it; a refused pass is retried as soon as the
-        # watch shows it. A short head start lets kopf's PATCH land first, without waiting for the
-        # change to come round a watch that may be far behind under load.
-        if not has_finalizer(body):
-            runtime.awaiting_finalizer.add(uid)
-            if await _wait(stopped, wake, FINALIZER_HEAD_START) == "stopped":
-                return
-            runtime.awaiting_finalizer.discard(uid)
-        delay: float | None = initial_delay(body, runtime)
-        watch: tuple[str, str, str] | None = None
-        first_pass = True
-        while not stopped:
-            if (delay is None or delay > 0) and await _sleep(stopped, wake, delay, watch, runtime):
-                return
-            wake.clear()
-            try:
-                # No GET when the watched body is known to be the newest: on a loop's first pass (no
-                # write of ours can be newer), or when the watch is at the version of our last write.
-                current = first_pass or runtime.reconciler.is_current(body)
-                snapshot = copy.deepcopy(dict(body)) if current else None
-                first_pass = False
-                outcome: Outcome = await runtime.call(runtime.reconciler.reconcile, namespace, name, snapshot)
-            except Exception:  # a bug or an API server problem: log, back off, keep the loop alive
-                log.exception("reconcile of %s/%s failed", namespace, name)
-                outcome = Outcome(runtime.reconciler.error_backoff(uid), "Error")
-            delay, watch = outcome.requeue_after, outcome.watch_secret
-            if outcome.needs_finalizer:
-                if has_finalizer(body):
-                    delay = 0  # it came round while we were refusing
-                else:
-                    runtime.awaiting_finalizer.add(uid)
-            if delay is not None and delay <= 0:
-                delay = 0.001
-
-    # Only for objects being deleted: a change handler that matched every object would make kopf
-    # write its diff-base annotation on each one (one more PATCH and watch event per Trigger).
-    @kopf.on.delete(
-        GROUP, VERSION, PLURAL, registry=registry, field="metadata.deletionTimestamp", value=kopf.PRESENT
-    )
-    async def delete_trigger(body: Any, uid: str, name: str, namespace: str | None, **_: Any) -> None:
-        try:
-            await runtime.call(runtime.reconciler.finalize, dict(body))
-        except Retry as e:
-            raise kopf.TemporaryError(str(e), delay=e.delay) from None
-        except Exception as e:  # an API server problem (or a bug): retry with backoff, not kopf's 60 s
-            log.exception("finalizing %s/%s failed", namespace, name)
-            delay = runtime.reconciler.error_backoff(uid)
-            raise kopf.TemporaryError(f"{type(e).__name__} while finalizing", delay=delay) from None
-        runtime.reconciler.forget(uid)
+        raw = event.get("object") or dict(body)
+        initial = initial_delay(body, runtime) if previous is None else 0.0
+        runtime.scheduler.observe(raw, initial, changed=previous is not None and previous != fp)
 
 
 async def _sweep_credentials(runtime: Runtime) -> None:
@@ -227,57 +169,6 @@ async def _sweep_credentials(runtime: Runtime) -> None:
         except Exception:
             log.exception("the sweep of held credentials Secrets failed; retrying in %.0f s", period)
         await asyncio.sleep(period)
-
-
-async def _sleep(
-    stopped: kopf.DaemonStopped,
-    wake: asyncio.Event,
-    delay: float | None,
-    watch: tuple[str, str, str] | None,
-    runtime: Runtime,
-) -> bool:
-    """Wait until due, woken, or (when watching a credentials Secret) the Secret changed.
-
-    Returns True when the daemon must stop.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = None if delay is None else loop.time() + delay
-    while True:
-        remaining = None if deadline is None else deadline - loop.time()
-        if remaining is not None and remaining <= 0:
-            return False
-        step = remaining
-        if watch is not None:
-            poll = runtime.settings.credentials_poll
-            step = poll if step is None else min(step, poll)
-        got_up = await _wait(stopped, wake, step)
-        if got_up == "stopped":
-            return True
-        if got_up == "woken":
-            return False
-        if watch is not None:
-            ns, secret, rv = watch
-            got = await runtime.call(runtime.reconciler.kube.read_secret, ns, secret)
-            if (got[1] if got else "") != rv:
-                return False
-
-
-async def _wait(stopped: kopf.DaemonStopped, wake: asyncio.Event, timeout: float | None) -> str:
-    """Whichever comes first: "stopped", "woken" or "timeout"."""
-    if stopped:
-        return "stopped"
-    if wake.is_set():
-        return "woken"
-    woke = asyncio.ensure_future(wake.wait())
-    stop = asyncio.ensure_future(stopped.wait())
-    try:
-        done, _ = await asyncio.wait({woke, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        woke.cancel()
-        stop.cancel()
-    if stop in done or stopped:
-        return "stopped"
-    return "woken" if woke in done else "timeout"
 
 
 async def serve_http(port: int, host: str = "0.0.0.0") -> web.AppRunner:

@@ -23,7 +23,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import RESTClientObject
 
 from . import __version__
-from .models import GROUP, KIND, PLURAL, VERSION
+from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Kube(Protocol):
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None: ...
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None: ...
     def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool: ...
+    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None: ...
     def release_secret(self, namespace: str, name: str) -> bool: ...
     def list_triggers(self, namespace: str) -> list[dict[str, Any]]: ...
     def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]: ...
@@ -100,6 +101,9 @@ class SharedReads:
             got = read()
             with self._lock:
                 if self._inflight.get(key) is done:  # not forgotten meanwhile
+                    if len(self._entries) >= 1024:  # drop what is stale, so memory stays bounded
+                        now = time.monotonic()
+                        self._entries = {k: e for k, e in self._entries.items() if now - e[0] < self.fresh}
                     self._entries[key] = (started, got)
             return got
         finally:
@@ -200,7 +204,8 @@ class KubeClient:
         return obj
 
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        got = self.read_credentials(namespace, name)
+        """A Secret as it is now (an output Secret: one reader, nothing to share)."""
+        got = self._read_credentials(namespace, name)
         return None if got is None else (got.data, got.resource_version)
 
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
@@ -222,6 +227,21 @@ class KubeClient:
             finalizers=finalizers,
             labelled=bool(meta.get("labels")),
         )
+
+    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None:
+        """Add (present) or remove our finalizer on the Trigger as it was read: one JSON patch with a
+        resourceVersion test. Returns the Trigger as stored after it, or None when it is gone;
+        KubeApiError 409/422 when it changed in between (the caller reads it again)."""
+        meta = body.get("metadata") or {}
+        finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
+        if present:
+            finalizers.append(FINALIZER)
+        ops = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
+            {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
+        ]
+        path = self._trigger_path(str(meta.get("namespace")), str(meta.get("name")))
+        return self._request("PATCH", path, ops, "application/json-patch+json")
 
     def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool:
         """Add our finalizer and label to the Secret as it was read, if it is still at that

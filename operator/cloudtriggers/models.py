@@ -17,7 +17,7 @@ GROUP = "cloudtriggers.io"
 VERSION = "v1alpha1"
 KIND = "Trigger"
 PLURAL = "triggers"
-FINALIZER = f"{GROUP}/finalizer"  # kopf's, on every Trigger the operator may still act for
+FINALIZER = f"{GROUP}/finalizer"  # ours (scheduler.py), on every Trigger the operator may still act for
 SHORT_NAME = "trg"
 
 PROVIDERS = ("gitlab", "ack", "swr")

@@ -96,9 +96,9 @@ class CreatePhase(_Base):
         self._flush(p)
         self._refused.pop(p.meta["uid"], None)  # the intent now stored may well be acted on
         if not has_finalizer(p.obj):
-            # Without the finalizer a quick delete would leave the new provider trigger behind. kopf
-            # adds it as it starts the Trigger's loop; the intent's write answers with the object as
-            # it is now, so a loop need not wait for that change to come round the watch.
+            # Without the finalizer a quick delete would leave the new provider trigger behind. The
+            # scheduler adds it before a Trigger's first pass; the intent's write answers with the
+            # object as it is now, so this catches anyone having removed it since.
             self._refused[p.meta["uid"]] = status.pop("pendingCreate")
             raise _Stop(
                 "Creating", "waiting for the finalizer before creating", requeue=1.0, needs_finalizer=True

@@ -71,7 +71,7 @@ class Outcome:
     reason: str = ""
     # Re-read this credentials Secret while waiting; reconcile at once when it changes.
     watch_secret: tuple[str, str, str] | None = None  # namespace, name, resourceVersion ("" = absent)
-    # Refused to create before kopf's finalizer is on the object; reconcile at once when it is.
+    # Refused to create before our finalizer is on the object; reconcile at once when it is.
     needs_finalizer: bool = False
 
 
