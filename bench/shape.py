@@ -1,10 +1,10 @@
 """The shape floor: kopf with cloudtriggers' registrations and its Kubernetes calls, nothing else.
 
-The same kopf settings and handlers as cloudtriggers (an event handler, a daemon per Trigger, a
-delete handler for objects being deleted), and per Trigger the same Kubernetes calls a create
-makes (read the credentials Secret, write the create intent, create the output Secret, write the
-final status, post an Event) through the same client, in worker threads; but no provider call and
-no reconcile logic. cloudtriggers / shape is what the reconciler and the provider client cost;
+The same kopf settings and registrations as cloudtriggers (an event handler that starts a pass in a
+worker thread, as its scheduler does), and per Trigger the same Kubernetes calls a create makes (add
+the finalizer, read the credentials Secret, write the create intent, create the output Secret, write
+the final status, post an Event) through the same client; but no provider call and no reconcile
+logic. cloudtriggers / shape is what the reconciler and the provider client cost;
 shape / floor is what kopf and the Kubernetes calls of the design cost.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,7 +29,6 @@ WORKERS = int(os.environ.get("CLOUDTRIGGERS_WORKERS", "32"))
 config.load_kube_config()  # type: ignore[no-untyped-call]
 kube = KubeClient(client.ApiClient(client.Configuration.get_default_copy()), pool=WORKERS + 4)
 pool = ThreadPoolExecutor(WORKERS)
-seen: dict[str, Any] = {}
 
 
 @kopf.on.startup()
@@ -41,12 +41,18 @@ def login(**kwargs: Any) -> Any:
     return kopf.login_via_client(**kwargs)
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
-async def watch(body: Any, uid: str, **_: Any) -> None:
-    seen[uid] = body.get("metadata", {}).get("generation")
+STARTED: set[str] = set()
 
 
 def create_pass(obj: dict[str, Any]) -> None:
+    try:
+        _create_pass(obj)
+    except Exception:
+        logging.getLogger("shape").exception("create pass failed")
+
+
+def _create_pass(obj: dict[str, Any]) -> None:
+    obj = kube.set_trigger_finalizer(obj, True) or obj  # the scheduler's finalizer patch
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
     kube.read_secret(ns, obj["spec"]["credentialsSecretRef"]["name"])
@@ -57,14 +63,18 @@ def create_pass(obj: dict[str, Any]) -> None:
     kube.emit_event(obj, "Normal", "Created", "created trigger 1")
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)  # type: ignore[arg-type]
-async def loop(stopped: kopf.DaemonStopped, body: Any, **_: Any) -> None:
-    if not (body.get("status") or {}).get("externalId"):
-        snapshot = copy.deepcopy(dict(body))
-        await asyncio.get_running_loop().run_in_executor(pool, create_pass, snapshot)
-    await stopped.wait()
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, field="metadata.deletionTimestamp", value=kopf.PRESENT)
-async def delete(**_: Any) -> None:
-    pass
+@kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
+async def watch(event: Any, body: Any, uid: str, **_: Any) -> None:
+    # As cloudtriggers' event handler feeding its scheduler: a new Trigger's first pass, in a worker;
+    # a deleted one loses the finalizer (the finalizer path, without its provider call).
+    if event.get("type") == "DELETED":
+        return
+    if body.get("metadata", {}).get("deletionTimestamp"):
+        if "cloudtriggers.io/finalizer" in (body["metadata"].get("finalizers") or []):
+            snapshot = copy.deepcopy(dict(body))
+            asyncio.get_running_loop().run_in_executor(pool, kube.set_trigger_finalizer, snapshot, False)
+        return
+    if uid in STARTED or (body.get("status") or {}).get("externalId"):
+        return
+    STARTED.add(uid)
+    asyncio.get_running_loop().run_in_executor(pool, create_pass, copy.deepcopy(dict(body)))
