@@ -1,0 +1,241 @@
+"""One scheduler for every Trigger, fed by kopf's watch: when each Trigger's next pass is due.
+
+kopf's event handler tells it what the watch shows (``observe``); it keeps, per Trigger, the newest
+body, when the next pass is due (resync with its phase, backoff, at once after a change) and the
+credentials Secret to poll while the Trigger waits for one. Passes run in the worker threads, at
+most one per Trigger at a time and at most ``workers`` in all. A daemon per Trigger did the same at
+the cost of a kopf task, its bookkeeping and its memory for each Trigger.
+
+It also owns our finalizer, so that kopf (whose own finalizer name is set apart) never adds or
+strips it: a Trigger gets it in one JSON patch before its first pass, and loses it once
+Reconciler.finalize has deleted what it made. Deletion passes retry with the delay finalize asks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import heapq
+import itertools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .kube import KubeApiError
+from .reconcile import Outcome, Reconciler, Retry, has_finalizer
+
+log = logging.getLogger(__name__)
+
+Call = Callable[..., Awaitable[Any]]
+
+
+@dataclass
+class _Entry:
+    uid: str
+    namespace: str
+    name: str
+    body: dict[str, Any]
+    initial: float  # seconds from first sight to the first pass (a restart of an in-sync Trigger)
+    due: float | None = None  # loop time of the next pass; None: not until the Trigger changes
+    watch: tuple[str, str, str] | None = None  # credentials Secret to poll: namespace, name, version
+    poll_at: float | None = None
+    token: int = 0  # the heap item that is current for this entry
+    running: bool = False
+    again: bool = False  # a change arrived while a pass ran: run once more right after
+    first: bool = True
+    awaiting_finalizer: bool = False
+
+    @property
+    def deleting(self) -> bool:
+        return bool((self.body.get("metadata") or {}).get("deletionTimestamp"))
+
+
+@dataclass
+class Scheduler:
+    reconciler: Reconciler
+    call: Call  # runs a function in the worker threads
+    workers: int
+    credentials_poll: float
+    entries: dict[str, _Entry] = field(default_factory=dict)
+    _heap: list[tuple[float, int, str, int]] = field(default_factory=list)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _wakeup: asyncio.Event | None = None
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _slots: asyncio.Semaphore | None = None
+
+    # -- what the watch shows (kopf's event handler) -------------------------------------------------
+
+    def observe(self, body: Mapping[str, Any], initial: float, changed: bool) -> None:
+        """A Trigger as the watch shows it (not DELETED). `initial`: seconds to its first pass on first
+        sight; `changed`: a user change asks for a pass now."""
+        meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        e = self.entries.get(uid)
+        if e is None:
+            e = self.entries[uid] = _Entry(
+                uid, str(meta.get("namespace")), str(meta.get("name")), dict(body), initial
+            )
+            self._reschedule(e, self._now() + (0.0 if e.deleting or not has_finalizer(body) else initial))
+            return
+        had_finalizer = has_finalizer(e.body)
+        was_deleting = e.deleting
+        e.body = dict(body)
+        if e.deleting and not was_deleting:
+            self._run_now(e)  # the finalizer path, at once
+        elif changed or (e.awaiting_finalizer and has_finalizer(body) and not had_finalizer):
+            e.awaiting_finalizer = False
+            self._run_now(e)
+
+    def forget(self, uid: str) -> None:
+        self.entries.pop(uid, None)
+
+    # -- the loop ------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(self.workers)
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            while self._heap and self._heap[0][0] <= now:
+                _, _, uid, token = heapq.heappop(self._heap)
+                e = self.entries.get(uid)
+                if e is None or e.token != token:
+                    continue  # superseded by a later reschedule
+                if e.running:
+                    e.again = True
+                    continue
+                e.running = True
+                task = loop.create_task(self._run_one(e))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            timeout = self._heap[0][0] - now if self._heap else None
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), timeout)
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _reschedule(self, e: _Entry, at: float | None) -> None:
+        """The next thing to do for e: its pass at `at`, or a poll of its Secret before that."""
+        e.due = at
+        e.token += 1
+        when = at
+        if e.watch is not None:
+            e.poll_at = self._now() + self.credentials_poll
+            when = e.poll_at if when is None else min(when, e.poll_at)
+        if when is not None:
+            heapq.heappush(self._heap, (when, next(self._seq), e.uid, e.token))
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    def _run_now(self, e: _Entry) -> None:
+        if e.running:
+            e.again = True
+        else:
+            self._reschedule(e, self._now())
+
+    async def _run_one(self, e: _Entry) -> None:
+        assert self._slots is not None
+        try:
+            async with self._slots:
+                if e.deleting:
+                    at = await self._finalize(e)
+                elif e.watch is not None and (e.due is None or self._now() < e.due) and not e.again:
+                    at = await self._poll(e)
+                else:
+                    at = await self._pass(e)
+        except Exception:  # a bug: log, and keep the Trigger scheduled
+            log.exception("scheduling %s/%s failed", e.namespace, e.name)
+            at = self._now() + self.reconciler.error_backoff(e.uid)
+        finally:
+            e.running = False
+        if self.entries.get(e.uid) is not e:
+            return  # gone meanwhile
+        if e.again:
+            e.again = False
+            at = self._now()
+        self._reschedule(e, at)
+
+    async def _poll(self, e: _Entry) -> float | None:
+        """Waiting for a credentials Secret: a pass at once if it changed, else keep waiting."""
+        assert e.watch is not None
+        ns, secret, version = e.watch
+        got = await self.call(self.reconciler.kube.read_credentials, ns, secret)
+        if (got.resource_version if got else "") != version:
+            return await self._pass(e)
+        return e.due
+
+    async def _pass(self, e: _Entry) -> float | None:
+        uid = e.uid
+        try:
+            if not has_finalizer(e.body):
+                # Ours, before any provider call: the reconciler refuses to create without it.
+                got = await self.call(self.reconciler.kube.set_trigger_finalizer, e.body, True)
+                if got is None:
+                    return None  # gone
+                e.body = got
+                e.first = True  # the answer is the newest version: no GET
+            # No GET when the watched body is known to be the newest: the first pass (no write of
+            # ours can be newer), or the watch is at the version of our own last write.
+            current = e.first or self.reconciler.is_current(e.body)
+            snapshot = copy.deepcopy(e.body) if current else None
+            e.first = False
+            outcome: Outcome = await self.call(self.reconciler.reconcile, e.namespace, e.name, snapshot)
+        except KubeApiError as err:
+            if err.status in (409, 422):  # the finalizer patch raced with a change: next event decides
+                e.first = False
+                return self._now() + 0.1
+            log.exception("reconcile of %s/%s failed", e.namespace, e.name)
+            return self._now() + self.reconciler.error_backoff(uid)
+        except Exception:  # a bug or an API server problem: log, back off, keep it scheduled
+            log.exception("reconcile of %s/%s failed", e.namespace, e.name)
+            return self._now() + self.reconciler.error_backoff(uid)
+        e.watch = outcome.watch_secret
+        delay = outcome.requeue_after
+        if outcome.needs_finalizer:
+            if has_finalizer(e.body):
+                delay = 0.0  # it came round while we were refusing
+            else:
+                e.awaiting_finalizer = True
+        if delay is None:
+            return None
+        return self._now() + max(delay, 0.001)
+
+    async def _finalize(self, e: _Entry) -> float | None:
+        """Reconciler.finalize, then our finalizer goes; retried with the delay it asks."""
+        if not has_finalizer(e.body):
+            return None  # nothing of ours holds it: the API server deletes it
+        try:
+            await self.call(self.reconciler.finalize, copy.deepcopy(e.body))
+        except Retry as r:
+            return self._now() + r.delay
+        except Exception:
+            log.exception("finalizing %s/%s failed", e.namespace, e.name)
+            return self._now() + self.reconciler.error_backoff(e.uid)
+        body = e.body
+        for _ in range(5):
+            try:
+                await self.call(self.reconciler.kube.set_trigger_finalizer, body, False)
+                break
+            except KubeApiError as err:
+                if err.status not in (409, 422):
+                    raise
+                # Changed since it was read (our own status write, or a label): take the finalizer
+                # off the version as it is now; what finalize did stands.
+                fresh = await self.call(self.reconciler.kube.get_trigger, e.namespace, e.name)
+                if fresh is None:
+                    break
+                body = fresh
+        else:
+            return self._now() + 1.0
+        self.reconciler.forget(e.uid)
+        return None
