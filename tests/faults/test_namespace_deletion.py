@@ -81,6 +81,22 @@ def test_namespace_deletion_deletes_every_provider_trigger(provider: str, order:
         w.stop()
 
 
+@pytest.mark.parametrize("provider", sorted(KITS))
+def test_namespace_deletion_under_random_orders(provider: str, base_seed: int) -> None:
+    kit = KITS[provider]
+    rng = random.Random(f"{base_seed}-{provider}")
+    for _ in range(rounds(2)):
+        ns_seed = rng.randrange(2**32)
+        w = world(ns_seed)
+        try:
+            creds = {kit.name: kit.prepare(w)}
+            w.start_operator()
+            populate(w, [kit], creds, "preview", 4)
+            check(delete_namespace(w, [kit], "preview", timeout=60), w, f"{provider}, seed {ns_seed}")
+        finally:
+            w.stop()
+
+
 def test_a_mixed_namespace_under_random_orders(base_seed: int) -> None:
     rng = random.Random(base_seed)
     for _ in range(rounds(3)):
