@@ -96,6 +96,7 @@ class World:
     def __init__(self, latency: float, mix: dict[str, int] | None = None, accounts: int = 1) -> None:
         self.mix = {k: v for k, v in (mix or {"gitlab": 1}).items() if v}
         self.accounts = max(1, accounts)
+        self.ack_clusters = [f"c{k:032d}" for k in range(self.accounts)]  # one ACK cluster per account
         # Round-robin over the mix, each provider as often as its weight.
         self.deal = [p for p in PROVIDERS for _ in range(self.mix.get(p, 0))]
         self.kube = KubeServer(install_crd=False).start()
@@ -116,9 +117,8 @@ class World:
                 credentials["gitlab", k] = {"token": user.token}
         if "ack" in self.mix:
             ack = self.sandboxes["ack"] = AckSandbox().start()
-            for k in range(self.accounts):
+            for k, cluster in enumerate(self.ack_clusters):
                 account = ack.add_account(f"bench-{k}")
-                cluster = f"c{k:032d}"
                 ack.add_cluster(f"bench-{k}", cluster, region="cn-beijing", applications=("default/web",))
                 self.specs["ack", k] = {
                     "regionId": "cn-beijing",
@@ -227,7 +227,7 @@ class World:
             if provider == "gitlab":
                 count += len(sandbox.triggers("group/web"))
             elif provider == "ack":
-                count += sum(len(sandbox.triggers(f"c{k:032d}")) for k in range(self.accounts))
+                count += sum(len(sandbox.triggers(cluster)) for cluster in self.ack_clusters)
             else:
                 count += len(sandbox.triggers("group", "team/web"))
         return count

@@ -37,10 +37,8 @@ class _Entry:
     namespace: str
     name: str
     body: dict[str, Any]
-    initial: float  # seconds from first sight to the first pass (a restart of an in-sync Trigger)
     due: float | None = None  # loop time of the next pass; None: not until the Trigger changes
     watch: tuple[str, str, str] | None = None  # credentials Secret to poll: namespace, name, version
-    poll_at: float | None = None
     token: int = 0  # the heap item that is current for this entry
     running: bool = False
     again: bool = False  # a change arrived while a pass ran: run once more right after
@@ -74,9 +72,7 @@ class Scheduler:
         uid = str(meta.get("uid") or "")
         e = self.entries.get(uid)
         if e is None:
-            e = self.entries[uid] = _Entry(
-                uid, str(meta.get("namespace")), str(meta.get("name")), dict(body), initial
-            )
+            e = self.entries[uid] = _Entry(uid, str(meta.get("namespace")), str(meta.get("name")), dict(body))
             self._reschedule(e, self._now() + (0.0 if e.deleting or not has_finalizer(body) else initial))
             return
         had_finalizer = has_finalizer(e.body)
@@ -130,8 +126,8 @@ class Scheduler:
         e.token += 1
         when = at
         if e.watch is not None:
-            e.poll_at = self._now() + self.credentials_poll
-            when = e.poll_at if when is None else min(when, e.poll_at)
+            poll = self._now() + self.credentials_poll
+            when = poll if when is None else min(when, poll)
         if when is not None:
             heapq.heappush(self._heap, (when, next(self._seq), e.uid, e.token))
             if self._wakeup is not None:

@@ -50,6 +50,11 @@ class ApiError(Exception):
         self.status = status
 
 
+def group_resource(resource: kmock.resource) -> str:
+    """schema.GroupResource.String() ("secrets", "triggers.cloudtriggers.io"), as API errors name it."""
+    return f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
+
+
 def status_body(
     code: int, reason: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:

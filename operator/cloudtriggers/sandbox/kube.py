@@ -42,7 +42,7 @@ from kmock._internal.filtering import K8sCriteria
 
 from ..crd import build_crd
 from . import crds, namespaces, openapi
-from .crds import CRDS, ApiError
+from .crds import CRDS, ApiError, group_resource
 from .namespaces import NAMESPACES
 
 __all__ = [
@@ -122,11 +122,6 @@ def reject_write(status: int = 503, message: str = "the write was rejected (faul
 def _gvr(resource: kmock.resource) -> str:
     """``v1/secrets``, ``cloudtriggers.io/v1alpha1/triggers``: as the rest of this module names them."""
     return f"{_api_version(resource)}/{resource.plural}"
-
-
-def _qualified(resource: kmock.resource) -> str:
-    """schema.GroupResource.String(), as the API server's NotFound and AlreadyExists messages print it."""
-    return f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
 
 
 def _meta(body: Mapping[str, Any]) -> Body:
@@ -445,7 +440,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             key: ObjKey = (resource, self._namespace_of(resource, request.namespace), request.name or "")
             obj = self._live(key)
             if obj is None:
-                raise _error(404, "NotFound", f'{_qualified(resource)} "{key[2]}" not found', name=key[2])
+                raise _error(404, "NotFound", f'{group_resource(resource)} "{key[2]}" not found', name=key[2])
             if request.action == kmock.action.DELETE:
                 return await self._delete(key)
             old = obj.raw
@@ -518,7 +513,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta["name"] = name
         key: ObjKey = (resource, namespace, meta["name"])
         if self._live(key) is not None:
-            what = _qualified(resource)
+            what = group_resource(resource)
             raise _error(409, "AlreadyExists", f'{what} "{key[2]}" already exists', name=key[2])
 
         for field in ("deletionTimestamp", "deletionGracePeriodSeconds"):
@@ -540,11 +535,15 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             namespaces.admit_create(resource, namespace, body, self._namespace(namespace))
         body = self._admit(resource, body, None, strict=request.params.get("fieldValidation") == "Strict")
 
+        return self._add(key, body)
+
+    def _add(self, key: ObjKey, body: Body) -> Body:
+        """Store a new object whose server-side metadata is set: its history, ADDED, the indexes."""
         if key in self._objects:
             self._objects[key].create(body)  # re-creation after a deletion continues the history
         else:
             self._objects[key] = body
-        self._emit(resource, "ADDED", body)
+        self._emit(key[0], "ADDED", body)
         self._reindex(key, body)
         self._stored(key, body)
         return body
@@ -823,32 +822,23 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     def install_crd(self, crd: Mapping[str, Any]) -> Body:
         """Store a CRD as ``POST /apis/apiextensions.k8s.io/v1/customresourcedefinitions`` would,
         before the server runs (no watcher exists yet, so nothing is emitted to anyone)."""
-        body: Body = copy.deepcopy(dict(crd))
+        return self._seed(CRDS, copy.deepcopy(dict(crd)))
+
+    def create_namespace(self, name: str) -> None:
+        """Store a namespace (before the server runs, like install_crd)."""
+        self._seed(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    def _seed(self, resource: kmock.resource, body: Body) -> Body:
+        """A cluster-scoped object stored through the same checks as a create, without a request."""
         try:
-            crds.admit_crd(body, None)
+            body = self._admit(resource, body, None, strict=False)
         except ApiError as e:
             raise _refusal(e) from None
         meta = body.setdefault("metadata", {})
         meta.update(
             uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1, resourceVersion=self._next_rv()
         )
-        crds.set_crd_status(body, None, _now())
-        key: ObjKey = (CRDS, None, meta["name"])
-        self._objects[key] = body
-        self._emit(CRDS, "ADDED", body)
-        self._reindex(key, body)
-        self._stored(key, body)
-        return body
-
-    def create_namespace(self, name: str) -> None:
-        """Store a namespace (before the server runs, like install_crd)."""
-        body: Body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
-        namespaces.prepare_create(body)
-        meta = body["metadata"]
-        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion=self._next_rv())
-        self._objects[(NAMESPACES, None, name)] = body
-        self._emit(NAMESPACES, "ADDED", body)
-        self._reindex((NAMESPACES, None, name), body)
+        return self._add((resource, None, meta["name"]), body)
 
     # ---- reads --------------------------------------------------------------------------------
 
@@ -878,7 +868,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         async with self._lock:
             obj = self._live(key)
             if obj is None:
-                what = _qualified(request.resource)
+                what = group_resource(request.resource)
                 raise _error(404, "NotFound", f'{what} "{request.name}" not found', name=request.name)
             return obj.raw
 

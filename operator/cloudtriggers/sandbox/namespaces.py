@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import kmock
 
-from .crds import ApiError, status_body
+from .crds import ApiError, group_resource, status_body
 
 NAMESPACES: Final = kmock.resource("v1/namespaces")
 FINALIZER: Final = "kubernetes"
@@ -103,7 +103,7 @@ def admit_create(
         return
     meta = body.get("metadata") or {}
     name = meta.get("name") or meta.get("generateName") or "Unknown"
-    qualified = f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
+    qualified = group_resource(resource)
     raise ApiError(
         status_body(
             403,
