@@ -40,15 +40,28 @@ KOPF_FINALIZER = f"{STORAGE_PREFIX}/finalizer"
 LoginFn = Callable[..., Awaitable[Any] | Any]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: only kopf's change handlers (on.create/update/resume) use one, and there are none
+    here, yet kopf builds the essence of every watched body (a deep copy) to diff it. Should a change
+    handler ever be registered, this must go back to kopf.AnnotationsDiffBaseStorage."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> None:  # type: ignore[override]
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
+
+
 def configure(settings: kopf.OperatorSettings, s: Settings) -> None:
     """kopf settings pinned by design.md; applied from day one so stored state never migrates."""
     # Our finalizer (models.FINALIZER) is the scheduler's to add and remove; kopf's is another name,
     # which it never needs: no kopf handler here requires a finalizer.
     settings.persistence.finalizer = KOPF_FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=STORAGE_PREFIX, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     # Our own Events tell the story; kopf's per-handler events would only add noise.
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300

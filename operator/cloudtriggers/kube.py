@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cloudtriggers"}
 # Held on a credentials Secret while a Trigger needs it (credentials.py says why); the label lets the
 # sweep and `cloudtriggers release-credentials` find the Secrets without reading any other.
+AUTH_REUSE = 10.0  # seconds one bearer token from the refresh hook is reused
 SECRET_FINALIZER = "cloudtriggers.io/credentials-in-use"
 SECRET_LABEL = "cloudtriggers.io/credentials-in-use"
 
@@ -155,6 +156,20 @@ class KubeClient:
         self.pool = RESTClientObject(config).pool_manager
         self.timeout = urllib3.Timeout(connect=5, read=60)
         self.user_agent = f"cloudtriggers/{__version__}"
+        self._auth: tuple[str, float] = ("", 0.0)  # the bearer token and when it was read
+
+    def _token(self) -> str:
+        """The bearer token, from the Configuration's refresh hook at most every AUTH_REUSE seconds:
+        the hook reloads the whole kubeconfig (a quarter of a small call's CPU), and the tokens it
+        serves are renewed minutes before they expire (exec plugins: 5 min; in-cluster: each minute)."""
+        value, at = self._auth
+        now = time.monotonic()
+        if at and now - at < AUTH_REUSE:
+            return value
+        auth = self.config.auth_settings().get("BearerToken")  # runs the refresh hook when there is one
+        value = str(auth["value"]) if auth and auth.get("value") else ""
+        self._auth = (value, now)
+        return value
 
     def _request(
         self,
@@ -167,9 +182,9 @@ class KubeClient:
         """The decoded answer; None for 404; KubeApiError for any other answer that is a failure
         (urllib3.exceptions.HTTPError when there is no answer)."""
         headers = {"Accept": "application/json", **(headers or {}), "User-Agent": self.user_agent}
-        auth = self.config.auth_settings().get("BearerToken")  # runs the refresh hook when there is one
-        if auth and auth.get("value"):
-            headers["Authorization"] = str(auth["value"])
+        token = self._token()
+        if token:
+            headers["Authorization"] = token
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -177,6 +192,8 @@ class KubeClient:
         resp = self.pool.request(
             method, self.base + path, body=data, headers=headers, timeout=self.timeout, retries=False
         )
+        if resp.status == 401:
+            self._auth = ("", 0.0)  # the next call asks the refresh hook again
         if resp.status == 404:
             return None
         if resp.status >= 400:

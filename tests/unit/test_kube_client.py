@@ -82,3 +82,48 @@ def test_a_missing_secret_is_shared_too() -> None:
     reads.forget(("ns", "x"))
     reads.get(("ns", "x"), lambda: calls.append(1))  # type: ignore[func-returns-value]
     assert len(calls) == 2
+
+
+class _Pool:
+    """Records the Authorization header of every call; answers `status`."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.status = 200
+
+    def request(self, method: str, url: str, headers: dict[str, str], **_: object) -> object:
+        self.sent.append(headers.get("Authorization", ""))
+        return type("R", (), {"status": self.status, "data": b"{}"})()
+
+
+def test_the_refreshed_token_is_reused_briefly_then_reread(monkeypatch: pytest.MonkeyPatch) -> None:
+    from kubernetes import client as k8s
+
+    from cloudtriggers import kube as kube_module
+
+    config = k8s.Configuration(host="https://k8s.example")
+    hooks = []
+
+    def refresh(c: k8s.Configuration) -> None:
+        hooks.append(1)
+        c.api_key["BearerToken"] = f"Bearer t{len(hooks)}"
+
+    config.api_key = {"BearerToken": "Bearer t0"}
+    config.refresh_api_key_hook = refresh
+    c = KubeClient(k8s.ApiClient(config))
+    pool = _Pool()
+    c.pool = pool  # type: ignore[assignment]
+    now = [1000.0]
+    monkeypatch.setattr(kube_module.time, "monotonic", lambda: now[0])
+    for _ in range(5):
+        c.get_trigger("ns", "a")
+    assert pool.sent == ["Bearer t1"] * 5 and len(hooks) == 1
+    now[0] += kube_module.AUTH_REUSE + 0.1
+    c.get_trigger("ns", "a")
+    assert pool.sent[-1] == "Bearer t2"
+    pool.status = 401
+    with pytest.raises(kube_module.KubeApiError):
+        c.get_trigger("ns", "a")
+    pool.status = 200
+    c.get_trigger("ns", "a")  # within AUTH_REUSE, yet the 401 made it ask the hook again
+    assert pool.sent[-1] == "Bearer t3"

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 
+import kopf
 import pytest
 
 from cloudtriggers.cli import build_parser, run_settings
@@ -111,3 +112,19 @@ def test_ack_settings_reach_the_provider(monkeypatch: pytest.MonkeyPatch) -> Non
     block = AckSpec(regionId="cn-beijing", clusterId="c1", projectId="default/web")
     assert ack.endpoint(block) == "https://cs-vpc.cn-beijing.aliyuncs.com"  # type: ignore[attr-defined]
     assert "https://cs.internal.example.com" in ack.trusted_endpoints  # type: ignore[attr-defined]
+
+
+def test_no_kopf_change_handler_so_no_diff_base_is_needed() -> None:
+    """handlers.NoDiffBase skips kopf's per-event essence: right only while kopf has no change
+    handler for Triggers (on.create/update/resume/delete would silently never see a diff)."""
+    from kubernetes import client as k8s
+
+    from cloudtriggers.handlers import NoDiffBase
+    from cloudtriggers.models import GROUP, PLURAL, VERSION
+    from cloudtriggers.runner import build_operator
+
+    parts = build_operator(Settings(), k8s.ApiClient(k8s.Configuration()), serve_http=False)
+    assert isinstance(parts.settings.persistence.diffbase_storage, NoDiffBase)
+    resource = kopf.Resource(GROUP, VERSION, PLURAL)
+    assert not parts.registry._changing.has_handlers(resource=resource)
+    assert parts.registry._watching.has_handlers(resource=resource)

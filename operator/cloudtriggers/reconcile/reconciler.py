@@ -94,6 +94,7 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         # uid -> the resourceVersion of the newest state of the Trigger this process has seen (read,
         # or answered to its own status write): a watched body at that version needs no GET.
         self.versions: dict[str, str] = {}
+        self._claim_keys: dict[str, tuple[tuple[Any, ...], str | None]] = {}  # uid: (inputs, key)
         self.breaker = CredentialsBreaker(
             self.settings.breaker_threshold,
             self.settings.breaker_cooldown,
@@ -122,6 +123,7 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         self._repairs.pop(uid, None)
         self._refused.pop(uid, None)
         self.versions.pop(uid, None)
+        self._claim_keys.pop(uid, None)
         self.breaker.forget(uid)
 
     def claim_of(self, obj: Mapping[str, Any]) -> tuple[str | None, Claim]:
@@ -134,18 +136,32 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
             created=meta.get("creationTimestamp") or "",
             owns=bool(status.get("externalId")),
         )
+        # Every watch event asks; the key only changes with the spec (its generation) or the status.
+        at = status.get("atProvider")
+        inputs = (meta.get("generation"), status.get("externalId"), dict(at) if at else None)
+        known = self._claim_keys.get(claim.uid)
+        if known is not None and known[0] == inputs:
+            return known[1], claim
+        key = self._claim_key(obj, meta, status)
+        if claim.uid and inputs[0] is not None:
+            self._claim_keys[claim.uid] = (inputs, key)
+        return key, claim
+
+    def _claim_key(
+        self, obj: Mapping[str, Any], meta: Mapping[str, Any], status: Mapping[str, Any]
+    ) -> str | None:
         try:
             spec = TriggerSpec.model_validate(obj.get("spec") or {})
         except ValidationError:
-            return None, claim
+            return None
         ext = status.get("externalId") or spec.external_id or self._implicit_id(spec, meta)
         if not ext:
-            return None, claim
+            return None
         provider = self.providers.get(spec.provider)
         if provider is None:
-            return None, claim
+            return None
         key: str = provider.claim_key(spec.block, status.get("atProvider") or {}, ext)
-        return key, claim
+        return key
 
     @staticmethod
     def _implicit_id(spec: TriggerSpec, meta: Mapping[str, Any]) -> str | None:
