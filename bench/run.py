@@ -307,6 +307,7 @@ def _operator(world: World, cfg: Config, resync: float | None = None) -> Proc:
         "CLOUDTRIGGERS_HTTP_PORT": "0",
         "CLOUDTRIGGERS_LOG_LEVEL": "warning",
         "CLOUDTRIGGERS_RESYNC_PERIOD": str(resync or 3600),
+        "CLOUDTRIGGERS_ALLOWED_ENDPOINTS": "http://127.0.0.1",  # the sandboxes
     }
     return Proc([sys.executable, "-m", "cloudtriggers.cli", "run"], world, env, world.dir / "operator.log")
 

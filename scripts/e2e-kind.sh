@@ -91,6 +91,7 @@ helm install "$RELEASE" deploy/helm/cloudtriggers \
   --set image.repository=cloudtriggers --set image.tag=dev --set image.pullPolicy=Never \
   --set "watchNamespaces={$EXAMPLE_NAMESPACES}" \
   --set logFormat=text --set logLevel=debug \
+  --set 'endpointPolicy.allowed={http://sandbox.cloudtriggers-sandbox.svc}' \
   --wait --timeout 180s
 kubectl wait --for=condition=Established crd/triggers.cloudtriggers.io --timeout=60s
 

@@ -43,6 +43,9 @@ def run_settings(args: argparse.Namespace) -> Settings:
         "perma_diff_repairs": args.perma_diff_repairs,
         "ack_network": args.ack_network,
         "ack_trusted_endpoints": args.ack_trusted_endpoint,
+        "allowed_endpoints": args.allowed_endpoint,
+        "denied_endpoints": args.denied_endpoint,
+        "only_allowed_endpoints": args.only_allowed_endpoints,
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -288,6 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--ack-trusted-endpoint",
         action="append",
         help="a spec.ack.endpoint that may receive RRSA credentials besides the official ones (repeatable)",
+    )
+    run.add_argument(
+        "--allowed-endpoint",
+        action="append",
+        metavar="PATTERN",
+        help="scheme://host[:port] (host: a name, *.suffix, an address or a CIDR) that may be called "
+        "although plain http or a private or loopback address (repeatable; docs/security.md)",
+    )
+    run.add_argument(
+        "--denied-endpoint",
+        action="append",
+        metavar="PATTERN",
+        help="an endpoint pattern never called, even when allowed (repeatable)",
+    )
+    run.add_argument(
+        "--only-allowed-endpoints",
+        action="store_true",
+        default=None,
+        help="call only endpoints an --allowed-endpoint matches (a strict allowlist)",
     )
     run.set_defaults(func=cmd_run)
 

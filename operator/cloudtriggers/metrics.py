@@ -64,7 +64,8 @@ PROVIDER_THROTTLED = Counter(
 
 ORPHANED = Counter(
     "cloudtriggers_orphaned_total",
-    "Provider triggers left in place when their Trigger went (reason: policy, invalid_spec, delete_timeout).",
+    "Provider triggers left in place when their Trigger went "
+    "(reason: policy, invalid_spec, delete_timeout, endpoint_not_allowed).",
     ["provider", "reason"],
     registry=REGISTRY,
 )

@@ -40,6 +40,7 @@ def build_operator(
             settings.ack_network,
             settings.ack_trusted_endpoints or None,
             concurrency=settings.provider_concurrency,
+            policy=settings.endpoint_policy(),
         ),
         settings,
     )

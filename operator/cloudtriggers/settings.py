@@ -5,12 +5,15 @@ Durations accept seconds (600) or Go-style strings (10m, 1h30m), the same syntax
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .models import parse_duration
+
+if TYPE_CHECKING:
+    from .providers.endpoints import EndpointPolicy
 
 
 def _seconds(value: Any) -> Any:
@@ -131,6 +134,34 @@ class Settings(BaseSettings):
         default_factory=list,
         description="spec.ack.endpoint values (besides the official ones) that may receive RRSA credentials.",
     )
+
+    allowed_endpoints: Annotated[list[str], NoDecode, BeforeValidator(_csv)] = Field(
+        default_factory=list,
+        description="Endpoint patterns (scheme://host[:port]; *.suffix, CIDR) that may be called although "
+        "plain http or a private or loopback address (docs/security.md).",
+    )
+    denied_endpoints: Annotated[list[str], NoDecode, BeforeValidator(_csv)] = Field(
+        default_factory=list, description="Endpoint patterns never called (wins over allowed)."
+    )
+    only_allowed_endpoints: bool = Field(
+        default=False, description="Call only endpoints an allowed pattern matches (a strict allowlist)."
+    )
+
+    @field_validator("allowed_endpoints", "denied_endpoints")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        from .providers.endpoints import Pattern
+
+        for p in v:
+            Pattern.parse(p)
+        return v
+
+    def endpoint_policy(self) -> EndpointPolicy:
+        from .providers.endpoints import EndpointPolicy
+
+        return EndpointPolicy.parse(
+            self.allowed_endpoints, self.denied_endpoints, self.only_allowed_endpoints
+        )
 
     @field_validator("default_credentials_secret")
     @classmethod

@@ -33,6 +33,11 @@ NAMESPACED: dict[str, Any] = {
     "watchNamespaces": ["apps", "ci"],
     "labelSelector": "shard=a",
     "defaultCredentials": {"secret": "ops/gitlab-default", "endpoint": "https://gitlab.example.com"},
+    "endpointPolicy": {
+        "allowed": ["https://gitlab.internal.example.com", "http://10.20.0.0/16"],
+        "denied": ["https://*.secret.example.com"],
+        "onlyAllowed": True,
+    },
     "resyncPeriod": "1h30m",
     "rate": 2.5,
     "burst": 5,
@@ -284,6 +289,11 @@ def test_env_is_what_the_operator_reads(
     assert s.http_port == 8080
     assert s.default_credentials_secret == values.get("defaultCredentials", {}).get("secret", "")
     assert s.default_credentials_endpoint == values.get("defaultCredentials", {}).get("endpoint", "")
+    policy = values.get("endpointPolicy", {})
+    assert s.allowed_endpoints == policy.get("allowed", [])
+    assert s.denied_endpoints == policy.get("denied", [])
+    assert s.only_allowed_endpoints is policy.get("onlyAllowed", False)
+    assert s.endpoint_policy().only_allowed is policy.get("onlyAllowed", False)
     assert s.leader_election is le.get("enabled", True)
     if s.leader_election:
         assert s.lease_name == le.get("leaseName", RELEASE)
@@ -304,6 +314,8 @@ def test_env_is_what_the_operator_reads(
         ({"httpPort": 0}, "/httpPort"),
         ({"image": {"repository": "x", "digest": "latest"}}, "/image/digest"),
         ({"resyncperiod": "10m"}, "resyncperiod"),  # a typo is an error, not ignored
+        ({"endpointPolicy": {"allowed": ["gitlab.example.com"]}}, "/endpointPolicy/allowed/0"),
+        ({"endpointPolicy": {"allow": []}}, "allow"),
     ],
 )
 def test_schema_refuses_bad_values(values: dict[str, Any], message: str) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploykit import CHART, CRD, MANIFESTS, NAMESPACE, RELEASE, tool
+from deploykit import CHART, CRD, MANIFESTS, NAMESPACE, RELEASE, helm_template, tool
 
 from cloudtriggers.crd import build_crd
 from cloudtriggers.sandbox import local
@@ -127,6 +127,44 @@ def test_helm_template_of_the_chart_applies(cluster: tuple[KubeServer, Path]) ->
     assert "customresourcedefinition.apiextensions.k8s.io/triggers.cloudtriggers.io created" in out
     assert "deployment.apps/cloudtriggers created" in out
     assert established(server)
+
+
+def test_the_charts_admission_policy_refuses_what_the_namespace_may_not_use(
+    cluster: tuple[KubeServer, Path],
+) -> None:
+    """admissionPolicy.enabled: kubectl apply of a Trigger whose endpoint its namespace's class does
+    not allow fails with the API server's ValidatingAdmissionPolicy message (apiserver/admission.py)."""
+    _, config = cluster
+    values = {
+        "admissionPolicy": {
+            "enabled": True,
+            "classes": {"default": [], "internal": ["https://*.corp.example"]},
+        }
+    }
+    rendered = yaml.safe_dump_all(helm_template(values))
+    ok(kubectl(config, "apply", "-f", "-", stdin=namespace(NAMESPACE)))
+    out = ok(kubectl(config, "apply", "-n", NAMESPACE, "-f", "-", stdin=rendered))
+    assert "validatingadmissionpolicy.admissionregistration.k8s.io/cloudtriggers-endpoints created" in out
+    ok(kubectl(config, "create", "-f", "-", stdin=namespace("apps")))
+    ok(kubectl(config, "create", "-f", "-", stdin=namespace("corp")))
+    ok(kubectl(config, "label", "namespace", "corp", "cloudtriggers.io/endpoint-class=internal"))
+    url = "https://git.corp.example"
+    assert "created" in ok(kubectl(config, "apply", "-f", "-", stdin=trigger("web", "corp", url=url)))
+    refused = kubectl(config, "apply", "-f", "-", stdin=trigger("web", "apps", url=url))
+    assert refused.returncode == 1
+    assert (
+        "triggers.cloudtriggers.io \"web\" is forbidden: ValidatingAdmissionPolicy 'cloudtriggers-endpoints' "
+        "with binding 'cloudtriggers-endpoints' denied request: the endpoint https://git.corp.example is not "
+        "allowed in this namespace (endpoint class default)"
+    ) in refused.stderr
+    # A change that keeps the endpoint is admitted (a label, the operator's finalizer).
+    ok(kubectl(config, "label", "namespace", "corp", "cloudtriggers.io/endpoint-class-", "--overwrite"))
+    ok(kubectl(config, "label", "-n", "corp", "trigger", "web", "team=a"))
+    moved = kubectl(
+        config, "apply", "-f", "-", stdin=trigger("web", "corp", url="https://other.corp.example")
+    )
+    # The object's own rules run before admission policies, as on a real server.
+    assert moved.returncode == 1 and "gitlab.url is immutable" in moved.stderr
 
 
 def test_the_kustomize_manifests_apply(cluster: tuple[KubeServer, Path]) -> None:

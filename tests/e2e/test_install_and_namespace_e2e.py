@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +25,7 @@ if not have_cluster():
 
 from cloudtriggers.sandbox.local import LocalWorld  # noqa: E402
 from cloudtriggers.settings import Settings  # noqa: E402
-from deploy.deploykit import CHART, CRD, MANIFESTS, RELEASE, tool  # noqa: E402
+from deploy.deploykit import CHART, CRD, MANIFESTS, RELEASE, helm_template, tool  # noqa: E402
 from faults.faultkit import KITS  # noqa: E402
 from nsdeletion import delete_namespace, populate  # noqa: E402
 
@@ -105,3 +106,47 @@ def test_deleting_a_namespace_deletes_every_provider_trigger(world: World) -> No
     assert outcome.orphaned == 0
     assert outcome.held > 0
     assert outcome.seconds < 60  # the delete timeout (120 s) was never what ended it
+
+
+def test_the_charts_admission_policy_refuses_at_apply(world: World) -> None:
+    """admissionPolicy.enabled on a real API server (1.30+): a Trigger whose endpoint the namespace's
+    class does not allow is refused by kubectl with the server's message; an allowed one is created."""
+    release = f"{world.ns}-vap"  # the policy is cluster-scoped: a name of this test's own
+    values = {"admissionPolicy": {"enabled": True, "classes": {"default": ["https://gitlab.example.com"]}}}
+    policy = [
+        o for o in helm_template(values, release=release) if o["kind"].startswith("ValidatingAdmission")
+    ]
+    rendered = yaml.safe_dump_all(policy)
+    kubectl("apply", "-f", "-", stdin=rendered)
+    try:
+
+        def trigger(name: str, url: str) -> str:
+            spec = {"gitlab": {"url": url, "project": "g/w"}, "credentialsSecretRef": {"name": "none"}}
+            meta = {"name": name, "namespace": world.ns}
+            return yaml.safe_dump(
+                {"apiVersion": "cloudtriggers.io/v1alpha1", "kind": "Trigger", "metadata": meta, "spec": spec}
+            )
+
+        # A new policy takes a moment to be enforced by every API server instance.
+        deadline = time.monotonic() + 30
+        while True:
+            proc = subprocess.run(
+                [tool("kubectl"), "apply", "--dry-run=server", "-f", "-"],
+                input=trigger("denied", "https://gitlab.internal.example"),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+                env={**os.environ, "KUBECONFIG": KUBECONFIG},
+            )
+            if proc.returncode != 0 or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert proc.returncode != 0
+        assert f"ValidatingAdmissionPolicy '{release}-cloudtriggers-endpoints'" in proc.stderr
+        assert "the endpoint https://gitlab.internal.example is not allowed in this namespace" in proc.stderr
+        assert "created" in kubectl(
+            "apply", "--dry-run=server", "-f", "-", stdin=trigger("ok", "https://gitlab.example.com")
+        )
+    finally:
+        kubectl("delete", "--ignore-not-found", "-f", "-", stdin=rendered)

@@ -23,6 +23,7 @@ from cloudtriggers.metrics import render
 from cloudtriggers.providers.base import AccountLimiter, CredentialsBreaker
 from cloudtriggers.providers.gitlab import GitLabProvider
 from cloudtriggers.reconcile import Reconciler
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.settings import Settings
@@ -174,7 +175,9 @@ def sim() -> Iterator[Sim]:
         sb.add_project("group/web", {"bot": MAINTAINER})
         kube = FakeKube()
         kube.put_secret(NS, "gl", {"token": user.token})
-        provider = GitLabProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0))
+        provider = GitLabProvider(
+            policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0)
+        )
         yield Sim(sb, kube, Reconciler(kube, {"gitlab": provider}, Settings()))
 
 

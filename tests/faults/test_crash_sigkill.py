@@ -109,6 +109,7 @@ class Harness:
             "CLOUDTRIGGERS_RESYNC_PERIOD": "600",
             "CLOUDTRIGGERS_CREDENTIALS_POLL": "0.5",
             "CLOUDTRIGGERS_TRANSIENT_BACKOFF": "[0.2, 2.0]",
+            "CLOUDTRIGGERS_ALLOWED_ENDPOINTS": "http://127.0.0.1",  # the sandboxes
         }
         self.switch.proc = subprocess.Popen(
             [sys.executable, "-m", "cloudtriggers.cli", "run", "--http-port", "0"],

@@ -21,6 +21,7 @@ from cloudtriggers.providers.base import AccountLimiter
 from cloudtriggers.providers.gitlab import GitLabProvider
 from cloudtriggers.providers.swr import SwrProvider
 from cloudtriggers.reconcile import Reconciler
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.sandbox.swr import SwrSandbox
@@ -49,7 +50,7 @@ def case(request: pytest.FixtureRequest) -> Iterator[Case]:
             user = gl.add_user("bot")
             pid = gl.add_project("group/web", {"bot": MAINTAINER})
             kube.put_secret(NS, "creds", {"token": user.token})
-            provider = GitLabProvider(limiter=limiter, timeout=(2.0, 5.0))
+            provider = GitLabProvider(policy=LOOPBACK, limiter=limiter, timeout=(2.0, 5.0))
             yield Case(
                 "gitlab",
                 kube,
@@ -68,7 +69,7 @@ def case(request: pytest.FixtureRequest) -> Iterator[Case]:
             account = sw.add_account("bot")
             sw.add_repository("group", "web")
             kube.put_secret(NS, "creds", {"accessKey": account.access_key, "secretKey": account.secret_key})
-            provider = SwrProvider(limiter=limiter, timeout=(2.0, 5.0))
+            provider = SwrProvider(policy=LOOPBACK, limiter=limiter, timeout=(2.0, 5.0))
             block = {
                 "region": "cn-north-4",
                 "organization": "group",

@@ -22,6 +22,7 @@ from cloudtriggers.providers.ack import AckProvider
 from cloudtriggers.providers.base import AccountLimiter, Provider
 from cloudtriggers.providers.gitlab import GitLabProvider
 from cloudtriggers.providers.swr import SwrProvider
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.gitlab import MAINTAINER
 from cloudtriggers.sandbox.local import LocalWorld, wait_for
 from cloudtriggers.settings import Settings
@@ -43,9 +44,9 @@ class FaultWorld:
         self.provider = provider
         limiter = AccountLimiter(rate=50, burst=50)
         providers: dict[str, Provider] = {
-            "gitlab": GitLabProvider(limiter=limiter, timeout=TIMEOUT),
-            "ack": AckProvider(limiter=limiter, timeout=TIMEOUT, environ={}),
-            "swr": SwrProvider(limiter=limiter, timeout=TIMEOUT),
+            "gitlab": GitLabProvider(policy=LOOPBACK, limiter=limiter, timeout=TIMEOUT),
+            "ack": AckProvider(policy=LOOPBACK, limiter=limiter, timeout=TIMEOUT, environ={}),
+            "swr": SwrProvider(policy=LOOPBACK, limiter=limiter, timeout=TIMEOUT),
         }
         self.w = LocalWorld(
             Settings(credentials_poll=0.5, transient_backoff=(0.2, 2.0)),

@@ -19,6 +19,7 @@ import pytest
 
 from cloudtriggers.providers.ack import HOOK_URL, AckProvider
 from cloudtriggers.providers.base import AccountLimiter
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.ack import AckSandbox, StsCredentials
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.settings import Settings
@@ -74,7 +75,9 @@ class World(LocalWorld):
 def ack_world(cls: type[World], caplog: pytest.LogCaptureFixture) -> Iterator[World]:
     """The ACK scenarios' world on `cls`: LocalWorld here, the real cluster in tests/e2e."""
     caplog.set_level(logging.DEBUG)
-    provider = AckProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0), environ={})
+    provider = AckProvider(
+        policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0), environ={}
+    )
     w = cls(Settings(credentials_poll=0.5), providers={"ack": provider})
     w.tokens = set()
     w.start()  # starts (and stops) its own ACK sandbox

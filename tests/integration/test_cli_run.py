@@ -24,7 +24,10 @@ def world() -> Iterator[LocalWorld]:
 def _run(kubeconfig: Path, log: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "CLOUDTRIGGERS_RESYNC_PERIOD": "600"}
     return subprocess.Popen(
-        [sys.executable, "-m", "cloudtriggers.cli", "run", "--log-level", "debug", "--http-port", "0"],
+        [
+            *(sys.executable, "-m", "cloudtriggers.cli", "run", "--log-level", "debug", "--http-port", "0"),
+            *("--allowed-endpoint", "http://127.0.0.1"),  # the sandboxes
+        ],
         env=env,
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,

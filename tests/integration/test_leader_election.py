@@ -47,6 +47,7 @@ def _replica(kubeconfig: Path, identity: str, log: Path, port: int = 0) -> subpr
         "KUBECONFIG": str(kubeconfig),
         "CLOUDTRIGGERS_IDENTITY": identity,
         "CLOUDTRIGGERS_HTTP_PORT": str(port),
+        "CLOUDTRIGGERS_ALLOWED_ENDPOINTS": "http://127.0.0.1",  # the sandboxes
     }
     args = [
         "run",

@@ -17,6 +17,7 @@ import pytest
 
 from cloudtriggers.providers.base import AccountLimiter, Observed, Target
 from cloudtriggers.providers.swr import SwrProvider
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.sandbox.swr import SwrAccount, SwrSandbox, SwrTemporaryCredentials
 from cloudtriggers.settings import Settings
@@ -69,7 +70,7 @@ class World(LocalWorld):
 def swr_world(cls: type[World], caplog: pytest.LogCaptureFixture) -> Iterator[World]:
     """The SWR scenarios' world on `cls`: LocalWorld here, the real cluster in tests/e2e."""
     caplog.set_level(logging.DEBUG)
-    provider = SwrProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0))
+    provider = SwrProvider(policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0))
     w = cls(Settings(credentials_poll=0.5), providers={"swr": provider})
     w.start()  # starts (and stops) its own SWR sandbox
     try:

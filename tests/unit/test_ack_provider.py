@@ -33,6 +33,7 @@ from cloudtriggers.providers.base import (
     ProviderError,
     Target,
 )
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.ack import AckAccount, AckSandbox
 
 ROLE = "acs:ram::1234567890123401:role/cloudtriggers"
@@ -70,7 +71,7 @@ class World:
 def make_provider(**kw: Any) -> tuple[AckProvider, AccountLimiter]:
     limiter = AccountLimiter(rate=1000, burst=1000)
     kw.setdefault("environ", {})
-    return AckProvider(limiter=limiter, timeout=(2.0, 5.0), **kw), limiter
+    return AckProvider(policy=LOOPBACK, limiter=limiter, timeout=(2.0, 5.0), **kw), limiter
 
 
 @pytest.fixture
@@ -365,7 +366,7 @@ def test_retry_after_is_capped_like_the_sdk(world: World) -> None:
 
 
 def test_read_timeout_is_transient_and_create_timeout_ambiguous(world: World) -> None:
-    provider = AckProvider(limiter=world.limiter, timeout=(1.0, 0.2), environ={})
+    provider = AckProvider(policy=LOOPBACK, limiter=world.limiter, timeout=(1.0, 0.2), environ={})
     world.sb.faults.latency = 0.5
     with pytest.raises(ProviderError) as exc:
         provider.find(world.target(), SINCE)
@@ -434,7 +435,9 @@ def rrsa_world(world: World, **env: str) -> tuple[AckProvider, Clock, Path]:
         **env,
     }
     clock = Clock()
-    provider = AckProvider(limiter=world.limiter, timeout=(2.0, 5.0), environ=environ, clock=clock)
+    provider = AckProvider(
+        policy=LOOPBACK, limiter=world.limiter, timeout=(2.0, 5.0), environ=environ, clock=clock
+    )
     return provider, clock, token_file
 
 
@@ -548,7 +551,9 @@ def test_throttled_account_finds_the_providers_rate(world: World) -> None:
     a second: ACK names no limit, so the pace halves on the first Throttling.User and settles below."""
     n, q = 30, 5
     world.sb.faults.configure(rate_limit=q, rate_window=1.0)
-    provider = AckProvider(limiter=AccountLimiter(), timeout=(2.0, 5.0), environ={})  # no user caps
+    provider = AckProvider(
+        policy=LOOPBACK, limiter=AccountLimiter(), timeout=(2.0, 5.0), environ={}
+    )  # no user caps
     t = world.target()
 
     def observe(_: int) -> None:

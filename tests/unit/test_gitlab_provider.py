@@ -14,6 +14,7 @@ from cloudtriggers import __version__
 from cloudtriggers.models import GitLabSpec
 from cloudtriggers.providers.base import AccountLimiter, ErrorClass, ProviderError, Target
 from cloudtriggers.providers.gitlab import GitLabProvider
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.gitlab import DEVELOPER, MAINTAINER, GitLabSandbox
 
 
@@ -39,7 +40,7 @@ def target(sb: GitLabSandbox, token: str = "glpat-alice-000000000000", **known: 
 
 
 def provider(timeout: tuple[float, float] = (2.0, 5.0)) -> GitLabProvider:
-    return GitLabProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=timeout)
+    return GitLabProvider(policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000), timeout=timeout)
 
 
 def test_user_agent_and_token_header(sb: GitLabSandbox) -> None:
@@ -181,7 +182,9 @@ def test_requests_in_flight_per_account_are_capped(sb: GitLabSandbox) -> None:
         with lock:
             now[0] -= 1
 
-    p = GitLabProvider(limiter=AccountLimiter(rate=1000, burst=1000, concurrency=3), timeout=(2.0, 5.0))
+    p = GitLabProvider(
+        policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000, concurrency=3), timeout=(2.0, 5.0)
+    )
     p.session.hooks["response"].append(lambda r, *a, **k: leave())
     send = p.session.request
 
@@ -222,7 +225,9 @@ def test_throttled_account_runs_at_the_providers_rate_with_one_429(
     one 429 teaches the pace (RateLimit-Limit); with RateLimit-* on every answer, not even that."""
     q = 20
     sb.faults.configure(rate_limit=q, rate_window=1, rate_limit_headers=headers)
-    p = GitLabProvider(limiter=AccountLimiter(), timeout=(2.0, 5.0))  # the defaults: no user caps
+    p = GitLabProvider(
+        policy=LOOPBACK, limiter=AccountLimiter(), timeout=(2.0, 5.0)
+    )  # the defaults: no user caps
     t = target(sb, project="group/web", projectId=1001)
 
     def create(_: int) -> None:

@@ -18,6 +18,7 @@ from cloudtriggers.models import token_sha256
 from cloudtriggers.providers.ack import HOOK_URL, AckProvider
 from cloudtriggers.providers.base import AccountLimiter
 from cloudtriggers.reconcile import Reconciler
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.ack import AckAccount, AckSandbox
 from cloudtriggers.settings import Settings
 from fakekube import FakeKube
@@ -58,7 +59,9 @@ class World:
 
 
 def new_provider(**kw: Any) -> AckProvider:
-    return AckProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0), **kw)
+    return AckProvider(
+        policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0), **kw
+    )
 
 
 @pytest.fixture

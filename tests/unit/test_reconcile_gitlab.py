@@ -20,6 +20,7 @@ from cloudtriggers.models import token_sha256
 from cloudtriggers.providers.base import AccountLimiter
 from cloudtriggers.providers.gitlab import GitLabProvider
 from cloudtriggers.reconcile import Reconciler, Retry
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox, SandboxUser
 from cloudtriggers.settings import Settings
 from fakekube import FakeKube
@@ -52,7 +53,9 @@ def world() -> Iterator[World]:
         pid = sb.add_project("group/web", {"alice": MAINTAINER, "bob": MAINTAINER})
         kube = FakeKube()
         kube.put_secret(NS, "gl", {"token": alice.token})
-        provider = GitLabProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0))
+        provider = GitLabProvider(
+            policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0)
+        )
         rec = Reconciler(kube, {"gitlab": provider}, Settings())
         yield World(sb, kube, rec, alice, bob, pid)
 
@@ -551,3 +554,22 @@ def test_resync_slots_spread_triggers_evenly_and_survive_restarts() -> None:
     first = now + rec.resync_after("10m", u, last=now)
     later = time.time() + rec.resync_after("10m", u, last=first)
     assert abs((later - first) - period) < 0.5
+
+
+def test_a_delete_the_endpoint_policy_now_refuses_orphans_with_a_warning(world: World) -> None:
+    """Created while the endpoint was allowed; the administrator has since refused it: the delete
+    cannot be sent, and waiting would not help, so the Trigger goes and the orphan is counted."""
+    from cloudtriggers.providers.base import EndpointPolicy, new_session
+
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    ext = world.kube.status(NS, "web")["externalId"]
+    world.rec.providers["gitlab"].session = new_session(EndpointPolicy())  # type: ignore[attr-defined]
+    calls = len(world.sb.calls())
+    before = ORPHANED.labels("gitlab", "endpoint_not_allowed")._value.get()
+    assert world.rec.finalize(world.kube.get_trigger(NS, "web")) == "orphaned"  # type: ignore[arg-type]
+    assert ORPHANED.labels("gitlab", "endpoint_not_allowed")._value.get() == before + 1
+    assert len(world.sb.calls()) == calls and len(world.sb.triggers(world.pid)) == 1
+    [event] = [e for e in world.kube.events if e["reason"] == "Orphaned"]
+    assert event["type"] == "Warning" and f"gitlab trigger {ext} is left" in event["message"]
+    assert "endpoint not allowed" in event["message"]

@@ -17,6 +17,7 @@ from cloudtriggers.models import swr_default_name
 from cloudtriggers.providers.base import AccountLimiter, Observed, Target
 from cloudtriggers.providers.swr import SwrProvider
 from cloudtriggers.reconcile import Reconciler
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.swr import SwrAccount, SwrSandbox
 from cloudtriggers.settings import Settings
 from fakekube import FakeKube
@@ -63,7 +64,9 @@ def world() -> Iterator[World]:
         sb.add_repository("group", "other")
         kube = FakeKube()
         kube.put_secret(NS, "swr", {"accessKey": bot.access_key, "secretKey": bot.secret_key})
-        provider = SwrProvider(limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0))
+        provider = SwrProvider(
+            policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000), timeout=(2.0, 5.0)
+        )
         rec = Reconciler(kube, {"swr": provider}, Settings())
         yield World(sb, kube, rec, provider, bot)
 

@@ -29,6 +29,7 @@ from cloudtriggers.providers.swr import (
     parse_error,
     triggers_path,
 )
+from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.swr import SwrAccount, SwrSandbox
 from cloudtriggers.signing import huawei
 
@@ -94,7 +95,12 @@ def provider(
     limiter: AccountLimiter | None = None,
 ) -> SwrProvider:
     guard = AuthGuard(clock=clock) if clock else None
-    return SwrProvider(limiter=limiter or AccountLimiter(rate=1000, burst=1000), timeout=timeout, guard=guard)
+    return SwrProvider(
+        policy=LOOPBACK,
+        limiter=limiter or AccountLimiter(rate=1000, burst=1000),
+        timeout=timeout,
+        guard=guard,
+    )
 
 
 def bad_creds(sb: SwrSandbox) -> dict[str, str]:
@@ -496,7 +502,9 @@ def test_throttled_account_paces_under_the_limit_apig_0308_names(sb: SwrSandbox)
     second: the first APIG.0308 names the limit, the account waits 2 s and then stays under it."""
     n, q = 20, 5
     sb.faults.configure(rate_limit=q, rate_window=1.0)
-    p = SwrProvider(limiter=AccountLimiter(), timeout=(2.0, 5.0))  # the defaults: no user caps
+    p = SwrProvider(
+        policy=LOOPBACK, limiter=AccountLimiter(), timeout=(2.0, 5.0)
+    )  # the defaults: no user caps
     t = target(sb)
 
     def observe(_: int) -> None:

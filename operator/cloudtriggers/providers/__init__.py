@@ -10,7 +10,7 @@ import requests
 
 from ..metrics import PACES, PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
 from .ack import AckProvider
-from .base import Provider
+from .base import EndpointPolicy, Provider, ProviderError
 from .gitlab import GitLabProvider
 from .pacing import AccountLimiter
 from .swr import SwrProvider
@@ -30,6 +30,9 @@ def instrument(session: requests.Session, provider: str) -> None:
             PROVIDER_REQUESTS.labels(provider, op, "error").inc()
             PROVIDER_SECONDS.labels(provider, op).observe(time.monotonic() - start)
             raise
+        except ProviderError as e:  # refused by the endpoint policy (nothing sent), or a redirect
+            PROVIDER_REQUESTS.labels(provider, op, str(e.status) if e.status else "refused").inc()
+            raise
         PROVIDER_REQUESTS.labels(provider, op, str(resp.status_code)).inc()
         PROVIDER_SECONDS.labels(provider, op).observe(time.monotonic() - start)
         return resp
@@ -43,16 +46,20 @@ def build_providers(
     ack_network: Literal["public", "vpc"] | None = None,
     ack_trusted_endpoints: Iterable[str] | None = None,
     concurrency: int = 8,
+    policy: EndpointPolicy | None = None,
 ) -> dict[str, Provider]:
     """One instance per provider; each shares one limiter across all Triggers of an account.
 
-    `rate` and `burst` cap the adaptive pace (None: only the provider's own limits apply)."""
+    `rate` and `burst` cap the adaptive pace (None: only the provider's own limits apply); `policy`:
+    the endpoints they may call (None: EndpointPolicy(), public https only)."""
     limiter = AccountLimiter(rate=rate, burst=burst, concurrency=concurrency)
     PACES.source = limiter.paces
     providers: dict[str, Provider] = {
-        "gitlab": GitLabProvider(limiter=limiter),
-        "ack": AckProvider(limiter=limiter, network=ack_network, trusted_endpoints=ack_trusted_endpoints),
-        "swr": SwrProvider(limiter=limiter),
+        "gitlab": GitLabProvider(limiter=limiter, policy=policy),
+        "ack": AckProvider(
+            limiter=limiter, network=ack_network, trusted_endpoints=ack_trusted_endpoints, policy=policy
+        ),
+        "swr": SwrProvider(limiter=limiter, policy=policy),
     }
     for name, provider in providers.items():
         session = getattr(provider, "session", None)

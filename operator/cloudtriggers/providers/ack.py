@@ -34,13 +34,16 @@ from .base import (
     DEFAULT_TIMEOUT,
     USER_AGENT,
     CredentialsError,
+    EndpointPolicy,
     ErrorClass,
     Observed,
     ProviderError,
     Target,
     account_key,
     new_session,
+    plain_session,
     redact,
+    summarize,
 )
 from .pacing import ACK, ACK_THROTTLING, AccountLimiter, Signal, ack_signal
 
@@ -342,7 +345,8 @@ def _error_fields(resp: requests.Response, body: Any) -> tuple[str, str, str]:
     found = dict(_XML_FIELD.findall(resp.text or ""))
     if found:
         return found.get("Code", ""), found.get("Message", ""), found.get("RequestId", "")
-    return "", (resp.text or "").strip()[:200], resp.headers.get("x-acs-request-id", "")
+    # Not an OpenAPI error answer: summarised, never copied (the endpoint may be any service).
+    return "", summarize(resp), resp.headers.get("x-acs-request-id", "")
 
 
 # -- the provider ----------------------------------------------------------------------------------
@@ -371,6 +375,7 @@ class AckProvider:
         limiter: AccountLimiter | None = None,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        policy: EndpointPolicy | None = None,
         *,
         environ: Mapping[str, str] | None = None,
         network: Literal["public", "vpc"] | None = None,
@@ -382,7 +387,7 @@ class AckProvider:
         spec.endpoint values that may receive workload-identity credentials)."""
         env = os.environ if environ is None else environ
         self.limiter = limiter or AccountLimiter()
-        self.session = session or new_session()
+        self.session = session or new_session(policy)  # policy: which endpoints (endpoints.py)
         self.timeout = timeout
         chosen = network or env.get(NETWORK_ENV, "").strip().lower() or "public"
         if chosen not in ("public", "vpc"):
@@ -391,7 +396,9 @@ class AckProvider:
         if trusted_endpoints is None:
             trusted_endpoints = env.get(TRUSTED_ENDPOINTS_ENV, "").split(",")
         self.trusted_endpoints = frozenset(_norm(e) for e in trusted_endpoints if e.strip())
-        self.rrsa = RrsaCredentials.from_environ(env, session=self.session, timeout=timeout, clock=clock)
+        # STS is the operator's own configuration, not a tenant's: the endpoint policy is not for it.
+        sts = session or plain_session()
+        self.rrsa = RrsaCredentials.from_environ(env, session=sts, timeout=timeout, clock=clock)
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -12,16 +12,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from http import HTTPStatus
 from typing import Any, ClassVar, Literal, Protocol
+from urllib.parse import urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
+from requests.utils import select_proxy
 
 from .. import __version__
 from ..redaction import redact
+from .endpoints import EndpointPolicy, EndpointRefused, pool_classes
 from .pacing import AccountLimiter, parse_retry_after
 
 # Re-exported: providers redact provider messages through base; the limiter lives in pacing.py.
-__all__ = ["AccountLimiter", "parse_retry_after", "redact"]
+__all__ = ["AccountLimiter", "EndpointPolicy", "parse_retry_after", "redact"]
 
 USER_AGENT = f"cloudtriggers/{__version__} (+https://cloudtriggers.io)"
 # (connect, read) seconds; every provider call has both.
@@ -37,6 +42,7 @@ class ErrorClass(StrEnum):
     PERMANENT = "permanent"  # 400 and other answers that retrying will not change
     AMBIGUOUS = "ambiguous"  # the request may have been acted on but no answer came back
     CONFLICT = "conflict"  # the object already exists (SWR 409): the next pass observes and decides
+    ENDPOINT = "endpoint"  # the endpoint policy refuses the host: nothing was sent
 
 
 REASONS = {
@@ -48,6 +54,7 @@ REASONS = {
     ErrorClass.TARGET_NOT_FOUND: "TargetNotFound",
     ErrorClass.PERMANENT: "ProviderError",
     ErrorClass.CONFLICT: "Conflict",
+    ErrorClass.ENDPOINT: "EndpointNotAllowed",
 }
 
 
@@ -166,7 +173,82 @@ def account_key(provider: str, endpoint: str, credentials: Mapping[str, str]) ->
     return f"{provider}:{endpoint}:{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
-def new_session() -> requests.Session:
+def summarize(resp: requests.Response) -> str:
+    """What may be said of an answer that is not a provider's error: never its text, which could be
+    any service's (a tenant pointing an endpoint at an internal service must not read it back)."""
+    try:
+        phrase = HTTPStatus(resp.status_code).phrase
+    except ValueError:
+        phrase = ""
+    kind = (resp.headers.get("Content-Type") or "no content type").split(";", 1)[0].strip()[:60]
+    return f"{phrase + ', ' if phrase else ''}not a provider error answer ({kind}, {len(resp.content)} bytes)"
+
+
+class _PolicyAdapter(HTTPAdapter):
+    """Connections only to addresses the endpoint policy allows (endpoints.py)."""
+
+    def __init__(self, policy: EndpointPolicy) -> None:
+        self.policy = policy
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = pool_classes(self.policy)
+
+    def proxy_manager_for(self, proxy: str, **kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **kwargs)
+        manager.pool_classes_by_scheme = pool_classes(self.policy)
+        return manager
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        url = str(request.url)
+        if url.startswith("http://") and select_proxy(url, kwargs.get("proxies") or {}):
+            self.policy.check_url(url)  # the proxy connects; only the URL can be checked, here
+        return super().send(request, *args, **kwargs)
+
+
+class PolicySession(requests.Session):
+    """A provider session: the endpoint policy on every connection, and no redirect followed (a
+    provider API never redirects; a redirect would take the call, and its credentials, elsewhere)."""
+
+    def __init__(self, policy: EndpointPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+        adapter = _PolicyAdapter(policy)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs["allow_redirects"] = False
+        m = method if isinstance(method, str) else method.decode()
+        where = f"{m} {urlsplit(str(url)).path}"
+        try:
+            resp = super().request(method, url, *args, **kwargs)
+        except EndpointRefused as e:
+            raise ProviderError(
+                ErrorClass.ENDPOINT, f"{where}: endpoint not allowed: {e}", code="EndpointNotAllowed"
+            ) from None
+        if 300 <= resp.status_code < 400:
+            raise ProviderError(
+                ErrorClass.PERMANENT,
+                f"{where}: HTTP {resp.status_code}: a redirect, which is not followed "
+                f"(is the url or endpoint right?); {summarize(resp)}",
+                code=str(resp.status_code),
+                status=resp.status_code,
+            )
+        return resp
+
+
+def new_session(policy: EndpointPolicy | None = None) -> requests.Session:
+    """A session for the endpoints a Trigger names, under `policy` (default: EndpointPolicy(), which
+    refuses http, private and loopback addresses). Endpoints only the operator's own configuration
+    chooses (ACK RRSA's STS) use plain_session()."""
+    s = PolicySession(policy if policy is not None else EndpointPolicy())
+    s.headers["User-Agent"] = USER_AGENT
+    return s
+
+
+def plain_session() -> requests.Session:
     s = requests.Session()
     s.headers["User-Agent"] = USER_AGENT
     return s

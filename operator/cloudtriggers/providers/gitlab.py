@@ -16,6 +16,7 @@ from ..models import GitLabSpec
 from .base import (
     DEFAULT_TIMEOUT,
     CredentialsError,
+    EndpointPolicy,
     ErrorClass,
     Observed,
     ProviderError,
@@ -23,6 +24,7 @@ from .base import (
     account_key,
     new_session,
     redact,
+    summarize,
 )
 from .pacing import GITLAB, GITLAB_COM, AccountLimiter, Profile, Signal, gitlab_signal
 
@@ -60,9 +62,10 @@ class GitLabProvider:
         limiter: AccountLimiter | None = None,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        policy: EndpointPolicy | None = None,
     ) -> None:
         self.limiter = limiter or AccountLimiter()
-        self.session = session or new_session()
+        self.session = session or new_session(policy)  # policy: which endpoints (endpoints.py)
         self.timeout = timeout
         self._project_ids: dict[tuple[str, str, str], tuple[int, float]] = {}
         self._cache_lock = threading.Lock()
@@ -112,11 +115,16 @@ class GitLabProvider:
         status = resp.status_code
         try:
             body = resp.json()
-            msg = body.get("message") or body.get("error_description") or body.get("error") or resp.text
-            if not isinstance(msg, str):
-                msg = str(msg)
         except ValueError:
-            msg = resp.text.strip()
+            body = None
+        # GitLab's errors are JSON with `message` or `error` (§5); anything else is summarised, never
+        # copied: the url may point at any service (docs/security.md).
+        found = (
+            body.get("message") or body.get("error_description") or body.get("error")
+            if isinstance(body, dict)
+            else None
+        )
+        msg = (found if isinstance(found, str) else str(found)) if found else summarize(resp)
         msg = redact(f"{method} {path}: {status} {msg}"[:500], secrets)
         code = str(status)
         if status == 401:

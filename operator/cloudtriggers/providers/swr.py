@@ -25,6 +25,7 @@ from .base import (
     DEFAULT_TIMEOUT,
     USER_AGENT,
     CredentialsError,
+    EndpointPolicy,
     ErrorClass,
     Observed,
     ProviderError,
@@ -32,6 +33,7 @@ from .base import (
     account_key,
     new_session,
     redact,
+    summarize,
 )
 from .pacing import ACCEPTED, SWR, SWR_THROTTLING, AccountLimiter, Signal, swr_signal
 
@@ -241,10 +243,11 @@ class SwrProvider:
         limiter: AccountLimiter | None = None,
         session: requests.Session | None = None,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        policy: EndpointPolicy | None = None,
         guard: AuthGuard | None = None,
     ) -> None:
         self.limiter = limiter or AccountLimiter()
-        self.session = session or new_session()
+        self.session = session or new_session(policy)  # policy: which endpoints (endpoints.py)
         self.timeout = timeout
         self.guard = guard or AuthGuard()
 
@@ -327,11 +330,12 @@ class SwrProvider:
             body: Any = resp.json()
         except ValueError:
             body = None
-        code, msg = parse_error(body, resp.text)
+        # Not one of SWR's error shapes: summarised, never copied (the endpoint may be any service).
+        code, msg = parse_error(body, summarize(resp))
         request_id = resp.headers.get("X-Request-Id") or (
             body.get("request_id") if isinstance(body, dict) else ""
         )
-        text = f"{method} {path}: HTTP {status}: {msg or resp.reason}"
+        text = f"{method} {path}: HTTP {status}: {msg}"
         if request_id:
             text += f" (request id {request_id})"
         text = redact(text[:500], secrets)

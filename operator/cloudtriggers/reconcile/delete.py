@@ -103,6 +103,13 @@ class DeletePhase(_Base):
             message = redact(str(e), [])
             if isinstance(e, ProviderError) and e.kind is ErrorClass.AUTH:
                 self.breaker.failure(account, uid, message)
+            if isinstance(e, ProviderError) and e.kind is ErrorClass.ENDPOINT:
+                # The administrator's policy forbids the call (it changed since the create): retrying
+                # cannot help, and the Trigger must not hang in deletion.
+                self._orphaned(
+                    p, spec.provider, ext or "(from an interrupted create)", "endpoint_not_allowed", message
+                )
+                return "orphaned"
             if self._delete_overdue(obj):
                 self._orphaned(
                     p,

@@ -412,6 +412,8 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
             elif e.kind is ErrorClass.THROTTLED:
                 delay = e.retry_after if e.retry_after is not None else self._backoff(uid, "transient")
                 self._failures[uid] = self._failures.get(uid, 0) + 1
+            elif e.kind is ErrorClass.ENDPOINT:
+                return Outcome(None, e.reason)  # like an invalid spec: again when the spec changes
             else:
                 delay = self._backoff(uid, "slow")
             return Outcome(delay, e.reason, watch_secret=secret_ref)

@@ -40,6 +40,7 @@ import kubernetes.client
 from kmock._internal import parsing
 from kmock._internal.filtering import K8sCriteria
 
+from ..apiserver import admission
 from ..crd import build_crd
 from . import crds, namespaces, openapi
 from .crds import CRDS, ApiError, group_resource
@@ -58,6 +59,8 @@ Body = dict[str, Any]
 ObjKey = tuple[kmock.resource, str | None, str]
 
 TRIGGERS: Final = "cloudtriggers.io/v1alpha1/triggers"
+VAPS: Final = kmock.resource("admissionregistration.k8s.io/v1/validatingadmissionpolicies")
+VAP_BINDINGS: Final = kmock.resource("admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")
 
 # Fields that only the server sets; clients cannot change them through PATCH or PUT.
 _SERVER_META: Final = (
@@ -318,6 +321,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     _builtin: tuple[Any, ...] = attrs.field(default=(), init=False)
     _routes: dict[Any, Any] = attrs.field(factory=dict, init=False)
     _crds: dict[kmock.resource, ObjKey] = attrs.field(factory=dict, init=False)  # served -> its CRD
+    # ValidatingAdmissionPolicyBindings ever stored (each looked up live when a request is admitted).
+    _bindings: set[ObjKey] = attrs.field(factory=set, init=False)
     _tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
     # Indexes of the live objects for the garbage collector: by uid, and dependents by owner uid.
     _by_uid: dict[str, ObjKey] = attrs.field(factory=dict, init=False)
@@ -715,7 +720,38 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             body = crds.admit_custom_resource(
                 crd, resource, body, old, strict=strict, status_write=status_write
             )
+        if subresource is None and self._bindings:
+            self._validating_policies(resource, body, old)
         return body
+
+    def _validating_policies(self, resource: kmock.resource, body: Body, old: Body | None) -> None:
+        """ValidatingAdmissionPolicies, after the object's own validation, as the API server runs
+        them (apiserver/admission.py): the first denial answers, 403 Forbidden."""
+        meta = _meta(body)
+        ns = self._namespace(str(meta.get("namespace"))) if meta.get("namespace") else None
+        operation = "CREATE" if old is None else "UPDATE"
+        for key in sorted(self._bindings, key=lambda k: k[2]):
+            binding = self._live(key)
+            if binding is None:
+                continue
+            policy = self._live((VAPS, None, str((binding.raw.get("spec") or {}).get("policyName"))))
+            if policy is None or "Deny" not in (
+                (binding.raw.get("spec") or {}).get("validationActions") or []
+            ):
+                continue
+            args = (str(resource.group or ""), str(resource.version), str(resource.plural), operation, ns)
+            if not admission.applies(policy.raw, binding.raw, *args):
+                continue
+            denied = admission.denials(policy.raw, binding.raw, body, ns, old)
+            if denied:
+                what = f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
+                message = f"{what} {json.dumps(str(meta.get('name', '')))} is forbidden: {denied[0]}"
+                details = {
+                    "name": meta.get("name", ""),
+                    "group": resource.group or "",
+                    "kind": resource.plural,
+                }
+                raise ApiError(crds.status_body(403, "Forbidden", message, details))
 
     def _stored(self, key: ObjKey, body: Body) -> None:
         """After a create or update is stored: serve a CRD's resources; collect a dangling dependent."""
@@ -723,6 +759,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             for resource, info in crds.served(body):
                 self._resources[resource] = info
                 self._crds[resource] = key
+        elif key[0] == VAP_BINDINGS:
+            self._bindings.add(key)
         refs = _meta(body).get("ownerReferences") or []
         dangling = not any(ref.get("uid") in self._by_uid for ref in refs)
         if refs and dangling and not _meta(body).get("deletionTimestamp"):

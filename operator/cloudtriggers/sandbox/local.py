@@ -17,6 +17,7 @@ from ..models import GROUP, PLURAL, VERSION
 from ..providers.base import Provider
 from ..runner import OperatorParts, build_operator
 from ..settings import Settings
+from . import LOOPBACK_ENDPOINTS
 from .ack import AckSandbox
 from .gitlab import GitLabSandbox
 from .kopfthread import KopfThread, login_handler_for
@@ -36,6 +37,8 @@ class LocalWorld:
         self.settings = settings or Settings(http_port=0)
         if "http_port" not in self.settings.model_fields_set:
             self.settings.http_port = 0  # tests and the demo do not bind the operator's port by default
+        if "allowed_endpoints" not in self.settings.model_fields_set:
+            self.settings.allowed_endpoints = list(LOOPBACK_ENDPOINTS)  # the sandboxes below
         self.providers = providers  # None: the operator's own build_providers()
         self.kube = KubeServer(emulator, install_crd=False)  # start() installs it, as kubectl apply would
         self.gitlab = GitLabSandbox()
