@@ -29,7 +29,10 @@ WORKDIR /src
 # Every dependency has wheels for this Python, so nothing is compiled; pip byte-compiles what it installs.
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip install --no-cache-dir . \
+# [review]: `cloudtriggers validate` and `plan` run from this image too (in a merge request's CI job).
+# The project itself, whose pyproject.toml pins what it needs (DL3013 reads '.[review]' as a package).
+# hadolint ignore=DL3013
+RUN pip install --no-cache-dir '.[review]' \
     && cloudtriggers version
 
 # For Tilt: it syncs operator/cloudtriggers into site-packages, so the runtime user must own it.

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import os
 import signal
 import sys
@@ -209,6 +210,90 @@ def cmd_release_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .review.manifests import ManifestError, load
+    from .review.validate import validate
+
+    try:
+        report = validate(load(args.filename), load(args.against or []))
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report.as_json(), indent=2) if args.output == "json" else report.as_text())
+    return 0 if report.valid else 1
+
+
+def _selected(obj: dict[str, Any], namespaces: list[str], selector: str) -> bool:
+    meta = obj.get("metadata") or {}
+    if namespaces and meta.get("namespace") not in namespaces:
+        return False
+    labels = meta.get("labels") or {}
+    wanted = [part.split("=", 1) for part in selector.split(",") if "=" in part]
+    return all(labels.get(k.strip()) == v.strip() for k, v in wanted)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from kubernetes import client, config
+
+    from .kube import KubeApiError, KubeClient
+    from .providers import build_providers
+    from .review.manifests import ManifestError, load
+    from .review.plan import Planner
+
+    if args.prune and not (args.namespace or args.selector):
+        print(
+            "error: --prune needs --namespace or --selector: which Triggers the files are all of",
+            file=sys.stderr,
+        )
+        return 1
+    overrides = {
+        "allowed_endpoints": args.allowed_endpoint,
+        "denied_endpoints": args.denied_endpoint,
+        "only_allowed_endpoints": args.only_allowed_endpoints,
+    }
+    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        docs = load(args.filename)
+    except ManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    try:
+        config.load_kube_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+    kube = KubeClient(client.ApiClient(), component="cloudtriggers-plan")
+    providers = build_providers(
+        settings.rate,
+        settings.burst,
+        settings.ack_network,
+        settings.ack_trusted_endpoints or None,
+        concurrency=settings.provider_concurrency,
+        policy=settings.endpoint_policy(),
+    )
+    default_ns = (args.namespace or ["default"])[0]
+    try:
+        try:
+            existing = kube.list_all_triggers()
+        except KubeApiError as e:
+            if e.status != 403:
+                raise
+            # No cluster-wide list: the namespaces in question (conflicts across others go unseen).
+            spaces = {d.key[0] or default_ns for d in docs if d.is_trigger} | set(args.namespace or [])
+            existing = [t for ns in sorted(spaces) for t in kube.list_triggers(ns)]
+        in_scope = [t for t in existing if _selected(t, args.namespace or [], args.selector or "")]
+        planner = Planner(kube, providers, settings)
+        result = planner.plan(docs, existing, prune=False, default_namespace=default_ns)
+        if args.prune:
+            wanted = {(d.key[0] or default_ns, d.key[1]) for d in docs if d.is_trigger}
+            gone = [t for t in in_scope if (t["metadata"]["namespace"], t["metadata"]["name"]) not in wanted]
+            result.changes.extend(planner.plan([], gone, prune=True).changes)
+    except KubeApiError as e:
+        print(f"error: the cluster answered {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result.as_json(), indent=2) if args.output == "json" else result.as_text())
+    return result.exit_code()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -336,6 +421,58 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep releasing for this many seconds (an operator still shutting down may hold one again)",
     )
     release.set_defaults(func=cmd_release_credentials)
+
+    validate = sub.add_parser(
+        "validate",
+        help="check Trigger manifests offline, as the API server and the operator would (docs/gitops.md)",
+        description="Every Trigger in the files (multi-document YAML or JSON, List kinds, '-' for stdin, "
+        "directories recursively) is checked as the API server checks a write (the CRD's schema and CEL "
+        "rules, with the transition rules against --against's version of the same Trigger) and then by the "
+        "operator's own spec validation. Other kinds are skipped. Exit 0: all valid; 1: not.",
+    )
+    validate.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        metavar="FILE|DIR|-",
+        help="manifests (repeatable)",
+    )
+    validate.add_argument(
+        "--against",
+        action="append",
+        metavar="FILE|DIR|-",
+        help="the previous version of the manifests (e.g. the target branch), for the transition rules",
+    )
+    validate.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    validate.set_defaults(func=cmd_validate)
+
+    plan = sub.add_parser(
+        "plan",
+        help="what the operator would do if these manifests were applied, read-only (docs/gitops.md)",
+        description="For each Trigger in the files, against the current cluster (kubeconfig) and, "
+        "read-only, the providers with each Trigger's own credentials: create, update in place (which "
+        "fields), replace (callers get a new token), adopt, delete (with --prune: Triggers of the "
+        "namespace or selector that the files no longer hold), nothing, or a blocker (Conflict, "
+        "CredentialsMissing, InvalidSpec, ...). The decisions are the reconciler's own. No provider and "
+        "no Kubernetes write, ever. Exit 0: no change; 2: changes; 1: an error or a blocker.",
+    )
+    plan.add_argument(
+        "-f", "--filename", action="append", required=True, metavar="FILE|DIR|-", help="manifests"
+    )
+    plan.add_argument(
+        "-n", "--namespace", action="append", help="namespace of documents without one; --prune scope"
+    )
+    plan.add_argument("-l", "--selector", help="--prune scope: only Triggers with these labels (k=v,...)")
+    plan.add_argument(
+        "--prune", action="store_true", help="plan the deletion of Triggers the files do not hold"
+    )
+    plan.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config, else in-cluster")
+    plan.add_argument("--allowed-endpoint", action="append", metavar="PATTERN", help="as for run")
+    plan.add_argument("--denied-endpoint", action="append", metavar="PATTERN", help="as for run")
+    plan.add_argument("--only-allowed-endpoints", action="store_true", default=None, help="as for run")
+    plan.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    plan.set_defaults(func=cmd_plan)
 
     crd = sub.add_parser("crd", help="print the Trigger CustomResourceDefinition (YAML)")
     crd.set_defaults(func=cmd_crd)

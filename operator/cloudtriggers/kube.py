@@ -318,6 +318,11 @@ class KubeClient:
         got = self._request("GET", path)
         return list((got or {}).get("items") or [])
 
+    def list_all_triggers(self) -> list[dict[str, Any]]:
+        """Every Trigger of the cluster (cloudtriggers plan; needs list on triggers cluster-wide)."""
+        got = self._request("GET", f"/apis/{GROUP}/{VERSION}/{PLURAL}")
+        return list((got or {}).get("items") or [])
+
     def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]:
         """(namespace, name) of the Secrets carrying our label, metadata only (no Secret data read)."""
         headers = {

@@ -10,7 +10,7 @@ import hashlib
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "cloudtriggers.io"
@@ -381,3 +381,8 @@ def swr_default_name(namespace: str, name: str) -> str:
     suffix = hashlib.sha256(f"{namespace}/{name}".encode()).hexdigest()[:8]
     # A name with no letter at all still needs a letter first.
     return f"{s}-{suffix}" if s else f"t-{suffix}"
+
+
+def spec_problems(error: ValidationError) -> list[str]:
+    """What the operator says of a spec it cannot use (the InvalidSpec message; `cloudtriggers validate`)."""
+    return [f"{'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}" for err in error.errors()]

@@ -42,7 +42,7 @@ def test_console_script_help_lists_commands() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "cloudtriggers.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for command in ("run", "crd", "demo", "sandbox", "version"):
+    for command in ("run", "validate", "plan", "crd", "demo", "sandbox", "version"):
         assert command in out
 
 

@@ -92,7 +92,9 @@ def test_bad_settings_are_refused() -> None:
         Settings(burst=0)
 
 
-@pytest.mark.parametrize("command", ["run", "crd", "demo", "sandbox", "version"])
+@pytest.mark.parametrize(
+    "command", ["run", "validate", "plan", "crd", "demo", "sandbox", "version", "release-credentials"]
+)
 def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         build_parser().parse_args([command, "--help"])

@@ -25,6 +25,7 @@ from ..models import (
     default_description,
     default_secret_name,
     parse_duration,
+    spec_problems,
     swr_default_name,
 )
 from ..providers.base import (
@@ -331,9 +332,7 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
         try:
             spec = TriggerSpec.model_validate(obj.get("spec") or {})
         except ValidationError as e:
-            msg = "; ".join(
-                f"{'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}" for err in e.errors()
-            )
+            msg = "; ".join(spec_problems(e))
             conditions(False, "InvalidSpec", False, "InvalidSpec", f"invalid spec: {msg}")
             self._flush(p)
             return Outcome(None, "InvalidSpec")

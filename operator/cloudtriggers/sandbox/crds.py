@@ -18,28 +18,20 @@
 from __future__ import annotations
 
 import copy
-import json
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 import kmock
 
-from ..apiserver import cel
+from ..apiserver import resources
 from ..apiserver.crd_validation import invalid_status, validate_crd
+from ..apiserver.resources import status_body
+
+__all__ = ["ApiError", "admit_crd", "admit_custom_resource", "status_body"]
 
 CRDS: Final = kmock.resource("apiextensions.k8s.io/v1/customresourcedefinitions")
 CLEANUP_FINALIZER: Final = "customresourcecleanup.apiextensions.k8s.io"
 _VERBS: Final = {"create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"}
-
-# k8s.io/apimachinery/pkg/util/validation IsDNS1123Subdomain: what metadata.name of a custom resource
-# must be (apiextensions-apiserver pkg/registry/customresource/validator.go uses NameIsDNSSubdomain).
-_DNS1123_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_SUBDOMAIN_MESSAGE: Final = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-)
 
 
 class ApiError(Exception):
@@ -53,23 +45,6 @@ class ApiError(Exception):
 def group_resource(resource: kmock.resource) -> str:
     """schema.GroupResource.String() ("secrets", "triggers.cloudtriggers.io"), as API errors name it."""
     return f"{resource.plural}.{resource.group}" if resource.group else str(resource.plural)
-
-
-def status_body(
-    code: int, reason: str, message: str, details: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": code,
-    }
-    if details is not None:
-        body["details"] = details
-    return body
 
 
 def admit_crd(new: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -163,56 +138,15 @@ def admit_custom_resource(
     status_write: bool,
 ) -> dict[str, Any]:
     """The object to store for a custom resource write, or ApiError with the server's answer."""
-    spec = crd.get("spec") or {}
-    kind = (spec.get("names") or {}).get("kind", "")
-    group = str(spec.get("group", ""))
-    meta = body.get("metadata") or {}
-    name = str(meta.get("name") or "")
     if old is None and terminating(crd):
         raise ApiError(
             status_body(
                 405, "MethodNotAllowed", "create not allowed while custom resource definition is terminating"
             )
         )
-    errors: list[str] = []
-    if old is None and not _DNS1123_SUBDOMAIN.fullmatch(name):
-        errors.append(f"metadata.name: Invalid value: {json.dumps(name)}: {_SUBDOMAIN_MESSAGE}")
-    if not errors:
-        result = cel.admit(crd, body, old, str(resource.version), status_write=status_write)
-        if strict and result.unknown:
-            fields = ", ".join(f"unknown field {json.dumps(p)}" for p in result.unknown)
-            raise ApiError(status_body(400, "BadRequest", f"strict decoding error: {fields}"))
-        errors = result.errors
-    if errors:
-        raise ApiError(_invalid(kind, group, name, errors))
-    stored = result.body
-    stored["metadata"] = copy.deepcopy(meta)
-    return stored
-
-
-_CAUSE_REASONS: Final = {
-    "Invalid value": "FieldValueInvalid",
-    "Required value": "FieldValueRequired",
-    "Forbidden": "FieldValueForbidden",
-    "Unsupported value": "FieldValueNotSupported",
-    "Duplicate value": "FieldValueDuplicate",
-    "Too long": "FieldValueTooLong",
-    "Too many": "FieldValueTooMany",
-}
-
-
-def _invalid(kind: str, group: str, name: str, errors: list[str]) -> dict[str, Any]:
-    """apierrors.NewInvalid(schema.GroupKind{group, kind}, name, errs) as a Status."""
-    unique = list(dict.fromkeys(errors))
-    aggregate = unique[0] if len(unique) == 1 else "[" + ", ".join(unique) + "]"
-    causes = []
-    for e in unique:
-        field, _, message = e.partition(": ")
-        reason = next((r for t, r in _CAUSE_REASONS.items() if message.startswith(t)), "FieldValueInvalid")
-        causes.append({"reason": reason, "message": message, "field": field})
-    return status_body(
-        422,
-        "Invalid",
-        f"{kind}.{group} {json.dumps(name)} is invalid: {aggregate}",
-        {"name": name, "group": group, "kind": kind, "causes": causes},
-    )
+    try:
+        return resources.admit(
+            crd, body, old, str(resource.version), strict=strict, status_write=status_write
+        )
+    except resources.Refused as e:
+        raise ApiError(e.status) from None

@@ -1,0 +1,110 @@
+"""Custom resource writes, as k8s.io/apiextensions-apiserver admits them (pkg/registry/customresource,
+pkg/apiserver/schema): metadata.name a DNS subdomain on create; unknown fields pruned, or refused with
+400 under fieldValidation=Strict; defaults applied; the OpenAPI value validations and the CEL rules
+(cel.py); a refusal is the server's Status, 422 `<Kind>.<group> "<name>" is invalid: ...`.
+
+The emulated API (sandbox/crds.py) and `cloudtriggers validate` (review/validate.py) both use it, so
+what validate reports is what the emulated server answers.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from typing import Any, Final
+
+from . import cel
+
+# k8s.io/apimachinery/pkg/util/validation IsDNS1123Subdomain: what metadata.name of a custom resource
+# must be (apiextensions-apiserver pkg/registry/customresource/validator.go uses NameIsDNSSubdomain).
+_DNS1123_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_SUBDOMAIN_MESSAGE: Final = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
+    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+)
+
+
+class Refused(Exception):
+    """The API server's answer to a refused write: `status` is its Status body."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        super().__init__(status.get("message", ""))
+        self.status = status
+
+
+def status_body(
+    code: int, reason: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+    if details is not None:
+        body["details"] = details
+    return body
+
+
+def admit(
+    crd: dict[str, Any],
+    body: dict[str, Any],
+    old: dict[str, Any] | None,
+    version: str,
+    *,
+    strict: bool,
+    status_write: bool = False,
+) -> dict[str, Any]:
+    """The object to store for a custom resource write, or Refused with the server's Status."""
+    spec = crd.get("spec") or {}
+    kind = (spec.get("names") or {}).get("kind", "")
+    group = str(spec.get("group", ""))
+    meta = body.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    errors: list[str] = []
+    if old is None and not _DNS1123_SUBDOMAIN.fullmatch(name):
+        errors.append(f"metadata.name: Invalid value: {json.dumps(name)}: {_SUBDOMAIN_MESSAGE}")
+    if not errors:
+        result = cel.admit(crd, body, old, version, status_write=status_write)
+        if strict and result.unknown:
+            fields = ", ".join(f"unknown field {json.dumps(p)}" for p in result.unknown)
+            raise Refused(status_body(400, "BadRequest", f"strict decoding error: {fields}"))
+        errors = result.errors
+    if errors:
+        raise Refused(_invalid(kind, group, name, errors))
+    stored = result.body
+    stored["metadata"] = copy.deepcopy(meta)
+    return stored
+
+
+_CAUSE_REASONS: Final = {
+    "Invalid value": "FieldValueInvalid",
+    "Required value": "FieldValueRequired",
+    "Forbidden": "FieldValueForbidden",
+    "Unsupported value": "FieldValueNotSupported",
+    "Duplicate value": "FieldValueDuplicate",
+    "Too long": "FieldValueTooLong",
+    "Too many": "FieldValueTooMany",
+}
+
+
+def _invalid(kind: str, group: str, name: str, errors: list[str]) -> dict[str, Any]:
+    """apierrors.NewInvalid(schema.GroupKind{group, kind}, name, errs) as a Status."""
+    unique = list(dict.fromkeys(errors))
+    aggregate = unique[0] if len(unique) == 1 else "[" + ", ".join(unique) + "]"
+    causes = []
+    for e in unique:
+        field, _, message = e.partition(": ")
+        reason = next((r for t, r in _CAUSE_REASONS.items() if message.startswith(t)), "FieldValueInvalid")
+        causes.append({"reason": reason, "message": message, "field": field})
+    return status_body(
+        422,
+        "Invalid",
+        f"{kind}.{group} {json.dumps(name)} is invalid: {aggregate}",
+        {"name": name, "group": group, "kind": kind, "causes": causes},
+    )
