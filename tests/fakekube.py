@@ -7,7 +7,7 @@ import itertools
 import uuid
 from typing import Any
 
-from cloudtriggers.kube import CredentialsSecret, SecretConflict
+from cloudtriggers.kube import Body, CredentialsSecret, SecretConflict, Strings
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -26,6 +26,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.triggers: dict[tuple[str, str], dict[str, Any]] = {}
         self.secrets: dict[tuple[str, str], dict[str, Any]] = {}
+        self.secret_annotations: dict[tuple[str, str], dict[str, str]] = {}
         self.events: list[dict[str, str]] = []
         self.status_writes = 0
         self.terminating: set[str] = set()
@@ -144,7 +145,11 @@ class FakeKube:
     def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]:
         return [k for k, s in self.secrets.items() if s["held"] and (not namespaces or k[0] in namespaces)]
 
-    def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None:
+    def write_output_secret(
+        self, owner: Body, name: str, data: Strings, annotations: Strings | None = None
+    ) -> None:
+        if annotations:
+            self.secret_annotations.setdefault((owner["metadata"]["namespace"], name), {}).update(annotations)
         ns = owner["metadata"]["namespace"]
         uid = owner["metadata"]["uid"]
         cur = self.secrets.get((ns, name))

@@ -142,6 +142,13 @@ def build_crd() -> dict[str, Any]:
                         ),
                         col("Age", ".metadata.creationTimestamp", "Age.", type_="date"),
                         col(
+                            "Token-Age",
+                            ".status.tokenCreatedAt",
+                            "Age of the token in the Secret (rotation).",
+                            type_="date",
+                            priority=1,
+                        ),
+                        col(
                             "Message",
                             '.status.conditions[?(@.type=="Ready")].message',
                             "Ready message.",

@@ -22,10 +22,11 @@ from aiohttp import web
 
 from .credentials import ReleaseQueue
 from .metrics import SCHEDULER, TRIGGERS, render
-from .models import GROUP, PLURAL, VERSION
+from .models import GROUP, PLURAL, VERSION, parse_time
 from .reconcile import (
     PAUSED_ANNOTATION,
     REQUESTED_ANNOTATION,
+    ROTATE_ANNOTATION,
     Reconciler,
     condition,
 )
@@ -94,7 +95,12 @@ def fingerprint(body: Any) -> tuple[Any, ...]:
     """What a user changes to ask for a reconcile (status writes are not in it)."""
     meta = body.get("metadata", {})
     ann = meta.get("annotations") or {}
-    return (meta.get("generation"), ann.get(PAUSED_ANNOTATION), ann.get(REQUESTED_ANNOTATION))
+    return (
+        meta.get("generation"),
+        ann.get(PAUSED_ANNOTATION),
+        ann.get(REQUESTED_ANNOTATION),
+        ann.get(ROTATE_ANNOTATION),
+    )
 
 
 def initial_delay(body: Any, runtime: Runtime) -> float:
@@ -111,13 +117,19 @@ def initial_delay(body: Any, runtime: Runtime) -> float:
         return 0.0
     if (meta.get("annotations") or {}).get(PAUSED_ANNOTATION) == "true":
         return 0.0
+    if (meta.get("annotations") or {}).get(ROTATE_ANNOTATION) != (status.get("rotation") or {}).get(
+        "requested"
+    ):
+        return 0.0  # a rotation asked for while the operator was away
     last = datetime.fromisoformat(status["lastSyncTime"].replace("Z", "+00:00")).timestamp()
     try:
-        return runtime.reconciler.restart_delay(
+        delay = runtime.reconciler.restart_delay(
             (body.get("spec") or {}).get("resyncPeriod"), meta.get("uid", ""), last
         )
     except ValueError:
         return 0.0
+    due = parse_time((status.get("rotation") or {}).get("nextRotationTime"))
+    return delay if due is None else min(delay, max(0.0, due - runtime.reconciler.clock()))
 
 
 def register(

@@ -47,6 +47,10 @@ class CredentialsSecret:
     labelled: bool = False  # has any label (a JSON patch adds to the map, or creates it)
 
 
+Body = dict[str, Any]
+Strings = dict[str, str]
+
+
 class SecretConflict(Exception):
     """The output Secret exists and belongs to something else; it is never overwritten."""
 
@@ -65,7 +69,9 @@ class Kube(Protocol):
     def release_secret(self, namespace: str, name: str) -> bool: ...
     def list_triggers(self, namespace: str) -> list[dict[str, Any]]: ...
     def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]: ...
-    def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None: ...
+    def write_output_secret(
+        self, owner: Body, name: str, data: Strings, annotations: Strings | None = None
+    ) -> None: ...
     def emit_event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
     def namespace_terminating(self, namespace: str) -> bool: ...
 
@@ -338,7 +344,10 @@ class KubeClient:
                 held.append((str(meta.get("namespace")), str(meta.get("name"))))
         return held
 
-    def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None:
+    def write_output_secret(
+        self, owner: Body, name: str, data: Strings, annotations: Strings | None = None
+    ) -> None:
+        """`annotations` go on the Secret too (the rotation time, for tools that restart its users)."""
         meta = owner["metadata"]
         ns = meta["namespace"]
         owner_ref = {
@@ -358,6 +367,7 @@ class KubeClient:
                 "namespace": ns,
                 "labels": dict(MANAGED_BY),
                 "ownerReferences": [owner_ref],
+                **({"annotations": dict(annotations)} if annotations else {}),
             },
             "data": encoded,
         }
@@ -376,7 +386,10 @@ class KubeClient:
             raise SecretConflict(
                 f"Secret {name} exists and is not owned by this Trigger; it is left untouched"
             )
-        self._request("PATCH", self._secret_path(ns, name), {"data": encoded}, "application/merge-patch+json")
+        patch: dict[str, Any] = {"data": encoded}
+        if annotations:
+            patch["metadata"] = {"annotations": dict(annotations)}
+        self._request("PATCH", self._secret_path(ns, name), patch, "application/merge-patch+json")
 
     def emit_event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = owner["metadata"]

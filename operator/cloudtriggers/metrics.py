@@ -7,13 +7,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from .models import parse_time
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -84,6 +85,12 @@ PERMA_DIFF_STOPS = Counter(
     ["namespace", "name", "provider"],
     registry=REGISTRY,
 )
+ROTATIONS = Counter(
+    "cloudtriggers_rotations_total",
+    "Token rotations, by provider and result (success, failed).",
+    ["provider", "result"],
+    registry=REGISTRY,
+)
 LEADER = Gauge(
     "cloudtriggers_leader",
     "1 while this replica acts (holds the leader Lease, or runs without leader election), else 0.",
@@ -98,6 +105,7 @@ class _State(NamedTuple):
     last_used: float | None  # GitLab: when a pipeline last ran through it
     reason: str  # while not Ready: the Ready condition's reason ...
     since: float | None  # ... and since when
+    token_created: float | None = None  # when the token in its Secret was made
 
 
 class TriggerStates(Collector):
@@ -119,14 +127,15 @@ class TriggerStates(Collector):
         )
         ready = str(cond.get("status") or "Unknown")
         meta = body.get("metadata", {})
-        last_used = _timestamp((status.get("atProvider") or {}).get("lastUsed"))
+        last_used = parse_time((status.get("atProvider") or {}).get("lastUsed"))
         reason, since = "", None
         if ready != "True":
             # Not Ready since the condition's transition; a Trigger with no condition yet, since it was made.
             reason = str(cond.get("reason") or "Unknown")
-            since = _timestamp(cond.get("lastTransitionTime")) or _timestamp(meta.get("creationTimestamp"))
+            since = parse_time(cond.get("lastTransitionTime")) or parse_time(meta.get("creationTimestamp"))
         ref = f"{meta.get('namespace')}/{meta.get('name')}"
-        state = _State(provider, ready, ref, last_used, sys.intern(reason), since)
+        token = parse_time(status.get("tokenCreatedAt"))
+        state = _State(provider, ready, ref, last_used, sys.intern(reason), since, token)
         with self._lock:
             self._states[uid] = state
 
@@ -155,11 +164,25 @@ class TriggerStates(Collector):
             "When each Trigger that is not Ready stopped being Ready (or was created), with its reason.",
             labels=["namespace", "name", "provider", "reason"],
         )
-        for provider, _, ref, _, reason, since in states:
-            if since is not None:
-                ns, _, name = ref.partition("/")
-                not_ready.add_metric([ns, name, provider, reason], since)
+        for st in states:
+            if st.since is not None:
+                ns, _, name = st.ref.partition("/")
+                not_ready.add_metric([ns, name, st.provider, st.reason], st.since)
         yield not_ready
+        age = GaugeMetricFamily(
+            "cloudtriggers_token_age_seconds",
+            "Age of the oldest token in an output Secret, by provider (rotation keeps it below "
+            "spec.rotation.every).",
+            labels=["provider"],
+        )
+        now = time.time()
+        oldest: dict[str, float] = {}
+        for st in states:
+            if st.token_created is not None:
+                oldest[st.provider] = max(oldest.get(st.provider, 0.0), now - st.token_created)
+        for provider, seconds in sorted(oldest.items()):
+            age.add_metric([provider], seconds)
+        yield age
         used = GaugeMetricFamily(
             "cloudtriggers_gitlab_trigger_last_used_timestamp_seconds",
             "When GitLab last ran a pipeline through the trigger (as of the last observation).",
@@ -246,15 +269,6 @@ class Paces(Collector):
 
 PACES = Paces()
 REGISTRY.register(PACES)
-
-
-def _timestamp(value: Any) -> float | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 # SWR paths carry organization, repository and trigger names: one operation each, not one per name.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -204,6 +205,45 @@ def parse_duration(text: str) -> float:
     return float(h * 3600 + mi * 60 + s)
 
 
+class RotationSpec(_Model):
+    """Token rotation: a new provider trigger (a new token) replaces the old one, create-before-delete."""
+
+    every: str | None = Field(
+        None,
+        description="Rotate this often, e.g. 24h or 720h; at least 1h. Absent: only when the annotation "
+        "cloudtriggers.io/rotate-requested-at gets a new value.",
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=32,
+    )
+    overlap: str = Field(
+        "10m",
+        description="How long the old token keeps working after the new one is in the Secret, so callers "
+        "can pick it up (0s: deleted at once).",
+        pattern=DURATION_PATTERN,
+        min_length=2,
+        max_length=32,
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                _rule(
+                    "!has(self.every) || duration(self.every) >= duration('1h')",
+                    "rotation.every must be at least 1h",
+                )
+            ]
+        }
+    )
+
+    @field_validator("every")
+    @classmethod
+    def _every_min(cls, v: str | None) -> str | None:
+        if v is not None and parse_duration(v) < 3600:
+            raise ValueError("rotation.every must be at least 1h")
+        return v
+
+
 _SPEC_RULES: list[Any] = [
     _rule(
         "[has(self.gitlab), has(self.ack), has(self.swr)].filter(x, x).size() == 1",
@@ -218,6 +258,16 @@ _SPEC_RULES: list[Any] = [
         "!has(self.managementPolicy) || self.managementPolicy != 'ObserveOnly' || has(self.swr) "
         "|| (has(self.externalId) && size(self.externalId) > 0)",
         "managementPolicy ObserveOnly needs spec.externalId for gitlab and ack",
+    ),
+    _rule(
+        "!has(self.rotation) || !has(self.swr)",
+        "spec.rotation: SWR triggers have no token to rotate",
+    ),
+    _rule(
+        "!has(self.rotation) || ((!has(self.managementPolicy) || self.managementPolicy == 'Full') "
+        "&& (!has(self.externalId) || size(self.externalId) == 0))",
+        "spec.rotation needs managementPolicy Full and no spec.externalId: cloudtriggers rotates only "
+        "tokens it created",
     ),
 ]
 
@@ -264,6 +314,12 @@ class TriggerSpec(_Model):
         max_length=32,
     )
 
+    rotation: RotationSpec | None = Field(
+        None,
+        description="Rotate the token (GitLab, ACK): on a schedule (every) and whenever the annotation "
+        "cloudtriggers.io/rotate-requested-at changes; the old token works for `overlap` more.",
+    )
+
     model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _SPEC_RULES})
 
     @field_validator("resync_period")
@@ -280,6 +336,13 @@ class TriggerSpec(_Model):
             raise ValueError("exactly one provider block (gitlab, ack or swr) must be set")
         if self.management_policy == "ObserveOnly" and self.swr is None and not self.external_id:
             raise ValueError("managementPolicy ObserveOnly needs spec.externalId for gitlab and ack")
+        if self.rotation is not None and self.swr is not None:
+            raise ValueError("spec.rotation: SWR triggers have no token to rotate")
+        if self.rotation is not None and (self.management_policy != "Full" or self.external_id):
+            raise ValueError(
+                "spec.rotation needs managementPolicy Full and no spec.externalId: cloudtriggers rotates "
+                "only tokens it created"
+            )
         return self
 
     @property
@@ -319,11 +382,25 @@ class PendingCreate(_Model):
 
 
 class PendingDelete(_Model):
-    """The trigger a replacement superseded; deleted once the new one is recorded."""
+    """The trigger a replacement or a rotation superseded; deleted once the new one is recorded (and,
+    after a rotation, once its overlap has run)."""
 
     external_id: str = Field(description="Id of the superseded provider trigger.")
     at_provider: dict[str, Any] = Field(
         default_factory=dict, description="Where it lives (as in atProvider)."
+    )
+    not_before: str | None = Field(
+        None, description="A rotation's old token keeps working until then (RFC 3339); deleted after."
+    )
+
+
+class RotationStatus(_Model):
+    """Token rotation's record."""
+
+    last_rotation_time: str | None = Field(None, description="When the token was last rotated (RFC 3339).")
+    next_rotation_time: str | None = Field(None, description="When it rotates next on schedule (RFC 3339).")
+    requested: str | None = Field(
+        None, description="The value of cloudtriggers.io/rotate-requested-at last acted on."
     )
 
 
@@ -354,7 +431,15 @@ class TriggerStatus(_Model):
         None, description="Set while a create is in flight; used after a crash to find and adopt."
     )
     pending_delete: PendingDelete | None = Field(
-        None, description="Set while a replaced trigger still has to be deleted at the provider."
+        None,
+        description="Set while a replaced or rotated-out trigger still has to be deleted at the provider "
+        "(during a rotation's overlap, the old token still works).",
+    )
+    token_created_at: str | None = Field(
+        None, description="When the token now in the Secret was made or first written (RFC 3339)."
+    )
+    rotation: RotationStatus | None = Field(
+        None, description="Token rotation: last, next, and the last request."
     )
 
 
@@ -386,3 +471,13 @@ def swr_default_name(namespace: str, name: str) -> str:
 def spec_problems(error: ValidationError) -> list[str]:
     """What the operator says of a spec it cannot use (the InvalidSpec message; `cloudtriggers validate`)."""
     return [f"{'.'.join(str(x) for x in err['loc']) or 'spec'}: {err['msg']}" for err in error.errors()]
+
+
+def parse_time(value: Any) -> float | None:
+    """An RFC 3339 time of a status or condition, as a Unix timestamp; None when absent or malformed."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

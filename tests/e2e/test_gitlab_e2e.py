@@ -35,6 +35,7 @@ from integration.test_gitlab_operator import (  # noqa: E402
     test_orphan_keeps_provider_trigger,
     test_reconcile_requested_at_annotation_forces_a_pass,
     test_restart_of_ready_triggers_makes_no_provider_call,
+    test_rotate_requested_at_annotation_rotates_with_overlap,
 )
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "test_orphan_keeps_provider_trigger",
     "test_reconcile_requested_at_annotation_forces_a_pass",
     "test_restart_of_ready_triggers_makes_no_provider_call",
+    "test_rotate_requested_at_annotation_rotates_with_overlap",
 ]
 
 

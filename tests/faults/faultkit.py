@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from cloudtriggers.kube import Body, Strings
 from cloudtriggers.providers.base import Observed, Provider, Target
 from cloudtriggers.runner import OperatorParts
 from cloudtriggers.sandbox.gitlab import MAINTAINER
@@ -133,9 +134,11 @@ class CrashingKube:
         self.plan.check()
         return self.inner.list_held_secrets(namespaces)  # type: ignore[no-any-return]
 
-    def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None:
+    def write_output_secret(
+        self, owner: Body, name: str, data: Strings, annotations: Strings | None = None
+    ) -> None:
         self.plan.step("secret")
-        self.inner.write_output_secret(owner, name, data)
+        self.inner.write_output_secret(owner, name, data, annotations)
 
     def emit_event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
         self.plan.check()
@@ -407,3 +410,24 @@ def report_lines() -> list[str]:
 
 def spec_patch(kit: ProviderKit, change: Mapping[str, Any]) -> dict[str, Any]:
     return {"spec": {kit.name: dict(change)}}
+
+
+ROTATING = frozenset({"gitlab", "ack"})  # the providers that issue a token
+
+
+def scenarios(kit: ProviderKit) -> tuple[str, ...]:
+    """What the crash suites run for a provider: rotation where it issues a token."""
+    base = ("create", "update", "replace", "delete")
+    return (*base, "rotate") if kit.name in ROTATING else base
+
+
+def rotate_patch(value: str) -> dict[str, Any]:
+    """Rotate now, the old token deleted at once (overlap 0s): the scenario ends in one pass."""
+    return {
+        "metadata": {"annotations": {"cloudtriggers.io/rotate-requested-at": value}},
+        "spec": {"rotation": {"overlap": "0s"}},
+    }
+
+
+def secret_token(w: LocalWorld, name: str) -> str | None:
+    return _secret_token(w, f"{name}-trigger")

@@ -21,7 +21,10 @@ from faultkit import (
     ProviderKit,
     goal,
     new_world,
+    rotate_patch,
     rounds,
+    scenarios,
+    secret_token,
     seed,
     spec_patch,
     trigger_obj,
@@ -31,8 +34,6 @@ from faultkit import (
 
 from cloudtriggers.sandbox.kube import reject_write
 from cloudtriggers.sandbox.local import LocalWorld, wait_for
-
-SCENARIOS = ("create", "update", "replace", "delete")
 
 
 class Harness:
@@ -64,6 +65,7 @@ class Harness:
             w.create_trigger(trigger_obj(w, kit, name))
             wait_goal(w, name, gone=False)
         before = kit.calls(w)
+        token = secret_token(w, name)
         self.plan.arm(crashes[0])
         gone = scenario == "delete"
         if scenario == "create":
@@ -72,6 +74,8 @@ class Harness:
             w.patch_trigger(NS, name, spec_patch(kit, kit.update))
         elif scenario == "replace":
             w.patch_trigger(NS, name, spec_patch(kit, kit.replace))
+        elif scenario == "rotate":
+            w.patch_trigger(NS, name, rotate_patch(name))
         else:
             w.delete_trigger(NS, name)
         fired = False
@@ -88,6 +92,8 @@ class Harness:
         self.plan.arm(None)
         wait_goal(w, name, gone)
         wait_invariant(w, kit, 20, where)
+        if scenario == "rotate":  # one new token, in the Secret; the old one gone (the invariant)
+            assert secret_token(w, name) not in (None, token), f"{where}: the token did not change"
         TALLY.add(f"crash-{scenario} (in-process)", kit.name, kit.calls(w) - before)
         if not gone:
             w.delete_trigger(NS, name)
@@ -110,7 +116,7 @@ def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
 
 def test_crash_before_each_write_then_restart(harness: Harness) -> None:
     steps: dict[str, int] = {}
-    for scenario in SCENARIOS:
+    for scenario in scenarios(harness.kit):
         n = 1
         while harness.round(scenario, [n]):
             n += 1
@@ -125,7 +131,7 @@ def test_crash_before_each_write_then_restart(harness: Harness) -> None:
 def test_randomized_crashes_during_recovery(harness: Harness) -> None:
     rng = random.Random(seed())
     for r in range(rounds(2)):
-        scenario = rng.choice(SCENARIOS)
+        scenario = rng.choice(scenarios(harness.kit))
         crashes = [rng.randint(1, 5) for _ in range(rng.randint(1, 3))]
         try:
             harness.round(scenario, crashes)

@@ -28,7 +28,10 @@ from faultkit import (
     ProviderKit,
     goal,
     new_world,
+    rotate_patch,
     rounds,
+    scenarios,
+    secret_token,
     seed,
     spec_patch,
     trigger_obj,
@@ -39,7 +42,6 @@ from faultkit import (
 from cloudtriggers.sandbox.local import LocalWorld, wait_for
 
 TEST_AGENT = "cloudtriggers-fault-test"
-SCENARIOS = ("create", "update", "replace", "delete")
 
 
 class KillSwitch:
@@ -131,6 +133,7 @@ class Harness:
             w.create_trigger(trigger_obj(w, kit, name))
             wait_goal(w, name, gone=False, timeout=30)
         before = kit.calls(w)
+        token = secret_token(w, name)
         self.switch.arm(kill_at)
         if scenario == "create":
             w.create_trigger(trigger_obj(w, kit, name))
@@ -138,6 +141,8 @@ class Harness:
             w.patch_trigger(NS, name, spec_patch(kit, kit.update))
         elif scenario == "replace":
             w.patch_trigger(NS, name, spec_patch(kit, kit.replace))
+        elif scenario == "rotate":
+            w.patch_trigger(NS, name, rotate_patch(name))
         else:
             w.delete_trigger(NS, name)
         wait_for(
@@ -151,6 +156,8 @@ class Harness:
         try:
             wait_goal(w, name, gone, timeout=30)
             wait_invariant(w, kit, 30, where)
+            if scenario == "rotate":  # one new token, in the Secret; the old one gone (the invariant)
+                assert secret_token(w, name) not in (None, token), f"{where}: the token did not change"
         except Exception as e:
             e.add_note(f"{where}; writes up to the kill: {killed_at}\n{self.tail()}")
             raise
@@ -183,7 +190,7 @@ def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]
 
 # Operator writes per scenario (provider and Kubernetes, Events excluded), as measured; a kill point
 # beyond a scenario's last write just lets it finish (and the round is still checked).
-MAX_WRITES = {"create": 6, "update": 3, "replace": 8, "delete": 2}
+MAX_WRITES = {"create": 6, "update": 3, "replace": 8, "delete": 2, "rotate": 8}
 MAX_WRITES_ACK = {**MAX_WRITES, "update": 8}  # ACK has no update call: a change is a replacement
 
 
@@ -192,12 +199,12 @@ def test_sigkill_after_a_write_then_restart(harness: Harness) -> None:
     rng = random.Random(seed())
     limits = MAX_WRITES_ACK if harness.kit.name == "ack" else MAX_WRITES
     if os.environ.get("CLOUDTRIGGERS_FAULT_SIGKILL_SWEEP"):
-        for scenario in SCENARIOS:
+        for scenario in scenarios(harness.kit):
             for kill_at in range(1, limits[scenario] + 1):
                 harness.round(scenario, kill_at)
         return
     for r in range(rounds(1)):
-        for scenario in SCENARIOS:
+        for scenario in scenarios(harness.kit):
             kill_at = rng.randint(1, limits[scenario])
             try:
                 harness.round(scenario, kill_at)

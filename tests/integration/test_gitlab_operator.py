@@ -151,6 +151,24 @@ def test_reconcile_requested_at_annotation_forces_a_pass(world: World) -> None:
     wait_for(lambda: len(world.gitlab.triggers(world.pid)) == 1, timeout=10, what="recreate on request")
 
 
+def test_rotate_requested_at_annotation_rotates_with_overlap(world: World) -> None:
+    world.create_trigger(world.trigger_obj("web", rotation={"overlap": "2s"}))
+    first = world.ready("web")["status"]["externalId"]
+    token = world.secret_data("web-trigger")["token"]
+    world.patch_trigger(
+        world.ns, "web", {"metadata": {"annotations": {"cloudtriggers.io/rotate-requested-at": "1"}}}
+    )
+    wait_for(lambda: world.secret_data("web-trigger").get("token") not in (None, token), timeout=15)
+    new = world.secret_data("web-trigger")["token"]
+    assert {t["token"] for t in world.gitlab.triggers(world.pid)} == {token, new}  # the overlap
+    wait_for(lambda: [t["token"] for t in world.gitlab.triggers(world.pid)] == [new], timeout=15)
+    status = world.ready("web")["status"]
+    assert status["externalId"] != first and status["rotation"]["lastRotationTime"]
+    assert "Rotated" in [e["reason"] for e in world.events(world.ns, "web")]
+    _no_token_outside_secret(world, new, "web")
+    world.gitlab_tokens = [{"token": token}, {"token": new}]
+
+
 def test_delete_removes_provider_trigger_and_finalizer(world: World) -> None:
     world.create_trigger(world.trigger_obj("web"))
     ext = world.ready("web")["status"]["externalId"]

@@ -4,7 +4,8 @@ Everything here is plain Python over two interfaces (Kube, Provider), so it is t
 Level-triggered: each pass starts from the Trigger as stored and the provider as it answers now.
 
 The Reconciler (reconciler.py) is composed of one mixin per phase, each in its own module:
-observe.py (observe the provider, repair drift in place), create.py, replace.py and delete.py.
+observe.py (observe the provider, repair drift in place), create.py, replace.py, rotate.py and
+delete.py.
 passes.py holds the state of one pass and its outcome; claims.py who claims which provider object.
 """
 
@@ -21,6 +22,7 @@ from .passes import (
     set_condition,
 )
 from .reconciler import CREDENTIAL_KEYS, OPTIONAL_CREDENTIAL_KEYS, Reconciler
+from .rotate import ROTATE_ANNOTATION
 
 __all__ = [
     "CLOCK_SKEW",
@@ -28,6 +30,7 @@ __all__ = [
     "OPTIONAL_CREDENTIAL_KEYS",
     "PAUSED_ANNOTATION",
     "REQUESTED_ANNOTATION",
+    "ROTATE_ANNOTATION",
     "Claim",
     "ClaimIndex",
     "Outcome",

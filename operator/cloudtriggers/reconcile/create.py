@@ -12,9 +12,9 @@ from typing import Any
 
 from ..kube import SecretConflict, now_rfc3339
 from ..logs import register_secret
-from ..models import TriggerSpec
+from ..models import TriggerSpec, token_sha256
 from ..providers.base import ErrorClass, Observed, Provider, ProviderError, Target
-from .passes import CLOCK_SKEW, _Base, _Pass, _Stop, has_finalizer, set_condition
+from .passes import CLOCK_SKEW, _Base, _Pass, _Stop, has_finalizer, rfc3339, set_condition
 
 
 class CreatePhase(_Base):
@@ -29,9 +29,17 @@ class CreatePhase(_Base):
             return None
         return pending
 
-    def _write_secret(self, p: _Pass, name: str, outputs: Mapping[str, str]) -> None:
+    def _write_secret(
+        self,
+        p: _Pass,
+        name: str,
+        outputs: Mapping[str, str],
+        annotations: Mapping[str, str] | None = None,
+    ) -> None:
+        if p.status.get("tokenSha256") != token_sha256(outputs.get("token", "")):
+            p.status["tokenCreatedAt"] = rfc3339(self.clock())  # a new token in the Secret
         try:
-            self.kube.write_output_secret(p.obj, name, dict(outputs))
+            self.kube.write_output_secret(p.obj, name, dict(outputs), dict(annotations or {}))
         except SecretConflict as e:
             raise _Stop("Conflict", str(e), requeue=None) from None
 
@@ -53,10 +61,13 @@ class CreatePhase(_Base):
             since = datetime.fromisoformat(pending["startedAt"].replace("Z", "+00:00")) - CLOCK_SKEW
             existed = set(pending.get("existing") or [])
             seen = provider.find(target, since)
+            # Never what this Trigger already names: a rotation's or replacement's current trigger.
+            current = {status.get("externalId"), (status.get("pendingDelete") or {}).get("externalId")}
             candidates = [
                 o
                 for o in seen
                 if o.external_id not in existed
+                and o.external_id not in current
                 and not self.claims.others(
                     provider.claim_key(spec.block, o.at_provider, o.external_id), p.meta["uid"]
                 )

@@ -31,8 +31,10 @@ class ObservePhase(_Base):
         """Bring the provider in line. Returns (Ready reason, message, Ready)."""
         status = p.status
         observe_only = spec.management_policy == "ObserveOnly"
-        if status.get("pendingDelete"):
-            self._finish_replacement(p, provider, target)
+        if status.get("pendingDelete") and not self._overlap_left(status["pendingDelete"]):
+            self._finish_replacement(
+                p, provider, target
+            )  # a replacement's, or a rotation's after its overlap
         ext = spec.external_id or status.get("externalId") or self._implicit_id(spec, p.meta)
         if spec.external_id and status.get("externalId") and spec.external_id != status["externalId"]:
             p.events.append(
@@ -127,6 +129,8 @@ class ObservePhase(_Base):
             return self._settle(p, spec, provider, obs, fresh=True)
         if adopting:
             p.events.append(("Normal", "Adopted", f"adopted {spec.provider} trigger {obs.external_id}"))
+        elif not changed and (why := self._rotation_due(p, spec, provider)):
+            obs = self._rotate(p, spec, provider, target, obs, why)
         return self._settle(p, spec, provider, obs, fresh=adopting)
 
     def _check_conflict(

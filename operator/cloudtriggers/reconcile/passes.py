@@ -6,9 +6,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..credentials import CredentialsGuard
@@ -133,6 +134,10 @@ class _Pass:
         return int(self.meta.get("generation") or 0)
 
 
+def rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 class _Base:
     """What every phase mixin of the Reconciler may use.
 
@@ -151,6 +156,7 @@ class _Base:
     _repairs: dict[str, tuple[tuple[Any, ...], int]]
     _refused: dict[str, dict[str, Any]]
     versions: dict[str, str]
+    clock = staticmethod(time.time)  # the wall clock of rotation times; tests set a simulated one
 
     if TYPE_CHECKING:
         # reconciler.py
@@ -166,7 +172,13 @@ class _Base:
 
         # create.py
         def _intent(self, p: _Pass) -> dict[str, Any] | None: ...
-        def _write_secret(self, p: _Pass, name: str, outputs: Mapping[str, str]) -> None: ...
+        def _write_secret(
+            self,
+            p: _Pass,
+            name: str,
+            outputs: Mapping[str, str],
+            annotations: Mapping[str, str] | None = None,
+        ) -> None: ...
         def _create(
             self,
             p: _Pass,
@@ -189,6 +201,14 @@ class _Base:
             changed: list[str],
         ) -> Observed: ...
         def _finish_replacement(self, p: _Pass, provider: Provider, target: Target) -> None: ...
+
+        # rotate.py
+        def _schedule(self, p: _Pass, spec: TriggerSpec) -> None: ...
+        def _rotation_due(self, p: _Pass, spec: TriggerSpec, provider: Provider) -> str | None: ...
+        def _overlap_left(self, pending: dict[str, Any]) -> float: ...
+        def _rotate(
+            self, p: _Pass, spec: TriggerSpec, provider: Provider, target: Target, old: Observed, why: str
+        ) -> Observed: ...
 
     def _flush(self, p: _Pass) -> None:
         """Write status when it differs from what is stored, then this pass's events.

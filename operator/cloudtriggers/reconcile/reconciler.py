@@ -25,6 +25,7 @@ from ..models import (
     default_description,
     default_secret_name,
     parse_duration,
+    parse_time,
     spec_problems,
     swr_default_name,
 )
@@ -57,6 +58,7 @@ from .passes import (
     set_condition,
 )
 from .replace import ReplacePhase
+from .rotate import RotatePhase
 
 CREDENTIAL_KEYS = {
     "gitlab": ("token",),
@@ -66,9 +68,10 @@ CREDENTIAL_KEYS = {
 OPTIONAL_CREDENTIAL_KEYS = {"gitlab": (), "ack": ("securityToken",), "swr": ("projectId", "securityToken")}
 
 
-class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
-    """Reconciles Triggers: observe (observe.py), create (create.py), replace (replace.py), and
-    delete on a finalizer's pass (delete.py). Passes run in worker threads, one at a time per Trigger."""
+class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePhase):
+    """Reconciles Triggers: observe (observe.py), create (create.py), replace (replace.py), rotate
+    (rotate.py), and delete on a finalizer's pass (delete.py). Passes run in worker threads, one at
+    a time per Trigger."""
 
     def __init__(
         self,
@@ -429,6 +432,8 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
 
         self._failures.pop(uid, None)
         self.breaker.success(account, uid)
+        if self._rotatable(spec, provider) and (spec.rotation or status.get("rotation")):
+            self._schedule(p, spec)
         conditions(ready, ready_reason, True, "Available" if ready else ready_reason, message)
         if ready:
             # lastSyncTime alone is worth a write only every SYNC_TIME_REFRESH periods (observe.py).
@@ -438,7 +443,18 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, DeletePhase):
             if not rest_same or self._sync_due(old_status, spec):
                 status["lastSyncTime"] = now_rfc3339()
         self._flush(p)
-        return Outcome(self._resync(spec, uid), ready_reason)
+        return Outcome(self._next_pass(spec, uid, status), ready_reason)
+
+    def _next_pass(self, spec: TriggerSpec, uid: str, status: Mapping[str, Any]) -> float:
+        """The resync, or sooner: when a rotation's overlap ends or the next rotation is due."""
+        delay = self._resync(spec, uid)
+        pending = status.get("pendingDelete")
+        if pending:
+            delay = min(delay, self._overlap_left(pending) + 1.0)
+        due = parse_time((status.get("rotation") or {}).get("nextRotationTime"))
+        if due is not None:
+            delay = min(delay, max(0.0, due - self.clock()) + 1.0)
+        return delay
 
     def _outputs(self, spec: TriggerSpec) -> bool:
         provider = self.providers.get(spec.provider)

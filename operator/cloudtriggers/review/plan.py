@@ -21,7 +21,7 @@ from typing import Any, cast
 
 from ..apiserver import resources
 from ..crd import build_crd
-from ..kube import CredentialsSecret, Kube, KubeApiError, now_rfc3339
+from ..kube import Body, CredentialsSecret, Kube, KubeApiError, Strings, now_rfc3339
 from ..models import FINALIZER, KIND, VERSION
 from ..providers.base import Observed, Provider, ProviderError, Target
 from ..reconcile import Reconciler, Retry
@@ -47,7 +47,13 @@ BLOCKERS = frozenset(
     }
 )
 # The Events a pass posts, most telling first (a delete-first replacement posts Created, then Replaced).
-ACTIONS = {"Replaced": "replace", "Recreated": "recreate", "Adopted": "adopt", "Created": "create"}
+ACTIONS = {
+    "Replaced": "replace",
+    "Rotated": "rotate",
+    "Recreated": "recreate",
+    "Adopted": "adopt",
+    "Created": "create",
+}
 
 
 def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
@@ -118,7 +124,9 @@ class ReadOnlyKube:
     def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]:
         return self.inner.list_held_secrets(namespaces)
 
-    def write_output_secret(self, owner: dict[str, Any], name: str, data: dict[str, str]) -> None:
+    def write_output_secret(
+        self, owner: Body, name: str, data: Strings, annotations: Strings | None = None
+    ) -> None:
         self.writes.append(("secret", f"{owner['metadata']['namespace']}/{name}"))
 
     def emit_event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -363,7 +371,7 @@ class Planner:
         for reason, action in ACTIONS.items():
             if reason in reasons:
                 change.action = action
-                change.new_token = has_outputs and action in ("create", "recreate", "replace")
+                change.new_token = has_outputs and action in ("create", "recreate", "replace", "rotate")
                 break
         updates = [f for what, _, fields in calls if what == "update" for f in fields]
         if change.action == "no-change" and updates:

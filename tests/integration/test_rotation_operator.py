@@ -1,0 +1,40 @@
+"""Rotation in the running operator: a new value of cloudtriggers.io/rotate-requested-at rotates the
+token within seconds, the output Secret says when (for tools that restart what mounts it), and the
+old token stops working once the overlap has run."""
+
+from __future__ import annotations
+
+import base64
+import time
+
+from cloudtriggers.reconcile import ROTATE_ANNOTATION
+from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
+from cloudtriggers.settings import Settings
+from faults.faultkit import KITS, NS, trigger_obj
+
+
+def test_on_demand_rotation_within_seconds_and_the_old_token_after_the_overlap() -> None:
+    kit = KITS["gitlab"]
+    with LocalWorld(Settings(credentials_poll=0.5)) as w:
+        kit.setup(w)
+        w.start_operator()
+        w.create_trigger(trigger_obj(w, kit, "web", rotation={"overlap": "3s"}))
+        wait_for(lambda: condition(w.trigger(NS, "web")).get("reason") == "Available")
+
+        def token() -> str:
+            secret = w.secret(NS, "web-trigger") or {}
+            return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
+
+        first = token()
+        asked = time.monotonic()
+        w.patch_trigger(NS, "web", {"metadata": {"annotations": {ROTATE_ANNOTATION: "2026-12-03T16:00:00Z"}}})
+        wait_for(lambda: token() not in ("", first), timeout=15, what="rotated")
+        print(f"rotated {time.monotonic() - asked:.2f} s after the request")
+        live = [t for _, t in kit.objects(w)]
+        assert first in live and token() in live  # the overlap: both work
+        annotations = (w.secret(NS, "web-trigger") or {})["metadata"].get("annotations") or {}
+        assert annotations.get("cloudtriggers.io/rotated-at")
+        assert any(e["reason"] == "Rotated" for e in w.events(NS, "web"))
+        wait_for(lambda: [t for _, t in kit.objects(w)] == [token()], timeout=15, what="old token deleted")
+        status = w.trigger(NS, "web")["status"]  # type: ignore[index]
+        assert status["rotation"]["requested"] == "2026-12-03T16:00:00Z" and "pendingDelete" not in status
