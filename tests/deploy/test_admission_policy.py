@@ -125,3 +125,19 @@ def test_an_update_that_keeps_the_endpoint_is_admitted(rendered: Any) -> None:
     assert denials(policy, binding, new, namespace(), old) == []
     moved = trigger("gitlab", url="https://other.internal.example")
     assert len(denials(policy, binding, moved, namespace(), old)) == 1
+
+
+def test_a_class_that_allows_nothing_refuses_every_endpoint() -> None:
+    """An empty class renders as a pattern that never matches: every value of the classes map has
+    the same CEL type (a real API server type-checks the map literal)."""
+    objects = helm_template(
+        {"admissionPolicy": {"enabled": True, "classes": {"default": [], "x": ["https://a.b"]}}}
+    )
+    policy, binding = (
+        one(objects, "ValidatingAdmissionPolicy"),
+        one(objects, "ValidatingAdmissionPolicyBinding"),
+    )
+    classes = next(v["expression"] for v in policy["spec"]["variables"] if v["name"] == "classes")
+    assert "'default': [{'s': '-', 'h': '-', 'p': '-'}]" in classes and "[]" not in classes
+    assert len(denials(policy, binding, trigger("gitlab"), namespace())) == 1
+    assert denials(policy, binding, trigger("ack"), namespace()) == []  # the official endpoint

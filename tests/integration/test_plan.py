@@ -217,3 +217,39 @@ def test_the_plan_command_with_a_kubeconfig(tmp_path: Path) -> None:
         prune = run("--prune")
         assert prune.returncode == 1 and "--prune needs --namespace or --selector" in prune.stderr
         assert w.swr.calls() == [] or all(c.method == "GET" for c in w.swr.calls())
+
+
+def test_recreate_and_rotate_are_planned_as_they_turn_out() -> None:
+    kit = KITS["gitlab"]
+    with LocalWorld(Settings(credentials_poll=0.5)) as w:
+        kit.setup(w)
+        w.start_operator()
+        web = trigger_obj(w, kit, "web")
+        w.create_trigger(copy.deepcopy(web))
+        wait_for(lambda: _settled(w, "web"), timeout=20)
+        # Deleted at GitLab behind the operator's back: the next pass recreates it.
+        ext = w.trigger(NS, "web")["status"]["externalId"]  # type: ignore[index]
+        w.gitlab.delete_trigger("group/web", int(ext))
+        writes = _provider_writes(w)
+        result, methods = plan(w, [web])
+        _check(w, result, methods, writes)
+        [change] = result.changes
+        assert (change.action, change.new_token) == ("recreate", True)
+        before = len(w.events(NS, "web"))
+        w.patch_trigger(
+            NS, "web", {"metadata": {"annotations": {"cloudtriggers.io/reconcile-requested-at": "1"}}}
+        )
+        wait_for(lambda: "Recreated" in _new_events(w, "web", before), timeout=20)
+        # A rotation asked for in the manifest's annotation.
+        wait_for(lambda: _settled(w, "web"), timeout=20)
+        rotate = copy.deepcopy(web)
+        rotate["metadata"]["annotations"] = {"cloudtriggers.io/rotate-requested-at": "now"}
+        rotate["spec"]["rotation"] = {"overlap": "0s"}
+        writes = _provider_writes(w)
+        result, methods = plan(w, [rotate])
+        _check(w, result, methods, writes)
+        [change] = result.changes
+        assert (change.action, change.new_token) == ("rotate", True)
+        before = len(w.events(NS, "web"))
+        w.patch_trigger(NS, "web", {"metadata": rotate["metadata"], "spec": {"rotation": {"overlap": "0s"}}})
+        wait_for(lambda: "Rotated" in _new_events(w, "web", before), timeout=20)
