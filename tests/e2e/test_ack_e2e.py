@@ -23,6 +23,7 @@ from integration.test_ack_operator import (  # noqa: E402
     test_missing_credentials_then_ready_when_the_secret_appears,
     test_observe_only_makes_zero_write_calls,
     test_project_change_replaces_the_trigger_and_moves_the_secret,
+    test_rotation_hands_the_hook_url_over_then_deletes_the_old_trigger,
     test_throttling_waits_as_long_as_x_acs_retry_after_says,
 )
 
@@ -34,6 +35,7 @@ __all__ = [
     "test_missing_credentials_then_ready_when_the_secret_appears",
     "test_observe_only_makes_zero_write_calls",
     "test_project_change_replaces_the_trigger_and_moves_the_secret",
+    "test_rotation_hands_the_hook_url_over_then_deletes_the_old_trigger",
     "test_throttling_waits_as_long_as_x_acs_retry_after_says",
 ]
 

@@ -149,6 +149,23 @@ def test_project_change_replaces_the_trigger_and_moves_the_secret(world: World) 
     print(f"\nreplacement: spec patch to Ready with the new trigger in {elapsed * 1000:.0f} ms")
 
 
+def test_rotation_hands_the_hook_url_over_then_deletes_the_old_trigger(world: World) -> None:
+    world.create_trigger(world.trigger_obj("web", rotation={"overlap": "8s"}))
+    old = world.ready("web")["status"]["externalId"]
+    old_url = world.secret_data("web-trigger")["url"]
+    world.patch_trigger(
+        world.ns, "web", {"metadata": {"annotations": {"cloudtriggers.io/rotate-requested-at": "leak"}}}
+    )
+    wait_for(lambda: world.secret_data("web-trigger").get("url") not in (None, old_url), timeout=15)
+    ids = {t["id"] for t in world.server_triggers()}
+    new = world.trigger(world.ns, "web")["status"]["externalId"]  # type: ignore[index]
+    assert ids == {old, new}  # the overlap: the old hook URL still works
+    assert world.secret_data("web-trigger")["url"] == HOOK_URL + world.secret_data("web-trigger")["token"]
+    wait_for(lambda: [t["id"] for t in world.server_triggers()] == [new], timeout=30, what="old deleted")
+    assert any(e["reason"] == "Rotated" for e in world.events(world.ns, "web"))
+    assert world.writes()[-1].endswith(f"/triggers/{old}")
+
+
 def test_deleted_at_provider_is_recreated_with_a_new_token_in_the_secret(world: World) -> None:
     world.create_trigger(world.trigger_obj("web"))
     old = world.ready("web")["status"]["externalId"]

@@ -152,7 +152,7 @@ def test_reconcile_requested_at_annotation_forces_a_pass(world: World) -> None:
 
 
 def test_rotate_requested_at_annotation_rotates_with_overlap(world: World) -> None:
-    world.create_trigger(world.trigger_obj("web", rotation={"overlap": "2s"}))
+    world.create_trigger(world.trigger_obj("web", rotation={"overlap": "8s"}))
     first = world.ready("web")["status"]["externalId"]
     token = world.secret_data("web-trigger")["token"]
     world.patch_trigger(
@@ -161,7 +161,7 @@ def test_rotate_requested_at_annotation_rotates_with_overlap(world: World) -> No
     wait_for(lambda: world.secret_data("web-trigger").get("token") not in (None, token), timeout=15)
     new = world.secret_data("web-trigger")["token"]
     assert {t["token"] for t in world.gitlab.triggers(world.pid)} == {token, new}  # the overlap
-    wait_for(lambda: [t["token"] for t in world.gitlab.triggers(world.pid)] == [new], timeout=15)
+    wait_for(lambda: [t["token"] for t in world.gitlab.triggers(world.pid)] == [new], timeout=30)
     status = world.ready("web")["status"]
     assert status["externalId"] != first and status["rotation"]["lastRotationTime"]
     assert "Rotated" in [e["reason"] for e in world.events(world.ns, "web")]

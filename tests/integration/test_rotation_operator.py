@@ -18,7 +18,7 @@ def test_on_demand_rotation_within_seconds_and_the_old_token_after_the_overlap()
     with LocalWorld(Settings(credentials_poll=0.5)) as w:
         kit.setup(w)
         w.start_operator()
-        w.create_trigger(trigger_obj(w, kit, "web", rotation={"overlap": "3s"}))
+        w.create_trigger(trigger_obj(w, kit, "web", rotation={"overlap": "8s"}))
         wait_for(lambda: condition(w.trigger(NS, "web")).get("reason") == "Available")
 
         def token() -> str:
@@ -35,6 +35,6 @@ def test_on_demand_rotation_within_seconds_and_the_old_token_after_the_overlap()
         annotations = (w.secret(NS, "web-trigger") or {})["metadata"].get("annotations") or {}
         assert annotations.get("cloudtriggers.io/rotated-at")
         assert any(e["reason"] == "Rotated" for e in w.events(NS, "web"))
-        wait_for(lambda: [t for _, t in kit.objects(w)] == [token()], timeout=15, what="old token deleted")
+        wait_for(lambda: [t for _, t in kit.objects(w)] == [token()], timeout=30, what="old token deleted")
         status = w.trigger(NS, "web")["status"]  # type: ignore[index]
         assert status["rotation"]["requested"] == "2026-12-03T16:00:00Z" and "pendingDelete" not in status

@@ -169,3 +169,17 @@ def test_the_api_server_refuses_rotation_it_cannot_do(spec: dict[str, Any], says
 def test_rotation_is_accepted_for_gitlab_and_ack() -> None:
     for block in ({"gitlab": GITLAB}, {"ack": ACK}):
         assert violations(build_crd(), trigger(**block, rotation={"every": "24h", "overlap": "0s"})) == []
+
+
+def test_a_rotation_asked_for_with_a_spec_change_follows_it_at_once(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    world.rec.reconcile(NS, "web")
+    first = world.secret_token()
+    world.kube.apply(
+        NS, "web", world.spec(gitlab={"url": world.sb.url, "project": "group/web", "description": "x"})
+    )
+    world.annotate("with the change")
+    out = world.rec.reconcile(NS, "web")  # updates the description in place
+    assert out.requeue_after == 1.0  # and comes back for the rotation
+    world.rec.reconcile(NS, "web")
+    assert world.secret_token() != first

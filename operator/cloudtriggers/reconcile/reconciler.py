@@ -58,7 +58,7 @@ from .passes import (
     set_condition,
 )
 from .replace import ReplacePhase
-from .rotate import RotatePhase
+from .rotate import ROTATE_ANNOTATION, RotatePhase
 
 CREDENTIAL_KEYS = {
     "gitlab": ("token",),
@@ -443,10 +443,15 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
             if not rest_same or self._sync_due(old_status, spec):
                 status["lastSyncTime"] = now_rfc3339()
         self._flush(p)
-        return Outcome(self._next_pass(spec, uid, status), ready_reason)
+        return Outcome(self._next_pass(p, spec, uid), ready_reason)
 
-    def _next_pass(self, spec: TriggerSpec, uid: str, status: Mapping[str, Any]) -> float:
-        """The resync, or sooner: when a rotation's overlap ends or the next rotation is due."""
+    def _next_pass(self, p: _Pass, spec: TriggerSpec, uid: str) -> float:
+        """The resync, or sooner: when a rotation's overlap ends, the next rotation is due, or a
+        rotation asked for has not been acted on yet (this pass changed the spec at the provider)."""
+        status = p.status
+        requested = (p.meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
+        if requested and requested != (status.get("rotation") or {}).get("requested"):
+            return 1.0
         delay = self._resync(spec, uid)
         pending = status.get("pendingDelete")
         if pending:
