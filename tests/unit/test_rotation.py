@@ -183,3 +183,35 @@ def test_a_rotation_asked_for_with_a_spec_change_follows_it_at_once(world: World
     assert out.requeue_after == 1.0  # and comes back for the rotation
     world.rec.reconcile(NS, "web")
     assert world.secret_token() != first
+
+
+def test_an_interrupted_rotation_whose_request_is_withdrawn_is_finished(world: World) -> None:
+    """Crash after the provider create, then the request and spec.rotation removed: the next pass
+    adopts what the interrupted rotation made and deletes the old trigger: one token, none orphaned."""
+    world.kube.apply(NS, "web", world.spec(rotation={"overlap": "0s"}))
+    world.rec.reconcile(NS, "web")
+    old = world.kube.status(NS, "web")["externalId"]
+    provider = world.rec.providers["gitlab"]
+    real_write = world.kube.write_output_secret
+
+    def crash(*a: Any, **k: Any) -> None:
+        raise RuntimeError("crash after the create")
+
+    world.kube.write_output_secret = crash  # type: ignore[method-assign]
+    world.annotate("once")
+    with pytest.raises(RuntimeError):
+        world.rec.reconcile(NS, "web")
+    assert len(world.tokens()) == 2 and world.kube.status(NS, "web").get("pendingCreate")
+    world.kube.write_output_secret = real_write  # type: ignore[method-assign]
+    spec = world.spec()
+    world.kube.apply(NS, "web", spec)
+    world.kube.triggers[(NS, "web")]["metadata"]["annotations"] = {}
+    fresh = Reconciler(world.kube, {"gitlab": provider}, Settings())  # the restarted operator
+    fresh.clock = world.rec.clock  # type: ignore[method-assign]
+    fresh.reconcile(NS, "web")
+    st = world.kube.status(NS, "web")
+    assert st["externalId"] != old and "pendingCreate" not in st and len(world.tokens()) == 2
+    assert st["pendingDelete"]["externalId"] == old  # with the default overlap, now that spec has none
+    world.now[0] += 601
+    fresh.reconcile(NS, "web")
+    assert len(world.tokens()) == 1 and world.secret_token() == next(iter(world.tokens().values()))

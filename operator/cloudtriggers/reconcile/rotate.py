@@ -43,6 +43,11 @@ class RotatePhase(_Base):
 
     def _rotation_due(self, p: _Pass, spec: TriggerSpec, provider: Provider) -> str | None:
         """Why the token must rotate now, or None."""
+        if p.status.get("pendingCreate") and p.status.get("externalId") and self._rotatable(spec, provider):
+            # A rotation or create-first replacement was interrupted after its intent, and nothing asks
+            # for it any more (the request was withdrawn, the spec reverted): finish it, so that what
+            # it may have made is adopted and its predecessor deleted, never left behind.
+            return "finishing an interrupted rotation or replacement"
         requested = (p.meta.get("annotations") or {}).get(ROTATE_ANNOTATION)
         rot = p.status.get("rotation") or {}
         if requested and requested != rot.get("requested"):
