@@ -44,11 +44,40 @@ def run_settings(args: argparse.Namespace) -> Settings:
         "perma_diff_repairs": args.perma_diff_repairs,
         "ack_network": args.ack_network,
         "ack_trusted_endpoints": args.ack_trusted_endpoint,
+        **_policy_overrides(args),
+    }
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _policy_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The endpoint policy flags (run and plan take the same; _add_policy_flags)."""
+    return {
         "allowed_endpoints": args.allowed_endpoint,
         "denied_endpoints": args.denied_endpoint,
         "only_allowed_endpoints": args.only_allowed_endpoints,
     }
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _add_policy_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allowed-endpoint",
+        action="append",
+        metavar="PATTERN",
+        help="scheme://host[:port] (host: a name, *.suffix, an address or a CIDR) that may be called "
+        "although plain http or a private or loopback address (repeatable; docs/security.md)",
+    )
+    parser.add_argument(
+        "--denied-endpoint",
+        action="append",
+        metavar="PATTERN",
+        help="an endpoint pattern never called, even when allowed (repeatable)",
+    )
+    parser.add_argument(
+        "--only-allowed-endpoints",
+        action="store_true",
+        default=None,
+        help="call only endpoints an --allowed-endpoint matches (a strict allowlist)",
+    )
 
 
 def tune_gc() -> None:
@@ -236,9 +265,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from kubernetes import client, config
 
     from .kube import KubeApiError, KubeClient
-    from .providers import build_providers
     from .review.manifests import ManifestError, load
     from .review.plan import Planner
+    from .runner import providers_for
 
     if args.prune and not (args.namespace or args.selector):
         print(
@@ -246,12 +275,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    overrides = {
-        "allowed_endpoints": args.allowed_endpoint,
-        "denied_endpoints": args.denied_endpoint,
-        "only_allowed_endpoints": args.only_allowed_endpoints,
-    }
-    settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    settings = Settings(**{k: v for k, v in _policy_overrides(args).items() if v is not None})
     try:
         docs = load(args.filename)
     except ManifestError as e:
@@ -262,14 +286,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     except config.ConfigException:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     kube = KubeClient(client.ApiClient(), component="cloudtriggers-plan")
-    providers = build_providers(
-        settings.rate,
-        settings.burst,
-        settings.ack_network,
-        settings.ack_trusted_endpoints or None,
-        concurrency=settings.provider_concurrency,
-        policy=settings.endpoint_policy(),
-    )
+    providers = providers_for(settings)
     default_ns = (args.namespace or ["default"])[0]
     try:
         try:
@@ -377,25 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="a spec.ack.endpoint that may receive RRSA credentials besides the official ones (repeatable)",
     )
-    run.add_argument(
-        "--allowed-endpoint",
-        action="append",
-        metavar="PATTERN",
-        help="scheme://host[:port] (host: a name, *.suffix, an address or a CIDR) that may be called "
-        "although plain http or a private or loopback address (repeatable; docs/security.md)",
-    )
-    run.add_argument(
-        "--denied-endpoint",
-        action="append",
-        metavar="PATTERN",
-        help="an endpoint pattern never called, even when allowed (repeatable)",
-    )
-    run.add_argument(
-        "--only-allowed-endpoints",
-        action="store_true",
-        default=None,
-        help="call only endpoints an --allowed-endpoint matches (a strict allowlist)",
-    )
+    _add_policy_flags(run)
     run.set_defaults(func=cmd_run)
 
     release = sub.add_parser(
@@ -468,9 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--prune", action="store_true", help="plan the deletion of Triggers the files do not hold"
     )
     plan.add_argument("--kubeconfig", help="default: KUBECONFIG or ~/.kube/config, else in-cluster")
-    plan.add_argument("--allowed-endpoint", action="append", metavar="PATTERN", help="as for run")
-    plan.add_argument("--denied-endpoint", action="append", metavar="PATTERN", help="as for run")
-    plan.add_argument("--only-allowed-endpoints", action="store_true", default=None, help="as for run")
+    _add_policy_flags(plan)  # the providers are called under the same policy as by the operator
     plan.add_argument("-o", "--output", choices=["text", "json"], default="text")
     plan.set_defaults(func=cmd_plan)
 

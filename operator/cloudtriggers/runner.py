@@ -23,6 +23,18 @@ class OperatorParts:
     runtime: Runtime
 
 
+def providers_for(settings: Settings) -> dict[str, Provider]:
+    """The provider clients as the settings make them (the operator's, and `cloudtriggers plan`'s)."""
+    return build_providers(
+        settings.rate,
+        settings.burst,
+        settings.ack_network,
+        settings.ack_trusted_endpoints or None,
+        concurrency=settings.provider_concurrency,
+        policy=settings.endpoint_policy(),
+    )
+
+
 def build_operator(
     settings: Settings,
     api_client: Any,
@@ -33,15 +45,7 @@ def build_operator(
     """Everything `kopf.operator()` needs; `api_client` is the kubernetes client the reconciler uses."""
     reconciler = Reconciler(
         KubeClient(api_client, secret_reads=settings.credentials_reads),
-        providers
-        or build_providers(
-            settings.rate,
-            settings.burst,
-            settings.ack_network,
-            settings.ack_trusted_endpoints or None,
-            concurrency=settings.provider_concurrency,
-            policy=settings.endpoint_policy(),
-        ),
+        providers or providers_for(settings),
         settings,
     )
     runtime = Runtime(reconciler, settings)

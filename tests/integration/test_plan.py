@@ -56,9 +56,9 @@ def _provider_writes(w: LocalWorld) -> int:
     return sum(1 for c in calls if c.method in WRITES or (c.method == "GET" and "Create" in c.path))
 
 
-def plan(w: LocalWorld, docs: list[dict[str, Any]], prune: bool = False) -> tuple[Plan, list[str]]:
-    """Plan in-process with the operator's own provider clients; returns the plan and the methods of
-    every Kubernetes request it made."""
+def plan(w: LocalWorld, docs: list[dict[str, Any]], prune: bool = False) -> Plan:
+    """Plan in-process with the operator's own provider clients, and check that planning made no
+    Kubernetes write (every request's method is recorded) and no provider write."""
     kube = KubeClient(kube_client(w.kube.url))
     methods: list[str] = []
     send = kube._request
@@ -68,6 +68,7 @@ def plan(w: LocalWorld, docs: list[dict[str, Any]], prune: bool = False) -> tupl
         return send(method, path, *a, **k)
 
     kube._request = record  # type: ignore[method-assign]
+    writes = _provider_writes(w)
     planner = Planner(kube, build_providers(policy=LOOPBACK), Settings())
     existing = kube.list_all_triggers()
     in_files = {(d["metadata"]["namespace"], d["metadata"]["name"]) for d in docs}
@@ -75,7 +76,9 @@ def plan(w: LocalWorld, docs: list[dict[str, Any]], prune: bool = False) -> tupl
     result = planner.plan([Document("m.yaml", str(i), d) for i, d in enumerate(docs, 1)], existing)
     if prune:
         result.changes.extend(planner.plan([], gone, prune=True).changes)
-    return result, methods
+    assert not WRITES & set(methods), f"the plan wrote to Kubernetes: {methods}"
+    assert _provider_writes(w) == writes, "the plan wrote at the provider"
+    return result
 
 
 def _action(result: Plan, name: str) -> str:
@@ -97,19 +100,12 @@ def _new_events(w: LocalWorld, name: str, before: int) -> list[str]:
     return [e["reason"] for e in w.events(NS, name)[before:]]
 
 
-def _check(w: LocalWorld, result: Plan, methods: list[str], writes_before: int) -> None:
-    assert not WRITES & set(methods), f"the plan wrote to Kubernetes: {methods}"
-    assert _provider_writes(w) == writes_before, "the plan wrote at the provider"
-
-
 def test_plan_says_what_the_operator_then_does(world: tuple[LocalWorld, ProviderKit]) -> None:
     w, kit = world
     web = trigger_obj(w, kit, "web")
 
     def step(docs: list[dict[str, Any]], name: str, apply: Any, prune: bool = False) -> str:
-        writes = _provider_writes(w)
-        result, methods = plan(w, docs, prune=prune)
-        _check(w, result, methods, writes)
+        result = plan(w, docs, prune=prune)
         action = _action(result, name)
         before = len(w.events(NS, name))
         apply()
@@ -159,9 +155,7 @@ def test_blockers_and_adoption_are_planned_as_they_turn_out() -> None:
         invalid = trigger_obj(w, kit, "bad", resyncPeriod="1s")  # what only the operator refuses
         refused = trigger_obj(w, kit, "refused")
         refused["spec"]["gitlab"]["project"] = "justaname"  # what the API server refuses
-        writes = _provider_writes(w)
-        result, methods = plan(w, [web, twin, no_creds, invalid, refused])
-        _check(w, result, methods, writes)
+        result = plan(w, [web, twin, no_creds, invalid, refused])
         by_name = {c.name: c for c in result.changes}
         assert by_name["web"].action == "no-change"
         assert (by_name["twin"].action, by_name["twin"].reason) == ("blocked", "Conflict")
@@ -180,7 +174,7 @@ def test_blockers_and_adoption_are_planned_as_they_turn_out() -> None:
         w.delete_trigger(NS, "web")
         wait_for(lambda: w.trigger(NS, "web") is None)
         adopt = trigger_obj(w, kit, "adopter", externalId=ext)
-        result, _ = plan(w, [adopt])
+        result = plan(w, [adopt])
         assert _action(result, "adopter") == "adopt"
         w.create_trigger(copy.deepcopy(adopt))
         wait_for(lambda: "Adopted" in [e["reason"] for e in w.events(NS, "adopter")])
@@ -230,9 +224,7 @@ def test_recreate_and_rotate_are_planned_as_they_turn_out() -> None:
         # Deleted at GitLab behind the operator's back: the next pass recreates it.
         ext = w.trigger(NS, "web")["status"]["externalId"]  # type: ignore[index]
         w.gitlab.delete_trigger("group/web", int(ext))
-        writes = _provider_writes(w)
-        result, methods = plan(w, [web])
-        _check(w, result, methods, writes)
+        result = plan(w, [web])
         [change] = result.changes
         assert (change.action, change.new_token) == ("recreate", True)
         before = len(w.events(NS, "web"))
@@ -245,9 +237,7 @@ def test_recreate_and_rotate_are_planned_as_they_turn_out() -> None:
         rotate = copy.deepcopy(web)
         rotate["metadata"]["annotations"] = {"cloudtriggers.io/rotate-requested-at": "now"}
         rotate["spec"]["rotation"] = {"overlap": "0s"}
-        writes = _provider_writes(w)
-        result, methods = plan(w, [rotate])
-        _check(w, result, methods, writes)
+        result = plan(w, [rotate])
         [change] = result.changes
         assert (change.action, change.new_token) == ("rotate", True)
         before = len(w.events(NS, "web"))
