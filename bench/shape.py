@@ -1,9 +1,9 @@
 """The shape floor: kopf with cloudtriggers' registrations and its Kubernetes calls, nothing else.
 
 The same kopf settings and registrations as cloudtriggers (an event handler that starts a pass in a
-worker thread, as its scheduler does), and per Trigger the same Kubernetes calls a create makes (add
-the finalizer, read the credentials Secret, write the create intent, create the output Secret, write
-the final status, post an Event) through the same client; but no provider call and no reconcile
+worker thread, as its scheduler does), and per Trigger the same Kubernetes calls a create makes (read
+the credentials Secret, add the finalizer with the create intent in one write, create the output
+Secret, write the final status, post an Event) through the same client; but no provider call and no reconcile
 logic. cloudtriggers / shape is what the reconciler and the provider client cost;
 shape / floor is what kopf and the Kubernetes calls of the design cost.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +24,7 @@ from kubernetes import client, config
 from cloudtriggers.handlers import configure
 from cloudtriggers.kube import KubeClient, now_rfc3339
 from cloudtriggers.models import GROUP, PLURAL, VERSION
+from cloudtriggers.reconcile.passes import INTENT_ANNOTATION
 from cloudtriggers.settings import Settings
 
 WORKERS = int(os.environ.get("CLOUDTRIGGERS_WORKERS", "32"))
@@ -52,14 +54,14 @@ def create_pass(obj: dict[str, Any]) -> None:
 
 
 def _create_pass(obj: dict[str, Any]) -> None:
-    obj = kube.set_trigger_finalizer(obj, True) or obj  # the scheduler's finalizer patch
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
     kube.read_secret(ns, obj["spec"]["credentialsSecretRef"]["name"])
-    kube.patch_trigger_status(ns, name, {"pendingCreate": {"startedAt": now_rfc3339(), "provider": "gitlab"}})
+    intent = json.dumps({"startedAt": now_rfc3339(), "provider": "gitlab"})
+    obj = kube.set_trigger_finalizer(obj, True, {INTENT_ANNOTATION: intent}) or obj
     kube.write_output_secret(obj, f"{name}-trigger", {"token": "t" * 20})
     ready = {"type": "Ready", "status": "True", "reason": "Available", "message": ""}
-    kube.patch_trigger_status(ns, name, {"pendingCreate": None, "externalId": "1", "conditions": [ready]})
+    kube.patch_trigger_status(ns, name, {"externalId": "1", "conditions": [ready]})
     kube.emit_event(obj, "Normal", "Created", "created trigger 1")
 
 

@@ -29,6 +29,7 @@ class FakeKube:
         self.secret_annotations: dict[tuple[str, str], dict[str, str]] = {}
         self.events: list[dict[str, str]] = []
         self.status_writes = 0
+        self.finalizer_writes = 0
         self.terminating: set[str] = set()
         self._rv = itertools.count(1)
 
@@ -120,12 +121,17 @@ class FakeKube:
             s["rv"] = str(next(self._rv))
         return True
 
-    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None:
+    def set_trigger_finalizer(
+        self, body: dict[str, Any], present: bool, annotations: Strings | None = None
+    ) -> dict[str, Any] | None:
         obj = self.triggers.get((body["metadata"]["namespace"], body["metadata"]["name"]))
         if obj is None:
             return None
         finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != "cloudtriggers.io/finalizer"]
         obj["metadata"]["finalizers"] = [*finalizers, "cloudtriggers.io/finalizer"] if present else finalizers
+        if annotations:
+            obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}), **annotations}
+        self.finalizer_writes += 1
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
         return copy.deepcopy(obj)
 

@@ -65,7 +65,9 @@ class Kube(Protocol):
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None: ...
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None: ...
     def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool: ...
-    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None: ...
+    def set_trigger_finalizer(
+        self, body: dict[str, Any], present: bool, annotations: Strings | None = None
+    ) -> dict[str, Any] | None: ...
     def release_secret(self, namespace: str, name: str) -> bool: ...
     def list_triggers(self, namespace: str) -> list[dict[str, Any]]: ...
     def list_held_secrets(self, namespaces: list[str]) -> list[tuple[str, str]]: ...
@@ -251,18 +253,28 @@ class KubeClient:
             labelled=bool(meta.get("labels")),
         )
 
-    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None:
-        """Add (present) or remove our finalizer on the Trigger as it was read: one JSON patch with a
-        resourceVersion test. Returns the Trigger as stored after it, or None when it is gone;
-        KubeApiError 409/422 when it changed in between (the caller reads it again)."""
+    def set_trigger_finalizer(
+        self, body: dict[str, Any], present: bool, annotations: Strings | None = None
+    ) -> dict[str, Any] | None:
+        """Add (present) or remove our finalizer on the Trigger as it was read, with `annotations` set
+        in the same write: one JSON patch with a resourceVersion test. Returns the Trigger as stored
+        after it, or None when it is gone; KubeApiError 409/422 when it changed in between (the
+        caller reads it again)."""
         meta = body.get("metadata") or {}
         finalizers = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
         if present:
             finalizers.append(FINALIZER)
-        ops = [
+        ops: list[dict[str, Any]] = [
             {"op": "test", "path": "/metadata/resourceVersion", "value": meta.get("resourceVersion")},
             {"op": "add", "path": "/metadata/finalizers", "value": finalizers},
         ]
+        if annotations and meta.get("annotations"):
+            ops += [
+                {"op": "add", "path": "/metadata/annotations/" + _pointer(k), "value": v}
+                for k, v in annotations.items()
+            ]
+        elif annotations:
+            ops.append({"op": "add", "path": "/metadata/annotations", "value": dict(annotations)})
         path = self._trigger_path(str(meta.get("namespace")), str(meta.get("name")))
         return self._request("PATCH", path, ops, "application/json-patch+json")
 

@@ -7,8 +7,9 @@ most one per Trigger at a time and at most ``workers`` in all. A daemon per Trig
 the cost of a kopf task, its bookkeeping and its memory for each Trigger.
 
 It also owns our finalizer, so that kopf (whose own finalizer name is set apart) never adds or
-strips it: a Trigger gets it in one JSON patch before its first pass, and loses it once
-Reconciler.finalize has deleted what it made. Deletion passes retry with the delay finalize asks.
+strips it: the reconciler adds it in a Trigger's first pass (with the first create's intent, in one
+write), and the scheduler takes it off once Reconciler.finalize has deleted what it made. Deletion
+passes retry with the delay finalize asks.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ class _Entry:
     running: bool = False
     again: bool = False  # a change arrived while a pass ran: run once more right after
     first: bool = True
-    awaiting_finalizer: bool = False
 
     @property
     def deleting(self) -> bool:
@@ -78,13 +78,11 @@ class Scheduler:
             e = self.entries[uid] = _Entry(uid, str(meta.get("namespace")), str(meta.get("name")), dict(body))
             self._reschedule(e, self._now() + (0.0 if e.deleting or not has_finalizer(body) else initial))
             return
-        had_finalizer = has_finalizer(e.body)
         was_deleting = e.deleting
         e.body = dict(body)
         if e.deleting and not was_deleting:
             self._run_now(e)  # the finalizer path, at once
-        elif changed or (e.awaiting_finalizer and has_finalizer(body) and not had_finalizer):
-            e.awaiting_finalizer = False
+        elif changed:
             self._run_now(e)
 
     def forget(self, uid: str) -> None:
@@ -192,13 +190,6 @@ class Scheduler:
     async def _pass(self, e: _Entry) -> float | None:
         uid = e.uid
         try:
-            if not has_finalizer(e.body):
-                # Ours, before any provider call: the reconciler refuses to create without it.
-                got = await self.call(self.reconciler.kube.set_trigger_finalizer, e.body, True)
-                if got is None:
-                    return None  # gone
-                e.body = got
-                e.first = True  # the answer is the newest version: no GET
             # No GET when the watched body is known to be the newest: the first pass (no write of
             # ours can be newer), or the watch is at the version of our own last write.
             current = e.first or self.reconciler.is_current(e.body)
@@ -206,7 +197,7 @@ class Scheduler:
             e.first = False
             outcome: Outcome = await self.call(self.reconciler.reconcile, e.namespace, e.name, snapshot)
         except KubeApiError as err:
-            if err.status in (409, 422):  # the finalizer patch raced with a change: next event decides
+            if err.status in (409, 422):  # our finalizer's patch raced with a change: read it again
                 e.first = False
                 return self._now() + 0.1
             log.exception("reconcile of %s/%s failed", e.namespace, e.name)
@@ -216,11 +207,6 @@ class Scheduler:
             return self._now() + self.reconciler.error_backoff(uid)
         e.watch = outcome.watch_secret
         delay = outcome.requeue_after
-        if outcome.needs_finalizer:
-            if has_finalizer(e.body):
-                delay = 0.0  # it came round while we were refusing
-            else:
-                e.awaiting_finalizer = True
         if delay is None:
             return None
         return self._now() + max(delay, 0.001)

@@ -118,9 +118,12 @@ class CrashingKube:
         self.plan.step("hold secret")
         return self.inner.hold_secret(namespace, name, secret)  # type: ignore[no-any-return]
 
-    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None:
-        self.plan.step("add finalizer" if present else "remove finalizer")
-        return self.inner.set_trigger_finalizer(body, present)  # type: ignore[no-any-return]
+    def set_trigger_finalizer(
+        self, body: dict[str, Any], present: bool, annotations: dict[str, str] | None = None
+    ) -> dict[str, Any] | None:
+        what = "add finalizer" if present else "remove finalizer"
+        self.plan.step(f"{what} {sorted(annotations)}" if annotations else what)
+        return self.inner.set_trigger_finalizer(body, present, annotations)  # type: ignore[no-any-return]
 
     def release_secret(self, namespace: str, name: str) -> bool:
         self.plan.step("release secret")

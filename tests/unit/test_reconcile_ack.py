@@ -18,6 +18,7 @@ from cloudtriggers.models import token_sha256
 from cloudtriggers.providers.ack import HOOK_URL, AckProvider
 from cloudtriggers.providers.base import AccountLimiter
 from cloudtriggers.reconcile import Reconciler
+from cloudtriggers.reconcile.passes import INTENT_ANNOTATION
 from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.ack import AckAccount, AckSandbox
 from cloudtriggers.settings import Settings
@@ -327,42 +328,140 @@ def test_lost_create_never_adopts_a_hand_made_trigger_that_existed_before(world:
     assert ours in {str(t["id"]) for t in world.sb.triggers(world.cid)}
 
 
-def test_no_create_before_the_finalizer_and_a_refused_intent_is_never_taken_for_a_crash(world: World) -> None:
-    """Without kopf's finalizer the reconciler writes its intent, sees in the answer that the finalizer
-    is missing, and creates nothing. If clearing that intent then fails, the intent must still not be
-    read as an interrupted create: it would adopt (or on delete, remove) a trigger another Trigger
-    of the same application has just made and the claim index has not seen yet."""
-    world.kube.apply(NS, "web", world.spec())
-    obj = world.kube.triggers[(NS, "web")]
+class Crash(BaseException):
+    """The process dies here (BaseException: nothing in the reconciler catches it)."""
+
+
+def _brand_new(world: World, name: str = "web") -> dict[str, Any]:
+    """As kubectl apply leaves it: no finalizer, no status."""
+    world.kube.apply(NS, name, world.spec())
+    obj = world.kube.triggers[(NS, name)]
     obj["metadata"]["finalizers"] = []
+    return obj
 
-    out = world.rec.reconcile(NS, "web")
-    assert out.needs_finalizer and out.reason == "Creating"
-    assert world.writes() == [] and "pendingCreate" not in world.kube.status(NS, "web")
 
-    # Again, but the write that clears the refused intent fails (the API server said 503).
-    writes = world.kube.status_writes
-    patch = world.kube.patch_trigger_status
+def test_a_first_create_stores_its_intent_with_the_finalizer_in_one_write_before_the_call(
+    world: World,
+) -> None:
+    obj = _brand_new(world)
+    hold = world.kube.set_trigger_finalizer
+    seen: list[tuple[list[str], dict[str, str]]] = []
 
-    def failing_second(ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
-        if world.kube.status_writes == writes + 1:
-            world.kube.status_writes += 1
-            raise RuntimeError("503: the write was rejected")
-        return patch(ns, name, status)
+    def watching(body: dict[str, Any], present: bool, annotations: dict[str, str] | None = None) -> Any:
+        seen.append((world.writes(), dict(annotations or {})))
+        return hold(body, present, annotations)
 
-    world.kube.patch_trigger_status = failing_second  # type: ignore[method-assign]
-    world.kube.triggers[(NS, "web")]["metadata"]["annotations"]["again"] = "1"
-    with pytest.raises(RuntimeError):
-        world.rec.reconcile(NS, "web")
-    assert world.kube.status(NS, "web")["pendingCreate"]  # stored, stale
-    world.kube.patch_trigger_status = patch  # type: ignore[method-assign]
-
-    # Another Trigger's brand-new trigger for the same application, not claimed in the index yet.
-    theirs = world.sb.create_trigger_as(world.alice.name, world.cid, "default/web")
-    obj["metadata"]["finalizers"] = ["cloudtriggers.io/finalizer"]
+    world.kube.set_trigger_finalizer = watching  # type: ignore[method-assign]
     out = world.rec.reconcile(NS, "web")
     assert out.reason == "Available"
-    status = world.kube.status(NS, "web")
-    assert status["externalId"] != str(theirs["id"]) and "pendingCreate" not in status
+    assert len(seen) == 1 and seen[0][0] == []  # one write, before any provider write
+    intent = json.loads(seen[0][1][INTENT_ANNOTATION])
+    assert intent["provider"] == "ack" and intent["existing"] == [] and intent["startedAt"]
+    assert obj["metadata"]["finalizers"] == ["cloudtriggers.io/finalizer"]
+    assert world.kube.status_writes == 1  # the outcome only: no status write for the intent
+    assert "pendingCreate" not in world.kube.status(NS, "web")
     assert world.writes() == ["CreateTrigger"]
-    assert {str(t["id"]) for t in world.sb.triggers(world.cid)} == {str(theirs["id"]), status["externalId"]}
+
+
+def test_a_crash_after_the_first_intent_write_creates_once_and_after_the_create_adopts(
+    world: World,
+) -> None:
+    # Crash right after the intent's write: the next process creates (one trigger).
+    _brand_new(world, "a")
+    hold = world.kube.set_trigger_finalizer
+
+    def crash_after(body: dict[str, Any], present: bool, annotations: dict[str, str] | None = None) -> Any:
+        hold(body, present, annotations)
+        raise Crash
+
+    world.kube.set_trigger_finalizer = crash_after  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        world.rec.reconcile(NS, "a")
+    world.kube.set_trigger_finalizer = hold  # type: ignore[method-assign]
+    assert world.writes() == [] and not world.kube.status(NS, "a")
+    assert world.fresh_reconciler().reconcile(NS, "a").reason == "Available"
+    assert world.writes() == ["CreateTrigger"]
+
+    # Crash after the create, before any status write: the next process adopts it (still one).
+    _brand_new(world, "b")
+    patch = world.kube.patch_trigger_status
+
+    def crash(ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        raise Crash
+
+    world.kube.patch_trigger_status = crash  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        world.rec.reconcile(NS, "b")
+    world.kube.patch_trigger_status = patch  # type: ignore[method-assign]
+    assert world.writes() == ["CreateTrigger", "CreateTrigger"]
+    rec = world.fresh_reconciler()
+    rec.claims.put(*rec.claim_of(world.kube.triggers[(NS, "a")]))  # as the watch tells it
+    out = rec.reconcile(NS, "b")
+    assert out.reason == "Available"
+    assert world.writes() == ["CreateTrigger", "CreateTrigger"]
+    ids = {world.kube.status(NS, n)["externalId"] for n in ("a", "b")}
+    assert ids == {str(t["id"]) for t in world.sb.triggers(world.cid)} and len(ids) == 2
+
+
+def test_a_lost_first_create_is_carried_into_status_and_deleted_with_the_trigger(world: World) -> None:
+    _brand_new(world)
+    world.sb.faults.drop_after_create = 1  # made, but the answer is lost: ambiguous
+    world.rec.reconcile(NS, "web")
+    status = world.kube.status(NS, "web")
+    assert status["pendingCreate"]["provider"] == "ack"  # the annotation's intent, now in status
+    assert len(world.sb.triggers(world.cid)) == 1
+    world.rec.finalize(world.kube.triggers[(NS, "web")])
+    assert world.sb.triggers(world.cid) == []
+
+
+def test_the_annotation_counts_only_until_the_status_is_ours(world: World) -> None:
+    """Long after its first create, the annotation's look-back must not adopt what others made since."""
+    _brand_new(world)
+    assert world.rec.reconcile(NS, "web").reason == "Available"
+    first = world.kube.status(NS, "web")["externalId"]
+    hand_made = world.sb.create_trigger_as(world.alice.name, world.cid, "default/web")
+    world.sb.delete_trigger(world.cid, first)  # gone at the provider: recreate
+    world.kube.triggers[(NS, "web")]["metadata"]["annotations"]["again"] = "1"
+    assert world.rec.reconcile(NS, "web").reason == "Available"
+    now = world.kube.status(NS, "web")["externalId"]
+    assert now not in {first, str(hand_made["id"])}
+    assert world.writes() == ["CreateTrigger", "CreateTrigger"]
+
+
+def test_a_finalizer_taken_off_later_is_put_back_before_a_create(world: World) -> None:
+    world.kube.apply(NS, "web", world.spec())
+    assert world.rec.reconcile(NS, "web").reason == "Available"
+    obj = world.kube.triggers[(NS, "web")]
+    obj["metadata"]["finalizers"] = []
+    world.sb.delete_trigger(world.cid, world.kube.status(NS, "web")["externalId"])
+    order: list[str] = []
+    hold, patch = world.kube.set_trigger_finalizer, world.kube.patch_trigger_status
+
+    def holding(body: dict[str, Any], present: bool, annotations: dict[str, str] | None = None) -> Any:
+        assert not annotations  # the status is ours: the intent goes there
+        order.append(f"finalizer {world.writes()}")
+        return hold(body, present, annotations)
+
+    def patching(ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        order.append(f"status {world.writes()} {'pendingCreate' in status}")
+        return patch(ns, name, status)
+
+    world.kube.set_trigger_finalizer = holding  # type: ignore[method-assign]
+    world.kube.patch_trigger_status = patching  # type: ignore[method-assign]
+    obj["metadata"]["annotations"]["again"] = "1"
+    assert world.rec.reconcile(NS, "web").reason == "Available"
+    one = "['CreateTrigger']"
+    assert order[:2] == [f"finalizer {one}", f"status {one} True"]  # both before the second create
+    assert obj["metadata"]["finalizers"] == ["cloudtriggers.io/finalizer"]
+
+
+def test_a_pass_that_creates_nothing_still_adds_the_finalizer(world: World) -> None:
+    """An adopted trigger is deleted with its Trigger (deletionPolicy Delete): the finalizer must be on."""
+    ours = world.sb.create_trigger_as(world.alice.name, world.cid, "default/web")
+    world.kube.apply(NS, "web", world.spec(externalId=str(ours["id"])))
+    obj = world.kube.triggers[(NS, "web")]
+    obj["metadata"]["finalizers"] = []
+    assert world.rec.reconcile(NS, "web").reason == "Available"
+    assert obj["metadata"]["finalizers"] == ["cloudtriggers.io/finalizer"]
+    assert INTENT_ANNOTATION not in obj["metadata"]["annotations"]
+    assert world.writes() == []

@@ -1,33 +1,63 @@
 """The create phase: make the provider trigger, or adopt what an interrupted create left.
 
 A create intent (status.pendingCreate) is stored before the provider call, so a pass after a crash
-or a lost response looks for what it made (provider.find) instead of making a second one.
+or a lost response looks for what it made (provider.find) instead of making a second one. A
+Trigger's first create stores it as an annotation in the write that adds our finalizer, which no
+create may go without: one write for both (INTENT_ANNOTATION).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from ..kube import SecretConflict, now_rfc3339
 from ..logs import register_secret
-from ..models import TriggerSpec, token_sha256
+from ..models import TriggerSpec, parse_time, token_sha256
 from ..providers.base import ErrorClass, Observed, Provider, ProviderError, Target
-from .passes import CLOCK_SKEW, _Base, _Pass, _Stop, has_finalizer, rfc3339, set_condition
+from .passes import (
+    CLOCK_SKEW,
+    INTENT_ANNOTATION,
+    _Base,
+    _Pass,
+    _Stop,
+    has_finalizer,
+    log,
+    rfc3339,
+    set_condition,
+    written,
+)
 
 
 class CreatePhase(_Base):
     """Create (provider.create) behind a stored intent; adopt an interrupted one (provider.find)."""
 
     def _intent(self, p: _Pass) -> dict[str, Any] | None:
-        """The stored create intent, unless it is one this process refused to act on (then it is
-        dropped from the status being built)."""
+        """The stored create intent: status.pendingCreate, or while the Trigger has no status of ours,
+        the annotation of its first create, then copied into the status being built so that the
+        next status write carries it on."""
         pending: dict[str, Any] | None = p.status.get("pendingCreate")
-        if pending and self._refused.get(p.meta["uid"]) == pending:
-            p.status.pop("pendingCreate")
+        if pending or written(p.obj.get("status")):
+            return pending
+        raw = (p.meta.get("annotations") or {}).get(INTENT_ANNOTATION)
+        if not raw:
             return None
-        return pending
+        try:
+            got = json.loads(raw)
+        except ValueError:
+            got = None
+        if not (
+            isinstance(got, dict)
+            and isinstance(got.get("provider"), str)
+            and parse_time(got.get("startedAt")) is not None
+            and isinstance(got.get("existing", []), list)
+        ):
+            log.warning("%s: ignoring a malformed %s annotation", p.ref, INTENT_ANNOTATION)
+            return None
+        p.status["pendingCreate"] = got
+        return got
 
     def _write_secret(
         self,
@@ -104,16 +134,14 @@ class CreatePhase(_Base):
                 f"creating {spec.provider} trigger",
                 p.generation,
             )
-        self._flush(p)
-        self._refused.pop(p.meta["uid"], None)  # the intent now stored may well be acted on
-        if not has_finalizer(p.obj):
-            # Without the finalizer a quick delete would leave the new provider trigger behind. The
-            # scheduler adds it before a Trigger's first pass; the intent's write answers with the
-            # object as it is now, so this catches anyone having removed it since.
-            self._refused[p.meta["uid"]] = status.pop("pendingCreate")
-            raise _Stop(
-                "Creating", "waiting for the finalizer before creating", requeue=1.0, needs_finalizer=True
-            )
+        # Never a create without our finalizer: a quick delete would leave the new trigger behind.
+        if not has_finalizer(p.obj) and not written(p.obj.get("status")):
+            intent = json.dumps(status["pendingCreate"], separators=(",", ":"), sort_keys=True)
+            self._hold(p, {INTENT_ANNOTATION: intent})  # a first create: one write for both
+        else:
+            if not has_finalizer(p.obj):
+                self._hold(p)  # taken off by someone since the first pass
+            self._flush(p)
         try:
             obs = provider.create(target)
         except ProviderError as e:

@@ -27,8 +27,17 @@ def has_finalizer(obj: Mapping[str, Any]) -> bool:
     return FINALIZER in ((obj.get("metadata") or {}).get("finalizers") or ())
 
 
+def written(status: Mapping[str, Any] | None) -> bool:
+    """Whether this stored status is one of ours: each of our writes carries conditions or an intent."""
+    s = status or {}
+    return bool(s.get("conditions") or s.get("pendingCreate") or s.get("externalId"))
+
+
 PAUSED_ANNOTATION = "cloudtriggers.io/paused"
 REQUESTED_ANNOTATION = "cloudtriggers.io/reconcile-requested-at"
+# A Trigger's first create intent, stored with our finalizer in one write (create.py); it counts only
+# while the Trigger has no status of ours, which from then on carries the intent (pendingCreate).
+INTENT_ANNOTATION = "cloudtriggers.io/create-intent"
 CLOCK_SKEW = timedelta(minutes=1)
 
 
@@ -72,8 +81,6 @@ class Outcome:
     reason: str = ""
     # Re-read this credentials Secret while waiting; reconcile at once when it changes.
     watch_secret: tuple[str, str, str] | None = None  # namespace, name, resourceVersion ("" = absent)
-    # Refused to create before our finalizer is on the object; reconcile at once when it is.
-    needs_finalizer: bool = False
 
 
 class Retry(Exception):
@@ -82,6 +89,10 @@ class Retry(Exception):
     def __init__(self, message: str, delay: float) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class _Gone(Exception):
+    """The Trigger went from the API server while its pass ran."""
 
 
 class _Stop(Exception):
@@ -95,10 +106,8 @@ class _Stop(Exception):
         requeue: float | None,
         ready: bool | None = False,
         synced: bool | None = None,
-        needs_finalizer: bool = False,
     ) -> None:
         super().__init__(message)
-        self.needs_finalizer = needs_finalizer
         self.reason = reason
         self.message = message
         self.requeue = requeue
@@ -154,7 +163,6 @@ class _Base:
     breaker: CredentialsBreaker
     _failures: dict[str, int]
     _repairs: dict[str, tuple[tuple[Any, ...], int]]
-    _refused: dict[str, dict[str, Any]]
     versions: dict[str, str]
     clock = staticmethod(time.time)  # the wall clock of rotation times; tests set a simulated one
 
@@ -209,6 +217,14 @@ class _Base:
         def _rotate(
             self, p: _Pass, spec: TriggerSpec, provider: Provider, target: Target, old: Observed, why: str
         ) -> Observed: ...
+
+    def _hold(self, p: _Pass, annotations: Mapping[str, str] | None = None) -> None:
+        """Our finalizer on the Trigger as the pass knows it, `annotations` in the same write."""
+        got = self.kube.set_trigger_finalizer(p.obj, True, dict(annotations) if annotations else None)
+        if got is None:
+            raise _Gone
+        p.obj = got
+        self.versions[p.meta["uid"]] = str(got["metadata"].get("resourceVersion") or "")
 
     def _flush(self, p: _Pass) -> None:
         """Write status when it differs from what is stored, then this pass's events.

@@ -50,10 +50,12 @@ from .passes import (
     _CredentialsMissing,
     _creds_version,
     _endpoint_of,
+    _Gone,
     _Pass,
     _same_endpoint,
     _Stop,
     condition,
+    has_finalizer,
     log,
     set_condition,
 )
@@ -91,10 +93,6 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
         self._failures: dict[str, int] = {}
         # uid -> (signature, count) of the drift repairs in a row (the perpetual-diff guard).
         self._repairs: dict[str, tuple[tuple[Any, ...], int]] = {}
-        # uid -> a create intent this process wrote and then refused to act on (no finalizer yet).
-        # Until it is cleared from status it must not be taken for an interrupted create: the ids it
-        # would look for could be another Trigger's new trigger, not yet in the claim index.
-        self._refused: dict[str, dict[str, Any]] = {}
         # uid -> the resourceVersion of the newest state of the Trigger this process has seen (read,
         # or answered to its own status write): a watched body at that version needs no GET.
         self.versions: dict[str, str] = {}
@@ -125,7 +123,6 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
         self._failures.pop(uid, None)
         self.claims.drop(uid)
         self._repairs.pop(uid, None)
-        self._refused.pop(uid, None)
         self.versions.pop(uid, None)
         self._claim_keys.pop(uid, None)
         self.breaker.forget(uid)
@@ -304,16 +301,24 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
         self.versions[obj["metadata"]["uid"]] = str(obj["metadata"].get("resourceVersion") or "")
         provider = next((p for p in ("gitlab", "ack", "swr") if p in (obj.get("spec") or {})), "unknown")
         timer = Timer()
+        p = _Pass(obj=obj, status=dict(obj.get("status") or {}))
         with self.lock(obj["metadata"]["uid"]):
-            outcome = self._reconcile(obj)
+            try:
+                outcome = self._reconcile(p)
+                if not has_finalizer(p.obj):
+                    # A pass that made nothing still leaves it (a first create brought it already):
+                    # what it adopted is deleted with it, per deletionPolicy.
+                    self._hold(p)
+            except _Gone:
+                outcome = Outcome(None, "Gone")
         RECONCILES.labels(provider, outcome.reason or "Unknown").inc()
         RECONCILE_SECONDS.labels(provider).observe(timer.seconds())
         return outcome
 
-    def _reconcile(self, obj: dict[str, Any]) -> Outcome:
+    def _reconcile(self, p: _Pass) -> Outcome:
+        obj = p.obj
         old_status = dict(obj.get("status") or {})
-        p = _Pass(obj=obj, status=dict(old_status))
-        self._intent(p)  # drops an intent this process refused to act on, for the whole pass
+        self._intent(p)  # the first create's intent, if it is only in the annotation
         uid = p.meta["uid"]
         gen = p.generation
         status = p.status
@@ -428,7 +433,7 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
             conditions(s.ready, s.reason, synced, s.reason, s.message)
             self._flush(p)
             delay = s.requeue if s.requeue is not None else self._resync(spec, uid)
-            return Outcome(delay, s.reason, watch_secret=secret_ref, needs_finalizer=s.needs_finalizer)
+            return Outcome(delay, s.reason, watch_secret=secret_ref)
 
         self._failures.pop(uid, None)
         self.breaker.success(account, uid)

@@ -96,12 +96,16 @@ class ReadOnlyKube:
         _merge(obj["status"], status)
         return self._stamp(obj)
 
-    def set_trigger_finalizer(self, body: dict[str, Any], present: bool) -> dict[str, Any] | None:
+    def set_trigger_finalizer(
+        self, body: dict[str, Any], present: bool, annotations: Strings | None = None
+    ) -> dict[str, Any] | None:
         meta = body["metadata"]
         self.writes.append(("finalizer", f"{meta['namespace']}/{meta['name']}"))
         obj = self._obj(meta["namespace"], meta["name"])
         finalizers = [f for f in obj["metadata"].get("finalizers") or [] if f != FINALIZER]
         obj["metadata"]["finalizers"] = [*finalizers, FINALIZER] if present else finalizers
+        if annotations:
+            obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}), **annotations}
         return self._stamp(obj)
 
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
@@ -321,8 +325,7 @@ class Planner:
                 creationTimestamp=now_rfc3339(),
                 resourceVersion="plan-0",
             )
-            meta["finalizers"] = [FINALIZER]  # the scheduler's, before any pass
-            return stored
+            return stored  # the first pass adds our finalizer, as in the operator
         body = copy.deepcopy(old)
         meta = body["metadata"]
         for k in ("labels", "annotations"):
