@@ -172,15 +172,16 @@ def register(
             runtime.reconciler.forget(uid)
             runtime.releases.request(runtime.reconciler.guard.drop(uid))
             return
-        TRIGGERS.update(uid, body)
-        runtime.releases.request(runtime.reconciler.guard.note(uid, body))  # the Secret it stopped using
-        key, claim = runtime.reconciler.claim_of(body)
+        # The event's plain dict, not kopf's Body: a Body's every .get() goes through its Mapping view.
+        raw = event.get("object") or dict(body)
+        TRIGGERS.update(uid, raw)
+        runtime.releases.request(runtime.reconciler.guard.note(uid, raw))  # the Secret it stopped using
+        key, claim = runtime.reconciler.claim_of(raw)
         runtime.reconciler.claims.put(key, claim)
-        fp = fingerprint(body)
+        fp = fingerprint(raw)
         previous = runtime.seen.get(uid)
         runtime.seen[uid] = fp
-        raw = event.get("object") or dict(body)
-        initial = initial_delay(body, runtime) if previous is None else 0.0
+        initial = initial_delay(raw, runtime) if previous is None else 0.0
         runtime.scheduler.observe(raw, initial, changed=previous is not None and previous != fp)
 
 

@@ -33,6 +33,23 @@ log = logging.getLogger(__name__)
 Call = Callable[..., Awaitable[Any]]
 
 
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+
+
+def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body as an entry keeps it, for each Trigger for as long as it lives: without what no pass
+    reads and a real API server puts on every object (managedFields, often larger than the rest)
+    or kubectl apply adds (the last-applied copy of the manifest)."""
+    meta = body.get("metadata") or {}
+    ann = meta.get("annotations") or {}
+    if "managedFields" not in meta and LAST_APPLIED not in ann:
+        return dict(body)
+    meta = {k: v for k, v in meta.items() if k != "managedFields"}
+    if LAST_APPLIED in ann:
+        meta["annotations"] = {k: v for k, v in ann.items() if k != LAST_APPLIED}
+    return {**body, "metadata": meta}
+
+
 @dataclass
 class _Entry:
     uid: str
@@ -75,11 +92,13 @@ class Scheduler:
         uid = str(meta.get("uid") or "")
         e = self.entries.get(uid)
         if e is None:
-            e = self.entries[uid] = _Entry(uid, str(meta.get("namespace")), str(meta.get("name")), dict(body))
+            e = self.entries[uid] = _Entry(
+                uid, str(meta.get("namespace")), str(meta.get("name")), _kept(body)
+            )
             self._reschedule(e, self._now() + (0.0 if e.deleting or not has_finalizer(body) else initial))
             return
         was_deleting = e.deleting
-        e.body = dict(body)
+        e.body = _kept(body)
         if e.deleting and not was_deleting:
             self._run_now(e)  # the finalizer path, at once
         elif changed:

@@ -130,3 +130,30 @@ def test_requests_are_counted_per_account_without_the_credentials() -> None:
             if s.name == "cloudtriggers_account_requests_total" and s.labels["provider"] == "gitlab"
         }
         assert got.get((label, "2xx"), 0) >= 2  # the project lookup and the create
+
+
+def test_a_scheduler_entry_keeps_no_managed_fields_or_last_applied_copy() -> None:
+    """Kept for each Trigger for its lifetime, so only what passes read: a real API server's
+    managedFields and kubectl's last-applied annotation are often larger than the rest."""
+    from cloudtriggers.scheduler import _kept
+
+    body = {
+        "metadata": {
+            "name": "web",
+            "uid": "u1",
+            "resourceVersion": "7",
+            "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "keep": "1"},
+        },
+        "spec": {"gitlab": {}},
+        "status": {"externalId": "1"},
+    }
+    kept = _kept(body)
+    assert kept["metadata"] == {
+        "name": "web",
+        "uid": "u1",
+        "resourceVersion": "7",
+        "annotations": {"keep": "1"},
+    }
+    assert kept["spec"] is body["spec"] and kept["status"] == {"externalId": "1"}
+    assert "managedFields" in body["metadata"]  # the watched body itself is left as it is

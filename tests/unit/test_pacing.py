@@ -153,6 +153,26 @@ def test_additive_increase_while_the_provider_accepts_and_the_pace_holds_request
     assert 300 < sent < 400  # ~ the integral of 10 + 5 t over 10 s, plus the burst
 
 
+def test_self_managed_gitlab_doubles_its_pace_until_the_first_throttle_then_grows_additively() -> None:
+    """No limit is documented for a self-managed instance: a slow start, as TCP's."""
+    lim, t = make()
+    start = t.now
+    while t.now - start < 1.0:
+        send(lim, GITLAB_KEY)
+    assert 300.0 < state(lim, GITLAB_KEY).rate < 600.0  # 30/s, doubled every 250 ms at full pace
+    send(lim, GITLAB_KEY, Signal(throttled=True))
+    after = state(lim, GITLAB_KEY).rate
+    assert after < 300.0  # halved from what was sent
+    while t.now - start < 3.0:
+        send(lim, GITLAB_KEY)
+    assert after < state(lim, GITLAB_KEY).rate <= after + 2 * GITLAB.step + 1.0  # additive now
+    # GitLab.com documents its limit: no slow start there.
+    lim, t = make()
+    while t.now < 1001.0:
+        send(lim, "gitlab:https://gitlab.com:x", profile=GITLAB_COM)
+    assert state(lim, "gitlab:https://gitlab.com:x").rate <= 2000 / 60
+
+
 def test_no_increase_while_demand_is_below_the_pace() -> None:
     lim, t = make()
     for _ in range(30):

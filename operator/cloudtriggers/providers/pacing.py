@@ -55,15 +55,20 @@ class Profile:
     step: float  # additive increase: requests/s gained per second spent at full pace, unthrottled
     limit: float | None = None  # documented limit (requests/s) the pace stays below; None: none known
     pause: float = 1.0  # seconds to wait after a throttle that names no delay
+    # Slow start: until the account's first throttle, the pace doubles every this many seconds at
+    # full pace instead of growing by `step`; None: additive from the start.
+    double_every: float | None = None
 
 
 # GitLab.com: 2,000 authenticated API requests a minute per user (providers-gitlab.md §4.3): start at
 # MARGIN of it; a burst of 20 stays inside the per-minute window (0.9 * 2000 + 20 < 2000).
 GITLAB_COM = Profile("gitlab.com", rate=MARGIN * 2000 / 60, burst=10, step=3.0, limit=2000 / 60)
 # Self-managed GitLab has no user limits unless an admin turns them on (§4.1), so there is no ceiling
-# to start from: start like GitLab.com and grow fast. An instance with limits on says so in the
-# RateLimit-* headers of its first 429 (default 7,200 an hour = 2/s), and the pace drops below that.
-GITLAB = Profile("gitlab", rate=MARGIN * 2000 / 60, burst=10, step=30.0)
+# to start from: start like GitLab.com and, until a first throttle, double the pace every 250 ms at
+# full pace (a slow start, as TCP's): an apply of hundreds of Triggers is not held at 30/s, and as
+# requests stay spaced by the pace, a limit is crossed with about one request in flight, so one 429
+# (whose RateLimit-* headers name the limit, default 7,200 an hour) and the pace drops below it.
+GITLAB = Profile("gitlab", rate=MARGIN * 2000 / 60, burst=10, step=30.0, double_every=0.25)
 # ACK: quotas are per API and per account (UID, all its AccessKeys together), shown only in Quota
 # Center, and none is published for the trigger APIs (providers-ack.md §5.2): start at the former fixed
 # default, grow slowly (other clients of the account share the quota), learn from Throttling.User.
@@ -322,8 +327,14 @@ class AccountLimiter:
                 if signal.limit is not None:
                     self._named_limit(acct, signal.limit, now)
                 if now < acct.bound_until and acct.rate < self._max_rate(acct):
-                    # Additive increase: each accepted answer adds step/rate, so step per second at full pace.
-                    acct.rate = min(acct.rate + acct.profile.step / acct.rate, self._max_rate(acct))
+                    double = acct.profile.double_every
+                    if double and not acct.throttled and acct.ceiling is None:
+                        # Slow start: rate answers a second at full pace, each x 2^(1/(rate*T)).
+                        grown = acct.rate * 2.0 ** (1.0 / (acct.rate * double))
+                    else:
+                        # Additive: each accepted answer adds step/rate, so step per second at full pace.
+                        grown = acct.rate + acct.profile.step / acct.rate
+                    acct.rate = min(grown, self._max_rate(acct))
             if signal.remaining is not None and signal.reset_in is not None and signal.reset_in > 0:
                 self._window_budget(acct, signal.remaining, now + signal.reset_in)
 
