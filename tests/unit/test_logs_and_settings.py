@@ -43,6 +43,20 @@ def test_token_shapes_and_registered_secrets_are_scrubbed() -> None:
     assert json.loads(out)["message"].count("***") == 3
 
 
+def test_every_registered_secret_is_scrubbed_among_thousands_and_overlaps_leave_no_fragment() -> None:
+    from cloudtriggers.logs import scrub
+
+    tokens = [f"tok-{i:06d}-{'x' * (i % 7)}" for i in range(5000)]  # seven lengths
+    register_secret(*tokens)
+    line = f"a {tokens[17]} b {tokens[4242]}{tokens[3]} c"
+    assert scrub(line) == "a *** b ****** c"
+    register_secret("overlap-AAAA", "AAAA-overlap-tail")  # one ends where the other starts
+    out = scrub("x overlap-AAAA-overlap-tail y")
+    assert "overlap" not in out and "AAAA" not in out and "tail" not in out
+    assert out.startswith("x ***") and out.endswith(" y")
+    assert scrub("nothing to hide here") == "nothing to hide here"
+
+
 def test_exceptions_are_scrubbed_too() -> None:
     register_secret("another-secret-value-123")
     out = _emit("failed", "header PRIVATE-TOKEN: another-secret-value-123", exc=True)
