@@ -393,6 +393,9 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
     proc.stop()
     proc = _operator(world, cfg, resync=cfg.resync)
     _wait_watched(world)
+    # Steady state, not the transition into it: no Trigger is checked within half a period of its
+    # last sync, so the first moments after a create or a restart are quieter than the rest.
+    time.sleep(cfg.resync)
     world.clear_requests()
     mark = world.request_mark()
     t0 = time.time()

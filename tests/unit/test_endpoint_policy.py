@@ -346,3 +346,24 @@ def test_ack_and_swr_summarise_a_non_provider_answer_too(block: str) -> None:
         assert f"not a provider error answer (text/html, {len(body)} bytes)" in message
     finally:
         server.close()
+
+
+def test_the_environments_proxy_and_ca_bundle_still_apply_read_once_per_origin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cloudtriggers.providers.base import new_session
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "gitlab.internal")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/corp-ca.pem")
+    s = new_session()
+    got = s.merge_environment_settings("https://gitlab.com/api/v4/user", {}, None, None, None)
+    assert got["proxies"].get("https") == "http://proxy.corp:3128" and got["verify"] == "/etc/corp-ca.pem"
+    bypass = s.merge_environment_settings("https://gitlab.internal/api/v4/user", {}, None, None, None)
+    assert "https" not in bypass["proxies"]  # NO_PROXY
+    got["proxies"]["https"] = "tampered"  # a caller's change never reaches the next request
+    monkeypatch.setenv("HTTPS_PROXY", "http://other:1")  # read once: the first answer stands
+    again = s.merge_environment_settings("https://gitlab.com/other", {}, None, None, None)
+    assert again["proxies"].get("https") == "http://proxy.corp:3128"
+    explicit = s.merge_environment_settings("https://gitlab.com/x", {"https": "http://p:2"}, None, None, None)
+    assert explicit["proxies"]["https"] == "http://p:2"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from http import HTTPStatus
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
 import requests
@@ -24,6 +24,9 @@ from .. import __version__
 from ..redaction import redact
 from .endpoints import EndpointPolicy, EndpointRefused, pool_classes
 from .pacing import AccountLimiter, parse_retry_after
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
 
 # Re-exported: providers redact provider messages through base; the limiter lives in pacing.py.
 __all__ = ["AccountLimiter", "EndpointPolicy", "parse_retry_after", "redact"]
@@ -217,6 +220,23 @@ class PolicySession(requests.Session):
         adapter = _PolicyAdapter(policy)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
+        self._environment: dict[tuple[Any, ...], _Settings] = {}
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> _Settings:
+        """requests reads the environment (HTTPS_PROXY, NO_PROXY, REQUESTS_CA_BUNDLE) again for every
+        request; a running operator's environment does not change, so once per origin is enough."""
+        if proxies:
+            return super().merge_environment_settings(url, proxies, stream, verify, cert)
+        key = (urlsplit(str(url))[:2], stream, verify, cert)
+        got = self._environment.get(key)
+        if got is None:
+            got = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            self._environment[key] = got
+        settings = got.copy()
+        settings["proxies"] = dict(got["proxies"])
+        return settings
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs["allow_redirects"] = False
