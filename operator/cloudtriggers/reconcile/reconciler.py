@@ -114,8 +114,11 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
     def is_current(self, body: Mapping[str, Any]) -> bool:
         """The watched body is the newest state this process knows of (its own last write included)."""
         meta = body.get("metadata") or {}
-        known = self.versions.get(str(meta.get("uid") or ""))
-        return bool(known) and str(meta.get("resourceVersion") or "") == known
+        return self.is_current_version(str(meta.get("uid") or ""), str(meta.get("resourceVersion") or ""))
+
+    def is_current_version(self, uid: str, version: str) -> bool:
+        known = self.versions.get(uid)
+        return bool(known) and version == known
 
     def forget(self, uid: str) -> None:
         with self._locks_guard:
