@@ -51,7 +51,7 @@ def scrub(text: str) -> str:
         for start, end in spans:
             if end <= at:
                 continue  # inside a secret already scrubbed
-            out.append(text[at:start] if start > at else "")
+            out.append(text[at:start])  # "" where it starts inside the one before
             out.append("***")
             at = max(at, end)
         out.append(text[at:])

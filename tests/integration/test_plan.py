@@ -140,15 +140,21 @@ def test_plan_says_what_the_operator_then_does(world: tuple[LocalWorld, Provider
     assert kit.objects(w) == []
 
 
-def test_blockers_and_adoption_are_planned_as_they_turn_out() -> None:
+def _gitlab_web(w: LocalWorld) -> tuple[ProviderKit, dict[str, Any], str]:
+    """The operator running with one GitLab Trigger "web" made and settled: the kit, its manifest
+    and its provider id."""
     kit = KITS["gitlab"]
+    kit.setup(w)
+    w.start_operator()
+    web = trigger_obj(w, kit, "web")
+    w.create_trigger(copy.deepcopy(web))
+    wait_for(lambda: _settled(w, "web"), timeout=20)
+    return kit, web, w.trigger(NS, "web")["status"]["externalId"]  # type: ignore[index]
+
+
+def test_blockers_and_adoption_are_planned_as_they_turn_out() -> None:
     with LocalWorld(Settings(credentials_poll=0.5)) as w:
-        kit.setup(w)
-        w.start_operator()
-        web = trigger_obj(w, kit, "web")
-        w.create_trigger(copy.deepcopy(web))
-        wait_for(lambda: _settled(w, "web"), timeout=20)
-        ext = w.trigger(NS, "web")["status"]["externalId"]  # type: ignore[index]
+        kit, web, ext = _gitlab_web(w)
         twin = trigger_obj(w, kit, "twin", externalId=ext)  # the same provider object
         no_creds = trigger_obj(w, kit, "nocreds")
         no_creds["spec"]["credentialsSecretRef"] = {"name": "absent"}
@@ -214,15 +220,9 @@ def test_the_plan_command_with_a_kubeconfig(tmp_path: Path) -> None:
 
 
 def test_recreate_and_rotate_are_planned_as_they_turn_out() -> None:
-    kit = KITS["gitlab"]
     with LocalWorld(Settings(credentials_poll=0.5)) as w:
-        kit.setup(w)
-        w.start_operator()
-        web = trigger_obj(w, kit, "web")
-        w.create_trigger(copy.deepcopy(web))
-        wait_for(lambda: _settled(w, "web"), timeout=20)
+        _, web, ext = _gitlab_web(w)
         # Deleted at GitLab behind the operator's back: the next pass recreates it.
-        ext = w.trigger(NS, "web")["status"]["externalId"]  # type: ignore[index]
         w.gitlab.delete_trigger("group/web", int(ext))
         result = plan(w, [web])
         [change] = result.changes
