@@ -23,6 +23,7 @@ from aiohttp import web
 from .credentials import ReleaseQueue
 from .metrics import SCHEDULER, TRIGGERS, render
 from .models import GROUP, PLURAL, VERSION, parse_time
+from .output_secrets import OutputSecrets
 from .reconcile import (
     PAUSED_ANNOTATION,
     REQUESTED_ANNOTATION,
@@ -75,8 +76,11 @@ def configure(settings: kopf.OperatorSettings, s: Settings) -> None:
 class Runtime:
     """Per-process state shared by the handlers: the reconciler, its threads, the wake-up signals."""
 
-    def __init__(self, reconciler: Reconciler, settings: Settings) -> None:
+    def __init__(
+        self, reconciler: Reconciler, settings: Settings, outputs: OutputSecrets | None = None
+    ) -> None:
         self.reconciler = reconciler
+        self.outputs = outputs  # the output Secrets' watch, run while kopf runs
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.seen: dict[str, tuple[Any, ...]] = {}
@@ -145,6 +149,8 @@ def register(
         TRIGGERS.clear()  # the gauge describes this operator's view only, filled by the watch
         if serve and runtime.settings.http_port:
             runtime.http = await serve_http(runtime.settings.http_port)
+        if runtime.outputs is not None:
+            runtime.outputs.start()
         runtime.sweeper = asyncio.get_running_loop().create_task(_sweep_credentials(runtime))
         runtime.scheduling = asyncio.get_running_loop().create_task(runtime.scheduler.run())
 
@@ -159,6 +165,8 @@ def register(
             runtime.scheduling = None
             await runtime.scheduler.stop()
         await runtime.releases.close()
+        if runtime.outputs is not None:
+            await asyncio.get_running_loop().run_in_executor(None, runtime.outputs.stop)
         if runtime.http is not None:
             await runtime.http.cleanup()
             runtime.http = None

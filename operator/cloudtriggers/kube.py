@@ -24,6 +24,7 @@ from kubernetes.client.rest import RESTClientObject
 
 from . import __version__
 from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
+from .output_secrets import OutputSecrets, decode_data
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,8 @@ class KubeClient:
         self.timeout = urllib3.Timeout(connect=5, read=60)
         self.user_agent = f"cloudtriggers/{__version__}"
         self._auth: tuple[str, float] = ("", 0.0)  # the bearer token and when it was read
+        self.outputs: OutputSecrets | None = None  # the watched output Secrets (watch_outputs)
+        self._stream_pool = self.pool
 
     def _token(self) -> str:
         """The bearer token, from the Configuration's refresh hook at most every AUTH_REUSE seconds:
@@ -189,10 +192,7 @@ class KubeClient:
     ) -> dict[str, Any] | None:
         """The decoded answer; None for 404; KubeApiError for any other answer that is a failure
         (urllib3.exceptions.HTTPError when there is no answer)."""
-        headers = {"Accept": "application/json", **(headers or {}), "User-Agent": self.user_agent}
-        token = self._token()
-        if token:
-            headers["Authorization"] = token
+        headers = self._headers(headers)
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -207,6 +207,38 @@ class KubeClient:
         if resp.status >= 400:
             raise KubeApiError(resp.status, resp.data.decode(errors="replace"))
         return cast(dict[str, Any], json.loads(resp.data)) if resp.data else {}
+
+    def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        headers = {"Accept": "application/json", **(extra or {}), "User-Agent": self.user_agent}
+        token = self._token()
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    request_json = _request  # for output_secrets.py's list
+
+    def watch_outputs(self, namespaces: list[str]) -> OutputSecrets:
+        """Answer output Secret reads from a watch (started and stopped by its owner), on a pool of
+        its own: each watch holds a connection for as long as it runs."""
+        self.outputs = OutputSecrets(self, ",".join(f"{k}={v}" for k, v in MANAGED_BY.items()), namespaces)
+        config = copy.copy(self.config)
+        config.connection_pool_maxsize = max(1, len(self.outputs.scopes))
+        self._stream_pool = RESTClientObject(config).pool_manager
+        return self.outputs
+
+    def open_stream(self, path: str, read_timeout: float) -> urllib3.BaseHTTPResponse:
+        """A streamed GET (a watch): the answer's lines are read as they come."""
+        resp = self._stream_pool.request(
+            "GET",
+            self.base + path,
+            headers=self._headers(),
+            timeout=urllib3.Timeout(connect=5, read=read_timeout),
+            retries=False,
+            preload_content=False,
+        )
+        if resp.status == 401:
+            self._auth = ("", 0.0)
+        return resp
 
     @staticmethod
     def _trigger_path(namespace: str, name: str) -> str:
@@ -229,7 +261,11 @@ class KubeClient:
         return obj
 
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        """A Secret as it is now (an output Secret: one reader, nothing to share)."""
+        """An output Secret: as the watch shows it (output_secrets.py), else as it is now."""
+        if self.outputs is not None:
+            seen = self.outputs.get(namespace, name)
+            if seen is not None:
+                return seen
         got = self._read_credentials(namespace, name)
         return None if got is None else (got.data, got.resource_version)
 
@@ -240,8 +276,7 @@ class KubeClient:
         s = self._request("GET", self._secret_path(namespace, name))
         if s is None:
             return None
-        data = {k: base64.b64decode(v).decode() for k, v in (s.get("data") or {}).items()}
-        data.update(s.get("stringData") or {})
+        data = decode_data(s)
         meta = s.get("metadata") or {}
         finalizers = tuple(meta.get("finalizers") or ())
         return CredentialsSecret(
@@ -385,7 +420,7 @@ class KubeClient:
         }
         # Create first: the common case costs one request; an existing Secret is checked, then patched.
         try:
-            self._request("POST", self._secret_path(ns), body)
+            self._wrote(self._request("POST", self._secret_path(ns), body))
             return
         except KubeApiError as e:
             if e.status != 409:
@@ -401,7 +436,15 @@ class KubeClient:
         patch: dict[str, Any] = {"data": encoded}
         if annotations:
             patch["metadata"] = {"annotations": dict(annotations)}
-        self._request("PATCH", self._secret_path(ns, name), patch, "application/merge-patch+json")
+        merge = "application/merge-patch+json"
+        self._wrote(self._request("PATCH", self._secret_path(ns, name), patch, merge))
+
+    def _wrote(self, secret: Body | None) -> None:
+        """Our write, into the watched view at once: the answer is the Secret as stored."""
+        if self.outputs is not None and secret:
+            meta = secret.get("metadata") or {}
+            version = str(meta.get("resourceVersion") or "")
+            self.outputs.put(str(meta.get("namespace")), str(meta.get("name")), decode_data(secret), version)
 
     def emit_event(self, owner: dict[str, Any], type_: str, reason: str, message: str) -> None:
         meta = owner["metadata"]

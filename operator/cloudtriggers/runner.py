@@ -43,12 +43,10 @@ def build_operator(
     serve_http: bool = True,
 ) -> OperatorParts:
     """Everything `kopf.operator()` needs; `api_client` is the kubernetes client the reconciler uses."""
-    reconciler = Reconciler(
-        KubeClient(api_client, secret_reads=settings.credentials_reads),
-        providers or providers_for(settings),
-        settings,
-    )
-    runtime = Runtime(reconciler, settings)
+    kube = KubeClient(api_client, secret_reads=settings.credentials_reads)
+    outputs = kube.watch_outputs(settings.namespaces)
+    reconciler = Reconciler(kube, providers or providers_for(settings), settings)
+    runtime = Runtime(reconciler, settings, outputs=outputs)
     registry = kopf.OperatorRegistry()
     register(registry, runtime, login=login, serve=serve_http)
     kopf_settings = kopf.OperatorSettings()

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
+from unittest import mock
 
 import pytest
-from kubernetes.client import CoreV1Api
+from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 from cloudtriggers.kube import SECRET_FINALIZER, KubeClient, SharedReads
-from cloudtriggers.sandbox.kube import KubeServer, kube_client
+from cloudtriggers.sandbox.kube import ClusterEmulator, KubeServer, kube_client
 
 
 @pytest.fixture()
@@ -127,3 +129,95 @@ def test_the_refreshed_token_is_reused_briefly_then_reread(monkeypatch: pytest.M
     pool.status = 200
     c.get_trigger("ns", "a")  # within AUTH_REUSE, yet the 401 made it ask the hook again
     assert pool.sent[-1] == "Bearer t3"
+
+
+def _owner(kube: KubeServer, name: str) -> dict[str, Any]:
+    """A stored Trigger: the emulator's garbage collector removes Secrets whose owner is absent."""
+    body = {
+        "apiVersion": "cloudtriggers.io/v1alpha1",
+        "kind": "Trigger",
+        "metadata": {"name": name},
+        "spec": {"gitlab": {"url": "https://gitlab.example.com", "project": "group/web"}},
+    }
+    api = CustomObjectsApi(kube_client(kube.url))
+    return api.create_namespaced_custom_object("cloudtriggers.io", "v1alpha1", "default", "triggers", body)  # type: ignore[no-any-return]
+
+
+def _until(what: str, check: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_output_secrets_are_read_from_the_watch_and_only_what_it_cannot_say_is_read(kube: KubeServer) -> None:
+    """A drift check reads no output Secret the watch shows: edits and deletions by others arrive
+    through it; a Secret that leaves the selection (our label taken off) is read again."""
+    core = CoreV1Api(kube_client(kube.url))
+    c = client(kube, 0, "ops")
+    outputs = c.watch_outputs([])
+    outputs.start()
+    try:
+        assert outputs.synced.wait(5)
+        owner = _owner(kube, "web")
+        c.write_output_secret(owner, "web-trigger", {"token": "t1"})
+        before = gets(kube, "ops")  # the POST itself
+        assert (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t1"}
+        core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t2"}})
+        _until(
+            "the edit", lambda: (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t2"}
+        )
+        kube.disturb_watches()  # a watch that ends is resumed from its last version
+        core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t3"}})
+        _until(
+            "the edit after",
+            lambda: (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t3"},
+        )
+        assert gets(kube, "ops") == before + 1  # the resumed watch; no read
+
+        core.patch_namespaced_secret("web-trigger", "default", {"metadata": {"labels": None}})
+        _until("the Secret leaves the view", lambda: outputs.get("default", "web-trigger") is None)
+        assert (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t3"}
+        assert gets(kube, "ops") == before + 2  # read, since the view cannot say
+
+        c.write_output_secret(owner, "other", {"token": "o"})
+        core.delete_namespaced_secret("other", "default")
+        _until("the deletion", lambda: outputs.get("default", "other") is None)
+        assert c.read_secret("default", "other") is None
+    finally:
+        outputs.stop()
+    assert c.outputs is not None and c.outputs.get("default", "web-trigger") is None  # stopped: reads again
+
+
+def test_a_namespaced_view_watches_its_namespaces_only(kube: KubeServer) -> None:
+    c = client(kube, 0, "ops")
+    outputs = c.watch_outputs(["default", "apps-*"])
+    assert outputs.scopes == ["default"]  # a pattern cannot be listed: its Secrets are read
+    outputs.start()
+    try:
+        assert outputs.synced.wait(5)
+        c.write_output_secret(_owner(kube, "web"), "web-trigger", {"token": "t1"})
+        assert outputs.get("default", "web-trigger") == ({"token": "t1"}, mock.ANY)
+        assert outputs.get("apps-1", "web-trigger") is None
+    finally:
+        outputs.stop()
+
+
+def test_a_view_whose_version_is_compacted_away_lists_again() -> None:
+    """410 Gone on resumption (the API server's event history no longer reaches back): list again."""
+    with KubeServer(ClusterEmulator(event_log_limit=2)) as kube:
+        core = CoreV1Api(kube_client(kube.url))
+        c = client(kube, 0, "ops")
+        outputs = c.watch_outputs([])
+        outputs.start()
+        try:
+            assert outputs.synced.wait(5)
+            c.write_output_secret(_owner(kube, "web"), "web-trigger", {"token": "t1"})
+            kube.disturb_watches(silence=True)  # open, but it hears nothing of what follows
+            for token in ("t2", "t3", "t4"):
+                core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": token}})
+            assert outputs.get("default", "web-trigger") == ({"token": "t1"}, mock.ANY)
+            kube.disturb_watches()
+            _until("the relist", lambda: outputs.get("default", "web-trigger") == ({"token": "t4"}, mock.ANY))
+        finally:
+            outputs.stop()

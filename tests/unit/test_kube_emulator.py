@@ -249,6 +249,32 @@ def test_watch_resumes_from_a_resource_version(kube: KubeServer, api: kubernetes
         assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
 
 
+def test_a_selector_watch_sees_objects_enter_and_leave_the_selection(
+    kube: KubeServer, api: kubernetes.client.ApiClient
+) -> None:
+    """As the API server's watchers send it (apiserver/pkg/storage/etcd3/watcher.go, transform): a
+    label added makes the object ADDED to a selector's watch, a label removed makes it DELETED (with
+    its previous content at the new resourceVersion), and a change outside the selection is not
+    sent; a resumed watch replays the same."""
+    core = CoreV1Api(api)
+    listed = requests.get(f"{kube.url}/api/v1/namespaces/{NS}/secrets", timeout=5).json()
+    since = listed["metadata"]["resourceVersion"]
+    core.create_namespaced_secret(NS, {"metadata": {"name": "s1"}, "stringData": {"k": "1"}})
+    core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"mine": "yes"}}})
+    core.patch_namespaced_secret("s1", NS, {"stringData": {"k": "2"}})
+    removed = core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"mine": None}}})
+    core.patch_namespaced_secret("s1", NS, {"stringData": {"k": "3"}})
+
+    url = f"{kube.url}/api/v1/namespaces/{NS}/secrets"
+    params = {"watch": "true", "timeoutSeconds": "0.5", "labelSelector": "mine=yes", "resourceVersion": since}
+    with requests.get(url, params=params, stream=True, timeout=5) as rsp:
+        events = [json.loads(line) for line in rsp.iter_lines() if line]
+    seen = [(e["type"], base64.b64decode(e["object"]["data"]["k"]).decode()) for e in events]
+    assert seen == [("ADDED", "1"), ("MODIFIED", "2"), ("DELETED", "2")]
+    gone = events[-1]["object"]["metadata"]
+    assert gone["labels"] == {"mine": "yes"} and gone["resourceVersion"] == removed.metadata.resource_version
+
+
 def test_operator_runs_a_trigger_through_its_lifecycle(
     kube: KubeServer, api: kubernetes.client.ApiClient
 ) -> None:

@@ -236,6 +236,26 @@ class _Filter:
         )
 
 
+def _as_seen(matches: _Filter, resource: kmock.resource, event: Body, old: Body | None) -> Body | None:
+    """The event as a watch with this filter gets it, as the API server's watchers send it
+    (apiserver/pkg/storage/etcd3/watcher.go, transform; cacher/cache_watcher.go, convertToWatchEvent):
+    a modified object that starts matching the selector arrives as ADDED, one that stops matching as
+    DELETED with its previous content, one that matches neither before nor after not at all."""
+    now = matches(resource, event["object"])
+    if event["type"] != "MODIFIED" or old is None:
+        return event if now else None
+    before = matches(resource, old)
+    if now and before:
+        return event
+    if now:
+        return {"type": "ADDED", "object": event["object"]}
+    if before:
+        # The previous content at the new resourceVersion, so that a resumed watch starts after it.
+        meta = {**old["metadata"], "resourceVersion": event["object"]["metadata"]["resourceVersion"]}
+        return {"type": "DELETED", "object": {**old, "metadata": meta}}
+    return None
+
+
 _END_OF_STREAM: Body = {"type": "_END"}  # queued to a watcher: its stream ends (a dropped watch)
 
 
@@ -290,7 +310,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
     event_log_limit: int = 10_000
 
     _rv: int = attrs.field(default=0, init=False)
-    _event_log: collections.deque[tuple[int, kmock.resource, Body]] = attrs.field(
+    _event_log: collections.deque[tuple[int, kmock.resource, Body, Body | None]] = attrs.field(
         factory=collections.deque, init=False
     )
     _event_log_floor: int = attrs.field(default=0, init=False)  # events up to here were dropped
@@ -604,7 +624,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers") and gone:
             return await self._remove(key, new)  # the last finalizer is gone
         self._store(key, new)
-        self._emit(resource, "MODIFIED", new)
+        self._emit(resource, "MODIFIED", new, old)
         self._reindex(key, new)
         self._stored(key, new)
         return new
@@ -631,7 +651,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             crds.set_crd_status(body, obj.raw, _now())
         body["metadata"]["resourceVersion"] = self._next_rv()
         self._store(key, body)
-        self._emit(resource, "MODIFIED", body)
+        self._emit(resource, "MODIFIED", body, obj.raw)
         if resource == NAMESPACES:
             self._spawn(self._finalize_namespace(key[2]))
         elif resource == CRDS:
@@ -956,11 +976,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             elif int(since) < self._event_log_floor:
                 initial = [self._status_event(410, "Expired", f"too old resource version: {since}")]
             else:
-                initial = [
-                    event
-                    for rv, res, event in self._event_log
-                    if rv > int(since) and watcher.matches(res, event["object"])
-                ]
+                seen = (
+                    _as_seen(watcher.matches, res, event, old)
+                    for rv, res, event, old in self._event_log
+                    if rv > int(since)
+                )
+                initial = [event for event in seen if event is not None]
         try:
             for event in initial:
                 yield event
@@ -1017,16 +1038,18 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if self.history_limit is not None and len(history) > self.history_limit:
             del history[: len(history) - self.history_limit]
 
-    def _emit(self, resource: kmock.resource, event_type: str, body: Body) -> None:
+    def _emit(self, resource: kmock.resource, event_type: str, body: Body, old: Body | None = None) -> None:
         # Bodies are never mutated after being stored (every write deep-copies), so sharing is safe.
         event: Body = {"type": event_type, "object": body}
         rv = int(body["metadata"]["resourceVersion"])
         if len(self._event_log) >= self.event_log_limit:
             self._event_log_floor = self._event_log.popleft()[0]
-        self._event_log.append((rv, resource, event))
+        self._event_log.append((rv, resource, event, old))
         for watcher in self._watchers:
-            if watcher.matches(resource, body) and not watcher.muted:
-                watcher.queue.put_nowait(event)
+            if not watcher.muted:
+                seen = _as_seen(watcher.matches, resource, event, old)
+                if seen is not None:
+                    watcher.queue.put_nowait(seen)
 
     async def disturb_watches(self, *, silence: bool = False) -> int:
         """Fault injection: end every open watch stream, or (silence) keep them open but send nothing.

@@ -72,10 +72,11 @@ against the API requests the operator makes.
   verbs: ["patch"]
 # Read credentials; create and update the output Secrets (token, url), which the Trigger owns; hold
 # a credentials Secret (our finalizer and label) while a Trigger uses it. list: the sweep finds the
-# held ones by label, reading their metadata only.
+# held ones by label, reading their metadata only. list and watch: the output Secrets (our label,
+# a server-side selector) are watched, so that a drift check reads none.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
