@@ -126,7 +126,8 @@ class OutputSecrets:
                     version = self._list(scope)
                 version = self._watch(scope, version)
                 failures = 0
-            except _Gone:
+            except _Gone:  # events were missed: answer nothing from the view until listed again
+                self._drop(scope)
                 version = ""
             except Exception as e:  # the API server away or a broken stream: read, then try again
                 self._drop(scope)
