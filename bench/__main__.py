@@ -34,6 +34,12 @@ def main() -> None:
         "--repeat", type=int, default=1, help="run the create phase and the floors K times; report the median"
     )
     p.add_argument("--accounts", type=int, default=1, help="accounts per provider (default 1)")
+    p.add_argument(
+        "--defaults",
+        action="store_true",
+        help="run the operator at its own defaults (C, workers, pacing with no rate cap); "
+        "--concurrency and --workers are then ignored",
+    )
     p.add_argument("--no-floor", action="store_true", help="skip the kopf floor (and the shape floor)")
     p.add_argument("--no-shape", action="store_true", help="skip the shape floor (bench/shape.py)")
     p.add_argument("--no-restart", action="store_true", help="skip the restart phase")
@@ -57,6 +63,7 @@ def main() -> None:
         steady=not a.no_steady,
         namespace=not a.no_namespace,
         accounts=a.accounts,
+        defaults=a.defaults,
     )
     result = run(cfg)
     save(result, a.out)

@@ -18,11 +18,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import kmock
 from kubernetes import client as k8s
 
 from cloudtriggers.crd import build_crd
@@ -31,6 +33,7 @@ from cloudtriggers.sandbox.ack import AckSandbox
 from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
 from cloudtriggers.sandbox.kube import KubeServer, kube_client
 from cloudtriggers.sandbox.swr import SwrSandbox
+from cloudtriggers.settings import Settings
 
 NS = "bench"
 BENCH_UA = "cloudtriggers-bench"
@@ -75,6 +78,13 @@ class Config:
     timeout: float = 600.0
     repeat: int = 1  # create phases (and floors) run this many times; the median run is reported
     accounts: int = 1  # accounts per provider (each its own credentials Secret and pacing)
+    # The operator as a user starts it: its own C, workers and pacing (no rate cap), not the above.
+    defaults: bool = False
+
+    def __post_init__(self) -> None:
+        if self.defaults:
+            self.concurrency = Settings.model_fields["provider_concurrency"].default
+            self.workers = Settings.model_fields["workers"].default
 
 
 @dataclass
@@ -204,12 +214,19 @@ class World:
         def create(i: int) -> None:
             name = f"t{i:05d}"
             provider, account = self.provider_of(i), self.account_of(i)
+            block = dict(self.specs[provider, account])
+            if provider == "ack":
+                # An ACK trigger is one application's redeploy hook: each Trigger its own application,
+                # as in a real cluster (one application with every trigger of the run would make each
+                # create's DescribeTrigger list them all).
+                block["projectId"] = f"default/web-{i:05d}"
+                self.sandboxes["ack"].add_application(block["clusterId"], block["projectId"])
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "Trigger",
                 "metadata": {"name": name, "namespace": NS},
                 "spec": {
-                    provider: dict(self.specs[provider, account]),
+                    provider: block,
                     "credentialsSecretRef": {"name": self.secret_of(provider, account)},
                 },
             }
@@ -235,19 +252,23 @@ class World:
     def namespace_gone(self) -> bool:
         return self.kube.get("v1/namespaces", None, NS) is None
 
-    def ready_names(self) -> set[str]:
-        """Names of the Ready Triggers, read in the emulator's loop without copying any object: the
-        loop also serves the operator, and the measurement must not compete with it."""
+    def ready_names(self, names: Iterable[str]) -> set[str]:
+        """Which of `names` are Ready, read in the emulator's loop without copying any object: the
+        loop also serves the operator, and the measurement must not compete with it (so only the
+        Triggers asked about are looked at, not every object the emulator holds)."""
         emulator = self.kube.emulator
+        resource = kmock.resource(TRIGGERS)
+        asked = list(names)
 
         async def scan() -> set[str]:
             out = set()
-            for _, body in emulator._iter_live():
-                if body.get("kind") != "Trigger":
+            for name in asked:
+                obj = emulator._live((resource, NS, name))
+                if obj is None:
                     continue
-                for c in (body.get("status") or {}).get("conditions") or []:
+                for c in (obj.raw.get("status") or {}).get("conditions") or []:
                     if c.get("type") == "Ready" and c.get("status") == "True":
-                        out.add(body["metadata"]["name"])
+                        out.add(name)
             return out
 
         return set(self.kube.call(scan))
@@ -280,6 +301,10 @@ class Proc:
         m = re.search(r"VmHWM:\s+(\d+) kB", text)
         return int(m.group(1)) / 1024 if m else 0.0
 
+    def rss_mib(self) -> float:
+        m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
+        return int(m.group(1)) / 1024 if m else 0.0
+
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -300,15 +325,18 @@ def _wait_watched(world: World, timeout: float = 60) -> None:
 
 def _operator(world: World, cfg: Config, resync: float | None = None) -> Proc:
     env = {
-        "CLOUDTRIGGERS_WORKERS": str(cfg.workers or 2 * cfg.concurrency),
-        "CLOUDTRIGGERS_PROVIDER_CONCURRENCY": str(cfg.concurrency),
-        "CLOUDTRIGGERS_RATE": str(cfg.rate),
-        "CLOUDTRIGGERS_BURST": str(max(cfg.concurrency, 20)),
         "CLOUDTRIGGERS_HTTP_PORT": "0",
         "CLOUDTRIGGERS_LOG_LEVEL": "warning",
         "CLOUDTRIGGERS_RESYNC_PERIOD": str(resync or 3600),
         "CLOUDTRIGGERS_ALLOWED_ENDPOINTS": "http://127.0.0.1",  # the sandboxes
     }
+    if not cfg.defaults:
+        env |= {
+            "CLOUDTRIGGERS_WORKERS": str(cfg.workers or 2 * cfg.concurrency),
+            "CLOUDTRIGGERS_PROVIDER_CONCURRENCY": str(cfg.concurrency),
+            "CLOUDTRIGGERS_RATE": str(cfg.rate),
+            "CLOUDTRIGGERS_BURST": str(max(cfg.concurrency, 20)),
+        }
     return Proc([sys.executable, "-m", "cloudtriggers.cli", "run"], world, env, world.dir / "operator.log")
 
 
@@ -327,22 +355,42 @@ def operation(provider: str, call: Any) -> str:
     return re.sub(r"/\d+(?=/|$)", "/{id}", f"{call.method} {path}")
 
 
+def _profiler(proc: Proc) -> subprocess.Popen[bytes] | None:
+    """BENCH_PYSPY=<file>: py-spy samples the operator through the create phase (collapsed stacks)."""
+    out = os.environ.get("BENCH_PYSPY")
+    if not out:
+        return None
+    argv = ["py-spy", "record", "--pid", str(proc.proc.pid), "--format", "raw", "-r", "200", "-o", out]
+    return subprocess.Popen([*argv, *os.environ.get("BENCH_PYSPY_FLAGS", "").split()])
+
+
 def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
     _wait_watched(world)
+    profiler = _profiler(proc)
     mark = world.request_mark()
     world.clear_requests()
     t0 = time.monotonic()
+    world_cpu, proc_cpu = time.process_time(), proc.cpu_seconds()
     started = world.create_all(cfg.n)
     ready_at: dict[str, float] = {}
+    rss: list[tuple[float, int, float]] = []  # seconds, Ready, RSS MiB: once a second
+    sampled = 0.0
     deadline = t0 + cfg.timeout
     while len(ready_at) < cfg.n:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {len(ready_at)} of {cfg.n} Triggers Ready after {cfg.timeout} s")
         now = time.monotonic()
-        for name in world.ready_names() - ready_at.keys():
+        for name in world.ready_names(started.keys() - ready_at.keys()):
             ready_at[name] = now
+        if now - sampled >= 1.0:
+            sampled = now
+            rss.append((round(now - t0, 1), len(ready_at), round(proc.rss_mib(), 1)))
         time.sleep(0.1)
     total = max(ready_at.values()) - t0
+    world_cpu, proc_cpu = time.process_time() - world_cpu, proc.cpu_seconds() - proc_cpu
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(30)
     per = [ready_at[k] - started[k] for k in ready_at]
     per_provider = {p: sum(world.provider_of(i) == p for i in range(cfg.n)) for p in world.mix}
     calls: dict[str, float] = {}
@@ -358,6 +406,12 @@ def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
         kube_requests=round(world.operator_requests(mark) / cfg.n, 2),
         peak_rss_mib=round(proc.peak_rss_mib(), 1),
         cpu_seconds=round(proc.cpu_seconds(), 2),
+        # The bench process's own CPU until all Ready: the emulated API, the sandboxes, the clients.
+        extra={
+            "world_cpu_seconds": round(world_cpu, 2),
+            "phase_cpu_seconds": round(proc_cpu, 2),
+            "rss_timeline": rss,
+        },
     )
 
 
@@ -543,7 +597,8 @@ def markdown(result: dict[str, Any]) -> str:
     rows = [
         f"N = {cfg['n']} ({mix}; {cfg.get('accounts', 1)} account(s) each), "
         f"provider latency {cfg['latency'] * 1000:.0f} ms, "
-        f"provider concurrency C = {cfg['concurrency']}, workers {cfg['workers'] or 2 * cfg['concurrency']}",
+        f"provider concurrency C = {cfg['concurrency']}, workers {cfg['workers'] or 2 * cfg['concurrency']}"
+        + (" (the operator's defaults: no rate cap, its own pacing)" if cfg.get("defaults") else ""),
         "",
         "| measure | cloudtriggers | shape floor (kopf + our handlers and Kubernetes calls) "
         "| floor (kopf, status only) |",
@@ -573,6 +628,16 @@ def markdown(result: dict[str, Any]) -> str:
     row("Kubernetes API requests per Trigger", create["kube_requests"], get("kube_requests"))
     row("peak RSS", f"{create['peak_rss_mib']} MiB", get("peak_rss_mib", " MiB"))
     row("CPU seconds", create["cpu_seconds"], get("cpu_seconds"))
+
+    def phase_cpu(d: dict[str, Any]) -> str:
+        extra = d.get("extra") or {}
+        if "phase_cpu_seconds" not in extra:
+            return "-"
+        return f"{extra['phase_cpu_seconds']} / {extra['world_cpu_seconds']}"
+
+    row(
+        "CPU seconds until all Ready: operator / bench process (API, sandboxes)", phase_cpu(create), phase_cpu
+    )
     calls = ", ".join(f"{k}: {v}" for k, v in create["provider_calls"].items())
     rows.append(f"| provider calls per Trigger | {calls} | - | - |")
     if result.get("ratio_to_floor") is not None:

@@ -93,9 +93,7 @@ class Scheduler:
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _wakeup: asyncio.Event | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    _slots: asyncio.Semaphore | None = None
-    _waiting: dict[str, float] = field(default_factory=dict)  # uid: since when its pass waits for a slot
-    _active: int = 0  # passes holding a slot
+    _active: int = 0  # passes running (at most `workers`)
 
     # -- what the watch shows (kopf's event handler) -------------------------------------------------
 
@@ -124,11 +122,12 @@ class Scheduler:
 
     async def run(self) -> None:
         self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(self.workers)
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            while self._heap and self._heap[0][0] <= now:
+            # A pass starts only when a worker is free: what waits stays a heap item, not a task (at
+            # ten thousand Triggers due at once, a task each held megabytes while they queued).
+            while self._heap and self._heap[0][0] <= now and self._active < self.workers:
                 _, _, uid, token = heapq.heappop(self._heap)
                 e = self.entries.get(uid)
                 if e is None or e.token != token:
@@ -137,11 +136,14 @@ class Scheduler:
                     e.again = True
                     continue
                 e.running = True
-                self._waiting[uid] = now
+                self._active += 1
                 task = loop.create_task(self._run_one(e))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-            timeout = self._heap[0][0] - now if self._heap else None
+            if not self._heap or (self._active >= self.workers and self._heap[0][0] <= now):
+                timeout = None  # until something is scheduled or a pass ends
+            else:
+                timeout = self._heap[0][0] - now
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
@@ -174,21 +176,16 @@ class Scheduler:
             self._reschedule(e, self._now())
 
     async def _run_one(self, e: _Entry) -> None:
-        assert self._slots is not None
         try:
-            async with self._slots:
-                self._waiting.pop(e.uid, None)
-                self._active += 1
-                try:
-                    at = await self._run_in_slot(e)
-                finally:
-                    self._active -= 1
+            at = await self._run_in_slot(e)
         except Exception:  # a bug: log, and keep the Trigger scheduled
             log.exception("scheduling %s/%s failed", e.namespace, e.name)
             at = self._now() + self.reconciler.error_backoff(e.uid)
         finally:
             e.running = False
-            self._waiting.pop(e.uid, None)
+            self._active -= 1
+            if self._wakeup is not None:
+                self._wakeup.set()  # a worker is free
         if self.entries.get(e.uid) is not e:
             return  # gone meanwhile
         if e.again:
@@ -204,11 +201,15 @@ class Scheduler:
         return await self._pass(e)
 
     def stats(self) -> tuple[int, int, float]:
-        """Passes waiting for a slot, passes running, and how long the oldest has waited (for
-        /metrics, from its own thread: one copy of the dict, taken under the GIL)."""
-        waiting = list(self._waiting.values())
-        lag = max(0.0, time.monotonic() - min(waiting)) if waiting else 0.0
-        return len(waiting), self._active, lag
+        """Passes due but waiting for a worker, passes running, and how long the oldest has waited
+        (for /metrics, from its own thread: one copy of the heap, taken under the GIL)."""
+        now = time.monotonic()  # the loop's clock
+        due = []
+        for at, _, uid, token in list(self._heap):
+            e = self.entries.get(uid)
+            if at <= now and e is not None and e.token == token and not e.running:
+                due.append(at)
+        return len(due), self._active, max(0.0, now - min(due)) if due else 0.0
 
     async def _poll(self, e: _Entry) -> float | None:
         """Waiting for a credentials Secret: a pass at once if it changed, else keep waiting."""

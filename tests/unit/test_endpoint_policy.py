@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+import requests
 
 from cloudtriggers.providers.base import AccountLimiter, ErrorClass, ProviderError, new_session
 from cloudtriggers.providers.endpoints import EndpointPolicy, Pattern
@@ -367,3 +368,30 @@ def test_the_environments_proxy_and_ca_bundle_still_apply_read_once_per_origin(
     assert again["proxies"].get("https") == "http://proxy.corp:3128"
     explicit = s.merge_environment_settings("https://gitlab.com/x", {"https": "http://p:2"}, None, None, None)
     assert explicit["proxies"]["https"] == "http://p:2"
+
+
+def test_no_credentials_from_netrc_reach_a_provider_endpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """requests sends ~/.netrc's entry for a host as Basic auth when a request has none of its own (a
+    GitLab call carries its token in a header): a tenant's endpoint must never get the operator's."""
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login operator password hunter2\n")
+    monkeypatch.setenv("NETRC", str(netrc))
+    seen: list[str | None] = []
+
+    def answer(h: BaseHTTPRequestHandler) -> None:
+        seen.append(h.headers.get("Authorization"))
+        reply(200, b"{}", "application/json")(h)
+
+    server = Server(answer)
+    try:
+        url = f"http://127.0.0.1:{server.port}/api/v4/user"
+        plain = requests.Session()  # what requests does on its own: the check sees it
+        assert plain.get(url, timeout=5).status_code == 200
+        s = new_session(EndpointPolicy.parse(["http://127.0.0.1"]))
+        assert s.get(url, timeout=5, headers={"PRIVATE-TOKEN": "t"}).status_code == 200
+    finally:
+        server.close()
+    assert seen[0] is not None and seen[0].startswith("Basic ")
+    assert seen[1] is None

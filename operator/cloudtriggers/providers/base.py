@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 from urllib.parse import urlsplit
 
 import requests
+import requests.auth
 from requests.adapters import HTTPAdapter
 from requests.utils import select_proxy
 
@@ -210,6 +211,15 @@ class _PolicyAdapter(HTTPAdapter):
         return super().send(request, *args, **kwargs)
 
 
+class _OwnCredentialsOnly(requests.auth.AuthBase):
+    """A request goes out with the credentials its provider signs it with, and nothing from ~/.netrc:
+    requests would otherwise look the URL's host up there on every call (two file checks each) and
+    send what it finds as Basic auth, to whatever host a tenant's spec names."""
+
+    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
+        return r
+
+
 class PolicySession(requests.Session):
     """A provider session: the endpoint policy on every connection, and no redirect followed (a
     provider API never redirects; a redirect would take the call, and its credentials, elsewhere)."""
@@ -217,6 +227,7 @@ class PolicySession(requests.Session):
     def __init__(self, policy: EndpointPolicy) -> None:
         super().__init__()
         self.policy = policy
+        self.auth = _OwnCredentialsOnly()
         adapter = _PolicyAdapter(policy)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
