@@ -50,7 +50,7 @@ def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "metadata": meta}
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     uid: str
     namespace: str

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 # -- conflict detection ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Claim:
     uid: str
     ref: str  # namespace/name

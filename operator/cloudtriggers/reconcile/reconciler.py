@@ -7,6 +7,7 @@ builds, the claim a Trigger makes, per-Trigger locks, and when to come back (bac
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import random
 import threading
@@ -141,8 +142,13 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
             owns=bool(status.get("externalId")),
         )
         # Every watch event asks; the key only changes with the spec (its generation) or the status.
+        # atProvider as compact text: a copy of the dict would keep its decoded strings per Trigger.
         at = status.get("atProvider")
-        inputs = (meta.get("generation"), status.get("externalId"), dict(at) if at else None)
+        inputs = (
+            meta.get("generation"),
+            status.get("externalId"),
+            json.dumps(at, sort_keys=True, separators=(",", ":")) if at else None,
+        )
         known = self._claim_keys.get(claim.uid)
         if known is not None and known[0] == inputs:
             return known[1], claim
