@@ -45,6 +45,12 @@ def main() -> None:
     p.add_argument("--no-restart", action="store_true", help="skip the restart phase")
     p.add_argument("--no-steady", action="store_true", help="skip the steady-state phase")
     p.add_argument("--no-namespace", action="store_true", help="skip the namespace-deletion phase")
+    p.add_argument(
+        "--kubeconfig",
+        help="run against the API server of this kubeconfig instead of the emulated one: the CRD is "
+        "applied, each run gets a namespace ct-bench-<random> (deleted after it), and the operators, "
+        "confined to it, and the provider sandboxes run on this machine",
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--json", action="store_true", help="print the JSON document instead of the table")
     a = p.parse_args()
@@ -64,6 +70,7 @@ def main() -> None:
         namespace=not a.no_namespace,
         accounts=a.accounts,
         defaults=a.defaults,
+        kubeconfig=a.kubeconfig,
     )
     result = run(cfg)
     save(result, a.out)

@@ -7,16 +7,19 @@ patches status Ready, run the same way against the same kind of world.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import platform
 import re
+import secrets
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +29,8 @@ from typing import Any
 
 import kmock
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes import watch as k8s_watch
 
 from cloudtriggers.crd import build_crd
 from cloudtriggers.models import GROUP, PLURAL, VERSION
@@ -78,6 +83,7 @@ class Config:
     timeout: float = 600.0
     repeat: int = 1  # create phases (and floors) run this many times; the median run is reported
     accounts: int = 1  # accounts per provider (each its own credentials Secret and pacing)
+    kubeconfig: str | None = None  # a real API server instead of the emulated one
     # The operator as a user starts it: its own C, workers and pacing (no rate cap), not the above.
     defaults: bool = False
 
@@ -93,27 +99,123 @@ class Phase:
     p50: float = 0.0
     p99: float = 0.0
     provider_calls: dict[str, float] = field(default_factory=dict)  # per Trigger, by operation
-    kube_requests: float = 0.0  # per Trigger
+    kube_requests: float | None = 0.0  # per Trigger; None: not counted (a real API server)
     peak_rss_mib: float = 0.0
     cpu_seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+REAL_SERVER_SETTLE = 5.0  # seconds an operator is given to start watching a real API server
+
+
+def apply_crd(api: k8s.ApiClient) -> None:
+    """The Trigger CRD on a real API server, created or brought to this build's, and Established."""
+    ext = k8s.ApiextensionsV1Api(api)
+    crd = build_crd()
+    name = crd["metadata"]["name"]
+    try:
+        current = ext.read_custom_resource_definition(name)
+    except k8s.ApiException as e:
+        if e.status != 404:
+            raise
+        ext.create_custom_resource_definition(crd)  # type: ignore[arg-type]
+    else:
+        crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+        ext.replace_custom_resource_definition(name, crd)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"CRD {name} not Established after 60 s")
+
+
+class ReadyWatch:
+    """On a real API server: the names of the Triggers seen Ready, from a watch of the namespace (a
+    list of every Trigger ten times a second would load the server under test)."""
+
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.api, self.namespace = api, namespace
+        self._ready: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ready-watch", daemon=True)
+        self._thread.start()
+
+    def ready(self, names: Iterable[str]) -> set[str]:
+        with self._lock:
+            return self._ready & set(names)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _see(self, obj: dict[str, Any]) -> None:
+        for c in (obj.get("status") or {}).get("conditions") or []:
+            if c.get("type") == "Ready" and c.get("status") == "True":
+                with self._lock:
+                    self._ready.add(obj["metadata"]["name"])
+
+    def _run(self) -> None:
+        custom = k8s.CustomObjectsApi(self.api)
+        while not self._stop.is_set():
+            try:
+                listed = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+                for obj in listed["items"]:
+                    self._see(obj)
+                version = listed["metadata"]["resourceVersion"]
+                stream = k8s_watch.Watch().stream(
+                    custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    resource_version=version,
+                    timeout_seconds=30,
+                )
+                for event in stream:
+                    self._see(event["object"])
+                    if self._stop.is_set():
+                        return
+            except Exception:  # an expired version (410) or a dropped connection: list again
+                time.sleep(0.5)
 
 
 class World:
     """The emulated API with the CRD; per provider in the mix, its sandbox with one account, one
     target (GitLab project, ACK cluster and application, SWR repository) and a credentials Secret."""
 
-    def __init__(self, latency: float, mix: dict[str, int] | None = None, accounts: int = 1) -> None:
+    def __init__(
+        self,
+        latency: float,
+        mix: dict[str, int] | None = None,
+        accounts: int = 1,
+        kubeconfig: str | None = None,
+    ) -> None:
         self.mix = {k: v for k, v in (mix or {"gitlab": 1}).items() if v}
         self.accounts = max(1, accounts)
         self.ack_clusters = [f"c{k:032d}" for k in range(self.accounts)]  # one ACK cluster per account
         # Round-robin over the mix, each provider as often as its weight.
         self.deal = [p for p in PROVIDERS for _ in range(self.mix.get(p, 0))]
-        self.kube = KubeServer(install_crd=False).start()
-        self.api = kube_client(self.kube.url)
+        self.dir = Path(tempfile.mkdtemp(prefix="ct-bench-"))
+        self.ns = NS
+        self.kube: KubeServer | None = None  # None: a real API server (kubeconfig)
+        self.watch: ReadyWatch | None = None
+        if kubeconfig is None:
+            self.kube = KubeServer(install_crd=False).start()
+            self.api = kube_client(self.kube.url)
+            self.kubeconfig = self.dir / "kubeconfig"
+            self.kube.write_kubeconfig(self.kubeconfig)
+            k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
+        else:
+            self.api = k8s_config.new_client_from_config(config_file=kubeconfig)
+            self.kubeconfig = Path(kubeconfig)
+            self.ns = f"ct-bench-{secrets.token_hex(4)}"  # a namespace of its own per run
+            apply_crd(self.api)
         self.api.user_agent = BENCH_UA
-        k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
-        k8s.CoreV1Api(self.api).create_namespace({"metadata": {"name": NS}})  # type: ignore[arg-type]
+        k8s.CoreV1Api(self.api).create_namespace({"metadata": {"name": self.ns}})  # type: ignore[arg-type]
+        if self.kube is None:
+            self.watch = ReadyWatch(self.api, self.ns)
         self.sandboxes: dict[str, Any] = {}
         # (provider, account) -> the provider block of that account's Triggers
         self.specs: dict[tuple[str, int], dict[str, Any]] = {}
@@ -165,11 +267,11 @@ class World:
             sandbox.faults.latency = latency
         core = k8s.CoreV1Api(self.api)
         for (provider, k), data in credentials.items():
-            body = {"metadata": {"name": self.secret_of(provider, k), "namespace": NS}, "stringData": data}
-            core.create_namespaced_secret(NS, body)  # type: ignore[arg-type]
-        self.dir = Path(tempfile.mkdtemp(prefix="ct-bench-"))
-        self.kubeconfig = self.dir / "kubeconfig"
-        self.kube.write_kubeconfig(self.kubeconfig)
+            body = {
+                "metadata": {"name": self.secret_of(provider, k), "namespace": self.ns},
+                "stringData": data,
+            }
+            core.create_namespaced_secret(self.ns, body)  # type: ignore[arg-type]
 
     def provider_of(self, i: int) -> str:
         """The i-th Trigger's provider."""
@@ -183,10 +285,39 @@ class World:
     def secret_of(provider: str, account: int) -> str:
         return f"{provider}-credentials" + (f"-{account}" if account else "")
 
+    @property
+    def real(self) -> bool:
+        """A real API server: what only the emulator can tell (requests per client, whether kopf is
+        watching yet, the namespace controller's order) is not measured."""
+        return self.kube is None
+
+    def scope(self) -> dict[str, str]:
+        """The operator's environment that confines it to this world's namespace on a real cluster,
+        where other Triggers may live (on the emulator it watches the whole cluster, as before)."""
+        return {"CLOUDTRIGGERS_NAMESPACES": self.ns} if self.real else {}
+
     def close(self) -> None:
         for sandbox in self.sandboxes.values():
             sandbox.stop()
-        self.kube.stop()
+        if self.kube is not None:
+            self.kube.stop()
+            return
+        assert self.watch is not None
+        self.watch.stop()
+        # What is left (the operator is stopped) loses our finalizer so that the namespace can go.
+        custom = k8s.CustomObjectsApi(self.api)
+        for item in custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL)["items"]:
+            if item["metadata"].get("finalizers"):
+                custom.patch_namespaced_custom_object(
+                    GROUP,
+                    VERSION,
+                    self.ns,
+                    PLURAL,
+                    item["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
+                )
+        with contextlib.suppress(k8s.ApiException):
+            k8s.CoreV1Api(self.api).delete_namespace(self.ns)
 
     def calls(self) -> list[tuple[str, Any]]:
         """Every provider request the sandboxes saw, as (provider, record)."""
@@ -197,12 +328,18 @@ class World:
             sandbox.clear_requests()
 
     def _operator_total(self) -> int:
+        if self.kube is None:
+            return 0
         counts = self.kube.call(lambda: _async(dict(self.kube.emulator.requests_by_agent)))
         return sum(n for agent, n in counts.items() if agent != BENCH_UA)
 
     def operator_requests(self, since: int = 0) -> int:
         """Requests the operator (kopf and its Kubernetes client) sent since the mark."""
         return self._operator_total() - since
+
+    def requests_per(self, since: int, n: float) -> float | None:
+        """operator_requests per `n`; None on a real API server, which does not count them for us."""
+        return None if self.real else round(self.operator_requests(since) / n, 2)
 
     def request_mark(self) -> int:
         return self._operator_total()
@@ -224,14 +361,14 @@ class World:
             body = {
                 "apiVersion": f"{GROUP}/{VERSION}",
                 "kind": "Trigger",
-                "metadata": {"name": name, "namespace": NS},
+                "metadata": {"name": name, "namespace": self.ns},
                 "spec": {
                     provider: block,
                     "credentialsSecretRef": {"name": self.secret_of(provider, account)},
                 },
             }
             started[name] = time.monotonic()
-            custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, body)
+            custom.create_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, body)
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(create, range(n)))
@@ -250,20 +387,33 @@ class World:
         return count
 
     def namespace_gone(self) -> bool:
-        return self.kube.get("v1/namespaces", None, NS) is None
+        if self.kube is not None:
+            return self.kube.get("v1/namespaces", None, self.ns) is None
+        try:
+            k8s.CoreV1Api(self.api).read_namespace(self.ns)
+        except k8s.ApiException as e:
+            if e.status == 404:
+                return True
+            raise
+        return False
 
     def ready_names(self, names: Iterable[str]) -> set[str]:
         """Which of `names` are Ready, read in the emulator's loop without copying any object: the
         loop also serves the operator, and the measurement must not compete with it (so only the
         Triggers asked about are looked at, not every object the emulator holds)."""
-        emulator = self.kube.emulator
+        if self.kube is None:
+            assert self.watch is not None
+            return self.watch.ready(names)
+        kube = self.kube
+        emulator = kube.emulator
         resource = kmock.resource(TRIGGERS)
         asked = list(names)
+        ns = self.ns
 
         async def scan() -> set[str]:
             out = set()
             for name in asked:
-                obj = emulator._live((resource, NS, name))
+                obj = emulator._live((resource, ns, name))
                 if obj is None:
                     continue
                 for c in (obj.raw.get("status") or {}).get("conditions") or []:
@@ -271,7 +421,7 @@ class World:
                         out.add(name)
             return out
 
-        return set(self.kube.call(scan))
+        return set(kube.call(scan))
 
 
 async def _async(value: Any) -> Any:
@@ -320,6 +470,9 @@ class Proc:
 
 
 def _wait_watched(world: World, timeout: float = 60) -> None:
+    if world.kube is None:
+        time.sleep(REAL_SERVER_SETTLE)  # a real API server does not tell who watches
+        return
     world.kube.wait_watched(TRIGGERS, timeout=timeout)
 
 
@@ -337,6 +490,7 @@ def _operator(world: World, cfg: Config, resync: float | None = None) -> Proc:
             "CLOUDTRIGGERS_RATE": str(cfg.rate),
             "CLOUDTRIGGERS_BURST": str(max(cfg.concurrency, 20)),
         }
+    env |= world.scope()
     return Proc([sys.executable, "-m", "cloudtriggers.cli", "run"], world, env, world.dir / "operator.log")
 
 
@@ -403,7 +557,7 @@ def _create_phase(world: World, proc: Proc, cfg: Config) -> Phase:
         p50=round(statistics.median(per), 3),
         p99=round(_percentile(per, 0.99), 3),
         provider_calls={k: round(v, 3) for k, v in sorted(calls.items())},
-        kube_requests=round(world.operator_requests(mark) / cfg.n, 2),
+        kube_requests=world.requests_per(mark, cfg.n),
         peak_rss_mib=round(proc.peak_rss_mib(), 1),
         cpu_seconds=round(proc.cpu_seconds(), 2),
         # The bench process's own CPU until all Ready: the emulated API, the sandboxes, the clients.
@@ -435,7 +589,7 @@ def _restart_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
         Phase(
             seconds=round(last_change - t0, 3),
             provider_calls={"writes": writes, "reads_per_trigger": round((len(calls) - writes) / cfg.n, 3)},
-            kube_requests=round(world.operator_requests(mark) / cfg.n, 2),
+            kube_requests=world.requests_per(mark, cfg.n),
             peak_rss_mib=round(proc.peak_rss_mib(), 1),
             cpu_seconds=round(proc.cpu_seconds(), 2),
         ),
@@ -455,7 +609,7 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
     t0 = time.time()
     duration = cfg.resync * cfg.steady_periods
     time.sleep(duration)
-    kube_per_minute = world.operator_requests(mark) / duration * 60
+    kube_per_minute = world.requests_per(mark, duration / 60)
     calls = [c for _, c in world.calls() if c.at >= t0]
     per_minute = len(calls) / duration * 60
     expected = cfg.n / cfg.resync * 60
@@ -469,7 +623,7 @@ def _steady_phase(world: World, proc: Proc, cfg: Config) -> tuple[Phase, Proc]:
         Phase(
             seconds=round(duration, 1),
             provider_calls={"per_minute": round(per_minute, 1), "expected_per_minute": round(expected, 1)},
-            kube_requests=round(kube_per_minute, 1),  # per minute, all Triggers (target: <= N / resync)
+            kube_requests=kube_per_minute,  # per minute, all Triggers (target: <= N / resync)
             peak_rss_mib=round(proc.peak_rss_mib(), 1),
             cpu_seconds=round(proc.cpu_seconds(), 2),
             extra={
@@ -488,17 +642,17 @@ def _namespace_phase(world: World, proc: Proc, cfg: Config) -> Phase:
     before = world.provider_objects()
     mark = world.request_mark()
     t0 = time.monotonic()
-    k8s.CoreV1Api(world.api).delete_namespace(NS)
+    k8s.CoreV1Api(world.api).delete_namespace(world.ns)
     deadline = t0 + cfg.timeout
     while not world.namespace_gone():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"namespace {NS} still there after {cfg.timeout} s")
+            raise TimeoutError(f"namespace {world.ns} still there after {cfg.timeout} s")
         time.sleep(0.1)
     seconds = time.monotonic() - t0
-    orders = world.kube.emulator.namespace_orders
+    orders = world.kube.emulator.namespace_orders if world.kube is not None else []
     return Phase(
         seconds=round(seconds, 3),
-        kube_requests=round(world.operator_requests(mark) / cfg.n, 2),
+        kube_requests=world.requests_per(mark, cfg.n),
         peak_rss_mib=round(proc.peak_rss_mib(), 1),
         cpu_seconds=round(proc.cpu_seconds(), 2),
         extra={
@@ -510,7 +664,7 @@ def _namespace_phase(world: World, proc: Proc, cfg: Config) -> Phase:
 
 
 def run_operator(cfg: Config) -> dict[str, Phase]:
-    world = World(cfg.latency, cfg.mix, cfg.accounts)
+    world = World(cfg.latency, cfg.mix, cfg.accounts, cfg.kubeconfig)
     phases: dict[str, Phase] = {}
     proc = _operator(world, cfg)
     try:
@@ -529,9 +683,10 @@ def run_operator(cfg: Config) -> dict[str, Phase]:
 
 def run_floor(cfg: Config, script: Path = FLOOR) -> Phase:
     """A kopf operator script (the floor, or the shape floor) against a world of its own."""
-    world = World(cfg.latency, cfg.mix, cfg.accounts)
+    world = World(cfg.latency, cfg.mix, cfg.accounts, cfg.kubeconfig)
+    scope = ["--namespace", world.ns] if world.real else ["-A"]
     proc = Proc(
-        [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "--quiet", str(script)],
+        [sys.executable, "-m", "kopf", "run", "--standalone", *scope, "--quiet", str(script)],
         world,
         {"CLOUDTRIGGERS_WORKERS": str(cfg.workers or 2 * cfg.concurrency)},
         world.dir / f"{script.stem}.log",
@@ -625,7 +780,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{create['p50']} / {create['p99']} s",
         lambda d: f"{d['p50']} / {d['p99']} s" if d else "-",
     )
-    row("Kubernetes API requests per Trigger", create["kube_requests"], get("kube_requests"))
+    row(
+        "Kubernetes API requests per Trigger",
+        "not counted (real API server)" if create["kube_requests"] is None else create["kube_requests"],
+        get("kube_requests"),
+    )
     row("peak RSS", f"{create['peak_rss_mib']} MiB", get("peak_rss_mib", " MiB"))
     row("CPU seconds", create["cpu_seconds"], get("cpu_seconds"))
 

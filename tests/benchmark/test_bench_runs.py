@@ -71,3 +71,49 @@ def test_repeated_runs_report_the_median_run() -> None:
     assert chosen.seconds == 2.0 and chosen.cpu_seconds == 2 and chosen.extra["runs"] == [3.0, 1.0, 2.0]
     assert _median([Phase(seconds=1.0), Phase(seconds=5.0)]).seconds == 1.0  # the lower of two
     assert "runs" not in _median([Phase(seconds=1.0)]).extra
+
+
+def test_the_bench_runs_on_any_api_server_from_a_kubeconfig(tmp_path: Path) -> None:
+    """`--kubeconfig`: the same phases against an API server the bench does not host (here the
+    emulator, reached only through a kubeconfig, as a real one would be). Each world has a namespace
+    of its own and the operators are confined to it: a Trigger elsewhere is never touched."""
+    from kubernetes import client as k8s
+
+    from cloudtriggers.sandbox.kube import KubeServer, kube_client
+
+    server = KubeServer().start()
+    try:
+        kubeconfig = tmp_path / "kubeconfig"
+        server.write_kubeconfig(kubeconfig)
+        api = kube_client(server.url)
+        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": "users"}})  # type: ignore[arg-type]
+        theirs = {
+            "apiVersion": "cloudtriggers.io/v1alpha1",
+            "kind": "Trigger",
+            "metadata": {"name": "prod", "namespace": "users"},
+            "spec": {"gitlab": {"project": "team/prod"}, "credentialsSecretRef": {"name": "gl"}},
+        }
+        custom = k8s.CustomObjectsApi(api)
+        custom.create_namespaced_custom_object("cloudtriggers.io", "v1alpha1", "users", "triggers", theirs)
+
+        cfg = Config(n=4, kubeconfig=str(kubeconfig), shape=False, restart=False, steady=False, timeout=60.0)
+        result = run(cfg)
+        create = result["cloudtriggers"]["create"]
+        assert create["seconds"] > 0 and create["kube_requests"] is None  # only the emulator counts
+        assert "not counted (real API server)" in markdown(result)
+        namespace = result["cloudtriggers"]["namespace"]["extra"]
+        assert namespace["provider_triggers_before"] == 4 and namespace["provider_triggers_left"] == 0
+        assert result["floor"]["seconds"] > 0
+
+        after = custom.get_namespaced_custom_object(
+            "cloudtriggers.io", "v1alpha1", "users", "triggers", "prod"
+        )
+        assert "status" not in after and not after["metadata"].get("finalizers")
+        left = [
+            ns.metadata.name
+            for ns in k8s.CoreV1Api(api).list_namespace().items
+            if ns.metadata.name.startswith("ct-bench-") and not ns.metadata.deletion_timestamp
+        ]
+        assert left == []  # each world's namespace is deleted with it
+    finally:
+        server.stop()
