@@ -125,8 +125,8 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
-            # A pass starts only when a worker is free: what waits stays a heap item, not a task (at
-            # ten thousand Triggers due at once, a task each held megabytes while they queued).
+            # A pass starts only when a worker is free: what waits stays a heap item, not a task
+            # (ten thousand Triggers due at once were ten thousand queued tasks, megabytes in all).
             while self._heap and self._heap[0][0] <= now and self._active < self.workers:
                 _, _, uid, token = heapq.heappop(self._heap)
                 e = self.entries.get(uid)
