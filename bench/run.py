@@ -765,7 +765,7 @@ def markdown(result: dict[str, Any]) -> str:
         rows.append(f"| {measure} | {ours} | {fmt(shape)} | {fmt(floor)} |")
 
     def get(key: str, unit: str = "") -> Any:
-        return lambda d: f"{d[key]}{unit}" if key in d else "-"
+        return lambda d: f"{d[key]}{unit}" if d.get(key) is not None else "-"
 
     def seconds(d: dict[str, Any]) -> str:
         if "seconds" not in d:
@@ -794,7 +794,9 @@ def markdown(result: dict[str, Any]) -> str:
         return f"{extra['phase_cpu_seconds']} / {extra['world_cpu_seconds']}"
 
     row(
-        "CPU seconds until all Ready: operator / bench process (API, sandboxes)", phase_cpu(create), phase_cpu
+        "CPU seconds until all Ready: operator / bench process (sandboxes, clients, the emulated API)",
+        phase_cpu(create),
+        phase_cpu,
     )
     calls = ", ".join(f"{k}: {v}" for k, v in create["provider_calls"].items())
     rows.append(f"| provider calls per Trigger | {calls} | - | - |")
