@@ -848,5 +848,6 @@ def save(result: dict[str, Any], out: Path) -> None:
     stem = f"n{cfg['n']}-lat{int(cfg['latency'] * 1000)}ms" + (f"-{mix}" if mix else "")
     stem += f"-acc{cfg['accounts']}" if cfg.get("accounts", 1) > 1 else ""
     stem += "-defaults" if cfg.get("defaults") else ""
+    stem += "-cluster" if cfg.get("kubeconfig") else ""  # a real API server's, kept apart
     (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
     (out / f"{stem}.md").write_text(markdown(result))
