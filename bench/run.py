@@ -316,7 +316,7 @@ class World:
             if secret.metadata.finalizers:
                 core.patch_namespaced_secret(secret.metadata.name, self.ns, unheld)
         with contextlib.suppress(k8s.ApiException):
-            k8s.CoreV1Api(self.api).delete_namespace(self.ns)
+            core.delete_namespace(self.ns)
 
     def calls(self) -> list[tuple[str, Any]]:
         """Every provider request the sandboxes saw, as (provider, record)."""
@@ -445,14 +445,15 @@ class Proc:
             preexec_fn=_die_with_parent,
         )
 
-    def peak_rss_mib(self) -> float:
-        text = Path(f"/proc/{self.proc.pid}/status").read_text()
-        m = re.search(r"VmHWM:\s+(\d+) kB", text)
+    def _status_mib(self, field: str) -> float:
+        m = re.search(rf"{field}:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
         return int(m.group(1)) / 1024 if m else 0.0
 
+    def peak_rss_mib(self) -> float:
+        return self._status_mib("VmHWM")
+
     def rss_mib(self) -> float:
-        m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{self.proc.pid}/status").read_text())
-        return int(m.group(1)) / 1024 if m else 0.0
+        return self._status_mib("VmRSS")
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
