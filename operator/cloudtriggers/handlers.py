@@ -21,6 +21,7 @@ import kopf
 from aiohttp import web
 
 from .credentials import ReleaseQueue
+from .event_poster import EventPoster
 from .metrics import SCHEDULER, TRIGGERS, render
 from .models import GROUP, PLURAL, VERSION, parse_time
 from .output_secrets import OutputSecrets
@@ -82,10 +83,15 @@ class Runtime:
     """Per-process state shared by the handlers: the reconciler, its threads, the wake-up signals."""
 
     def __init__(
-        self, reconciler: Reconciler, settings: Settings, outputs: OutputSecrets | None = None
+        self,
+        reconciler: Reconciler,
+        settings: Settings,
+        outputs: OutputSecrets | None = None,
+        events: EventPoster | None = None,
     ) -> None:
         self.reconciler = reconciler
         self.outputs = outputs  # the output Secrets' watch, run while kopf runs
+        self.events = events  # the Events' poster thread, run while kopf runs
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.seen: dict[str, tuple[Any, ...]] = {}
@@ -156,6 +162,8 @@ def register(
             runtime.http = await serve_http(runtime.settings.http_port)
         if runtime.outputs is not None:
             runtime.outputs.start()
+        if runtime.events is not None:
+            runtime.events.start()
         runtime.sweeper = asyncio.get_running_loop().create_task(_sweep_credentials(runtime))
         runtime.scheduling = asyncio.get_running_loop().create_task(runtime.scheduler.run())
 
@@ -170,6 +178,8 @@ def register(
             runtime.scheduling = None
             await runtime.scheduler.stop()
         await runtime.releases.close()
+        if runtime.events is not None:  # after the scheduler: the last passes' Events go out too
+            await asyncio.get_running_loop().run_in_executor(None, runtime.events.stop)
         if runtime.outputs is not None:
             await asyncio.get_running_loop().run_in_executor(None, runtime.outputs.stop)
         if runtime.http is not None:

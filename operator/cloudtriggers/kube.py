@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes.client.rest import RESTClientObject
 
 from . import __version__
+from .event_poster import EventPoster
 from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from .output_secrets import OutputSecrets, decode_data
 
@@ -168,6 +169,7 @@ class KubeClient:
         self._auth: tuple[str, float] = ("", 0.0)  # the bearer token and when it was read
         self.outputs: OutputSecrets | None = None  # the watched output Secrets (watch_outputs)
         self._stream_pool = self.pool
+        self.events: EventPoster | None = None  # Events posted in the background (post_events_in_background)
 
     def _token(self) -> str:
         """The bearer token, from the Configuration's refresh hook at most every AUTH_REUSE seconds:
@@ -189,14 +191,16 @@ class KubeClient:
         body: Any = None,
         content_type: str = "application/json",
         headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
     ) -> dict[str, Any] | None:
         """The decoded answer; None for 404; KubeApiError for any other answer that is a failure
-        (urllib3.exceptions.HTTPError when there is no answer)."""
+        (urllib3.exceptions.HTTPError when there is no answer). `raw`: a body encoded already."""
         headers = self._headers(headers)
-        data = None
+        data = raw
         if body is not None:
-            headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
+        if data is not None:
+            headers["Content-Type"] = content_type
         resp = self.pool.request(
             method, self.base + path, body=data, headers=headers, timeout=self.timeout, retries=False
         )
@@ -470,10 +474,22 @@ class KubeClient:
             "lastTimestamp": ts,
             "count": 1,
         }
+        path = f"/api/v1/namespaces/{quote(meta['namespace'])}/events"
+        data = json.dumps(body).encode()
+        what = f"{reason} for {meta['namespace']}/{meta['name']}"
+        if self.events is None or not self.events.put(path, data, what):
+            self._post_event(path, data, what)
+
+    def _post_event(self, path: str, data: bytes, what: str) -> None:
         try:
-            self._request("POST", f"/api/v1/namespaces/{quote(meta['namespace'])}/events", body)
+            self._request("POST", path, raw=data)
         except (KubeApiError, urllib3.exceptions.HTTPError) as e:  # best effort; status carries the truth
-            log.warning("could not post event %s for %s/%s: %s", reason, meta["namespace"], meta["name"], e)
+            log.warning("could not post event %s: %s", what, e)
+
+    def post_events_in_background(self) -> EventPoster:
+        """Post Events from a thread of their own (event_poster.py), started and stopped by its owner."""
+        self.events = EventPoster(self._post_event)
+        return self.events
 
     def namespace_terminating(self, namespace: str) -> bool:
         try:

@@ -45,8 +45,9 @@ def build_operator(
     """Everything `kopf.operator()` needs; `api_client` is the kubernetes client the reconciler uses."""
     kube = KubeClient(api_client, secret_reads=settings.credentials_reads)
     outputs = kube.watch_outputs(settings.namespaces)
+    events = kube.post_events_in_background()
     reconciler = Reconciler(kube, providers or providers_for(settings), settings)
-    runtime = Runtime(reconciler, settings, outputs=outputs)
+    runtime = Runtime(reconciler, settings, outputs=outputs, events=events)
     registry = kopf.OperatorRegistry()
     register(registry, runtime, login=login, serve=serve_http)
     kopf_settings = kopf.OperatorSettings()

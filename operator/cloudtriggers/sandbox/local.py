@@ -172,6 +172,10 @@ class LocalWorld:
         return self.kube.get("v1/secrets", namespace, name)
 
     def events(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The Trigger's Events, once the operator has posted those it recorded (it posts them from a
+        thread of its own, event_poster.py)."""
+        if self.parts is not None and self.parts.runtime.events is not None:
+            self.parts.runtime.events.flush(10.0)
         return [
             e
             for e in self.kube.list("v1/events", namespace)

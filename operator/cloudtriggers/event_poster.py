@@ -1,0 +1,106 @@
+"""Events are posted by a thread of their own, as client-go's EventBroadcaster posts them from a
+goroutine of its own: a pass records its Events and goes on to the next Trigger.
+
+An Event is one more write per create, and on an API server that is busy (a few hundred Triggers
+applied at once) the pass that waits for it holds a worker the next Trigger's create could use;
+the status the pass wrote, not the Event, is what a user waits for. Posted in the order recorded,
+each with the time it was recorded. Memory stays bounded: at most `limit` Events wait (each as the
+encoded request body); beyond that the pass posts its own Event, as before, so none is dropped
+while the operator runs. At shutdown what is queued is posted for a few seconds, then given up.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+# client-go queues up to 1,000 Events (record.maxQueuedEvents) and drops the rest; here the pass posts
+# its own beyond the limit, so it only bounds memory (an encoded Event is ~0.6 KiB).
+QUEUED_EVENTS = 2000
+# Each: the request path, the encoded body, and what it is (for the log, never the message).
+PostFn = Callable[[str, bytes, str], None]
+
+
+class EventPoster:
+    """One thread posting the Events `put` queues (module doc). `post` logs its own failures."""
+
+    def __init__(self, post: PostFn, limit: int = QUEUED_EVENTS) -> None:
+        self._post = post
+        self._limit = limit
+        self._queue: deque[tuple[str, bytes, str]] = deque()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._posting = False
+
+    def put(self, path: str, data: bytes, what: str) -> bool:
+        """Queue one Event; False when it was not (not running, or `limit` waiting): post it yourself."""
+        with self._cond:
+            if self._thread is None or self._stopping or len(self._queue) >= self._limit:
+                return False
+            self._queue.append((path, data, what))
+            self._cond.notify()
+            return True
+
+    def queued(self) -> int:
+        with self._cond:
+            return len(self._queue) + self._posting
+
+    def start(self) -> None:
+        with self._cond:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+            self._thread.start()
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every queued Event is posted (or `timeout`); whether they all were."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._queue or self._posting:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Post what is queued for at most `timeout` seconds, give the rest up, end the thread."""
+        with self._cond:
+            thread = self._thread
+            if thread is None:
+                return
+            self._stopping = True
+            self._cond.notify_all()
+        thread.join(timeout)
+        with self._cond:
+            left = len(self._queue)
+            self._queue.clear()
+            self._thread = None
+        if left:
+            log.warning("%d Events were not posted before shutdown", left)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if not self._queue:
+                    self._cond.notify_all()
+                    return
+                item = self._queue.popleft()
+                self._posting = True
+            try:
+                self._post(*item)
+            except Exception:  # post logs what it expects; this thread must outlive the rest
+                log.exception("posting an Event (%s) failed", item[2])
+            finally:
+                with self._cond:
+                    self._posting = False
+                    self._cond.notify_all()

@@ -1,0 +1,148 @@
+"""Events from a thread of their own (event_poster.py), as client-go's EventBroadcaster posts them: the
+pass that records an Event does not wait for the API server, the order is kept, memory is bounded
+without losing an Event, and shutdown posts what is queued within a time limit."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+from kubernetes import client as k8s
+
+from cloudtriggers.event_poster import EventPoster
+from cloudtriggers.kube import KubeClient
+from cloudtriggers.sandbox.kube import KubeServer, kube_client
+
+
+class Api:
+    """The poster's post function: records each Event; blocks while the gate is closed."""
+
+    def __init__(self, open_: bool = True) -> None:
+        self.posted: list[bytes] = []
+        self.gate = threading.Event()
+        if open_:
+            self.gate.set()
+        self.entered = threading.Event()
+        self.fail_first = False
+
+    def post(self, path: str, data: bytes, what: str) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("the API server went away")
+        self.posted.append(data)
+
+
+def test_a_pass_does_not_wait_for_the_api_server_and_the_order_is_kept() -> None:
+    api = Api(open_=False)
+    poster = EventPoster(api.post)
+    poster.start()
+    try:
+        started = time.monotonic()
+        assert all(poster.put("/events", str(i).encode(), f"e{i}") for i in range(50))
+        assert time.monotonic() - started < 1.0  # the API server answers nothing yet
+        assert api.posted == []
+        api.gate.set()
+        assert poster.flush(5.0)
+        assert api.posted == [str(i).encode() for i in range(50)]
+    finally:
+        poster.stop()
+
+
+def test_beyond_the_limit_the_pass_posts_its_own_event_none_is_dropped() -> None:
+    api = Api(open_=False)
+    poster = EventPoster(api.post, limit=2)
+    poster.start()
+    try:
+        assert poster.put("/events", b"0", "e0")
+        assert api.entered.wait(5)  # the thread holds "0" while the API server is stuck
+        assert poster.put("/events", b"1", "e1") and poster.put("/events", b"2", "e2")
+        assert not poster.put("/events", b"3", "e3")  # the caller posts this one itself
+        assert poster.queued() == 3
+        api.gate.set()
+        assert poster.flush(5.0) and api.posted == [b"0", b"1", b"2"]
+    finally:
+        poster.stop()
+
+
+def test_not_running_the_caller_posts_itself() -> None:
+    api = Api()
+    poster = EventPoster(api.post)
+    assert not poster.put("/events", b"x", "x")  # not started
+    poster.start()
+    assert poster.put("/events", b"y", "y")
+    poster.stop()
+    assert api.posted == [b"y"]
+    assert not poster.put("/events", b"z", "z")  # stopped
+    poster.start()  # a new leadership term starts it again
+    assert poster.put("/events", b"w", "w") and poster.flush(5.0)
+    poster.stop()
+    assert api.posted == [b"y", b"w"]
+
+
+def test_shutdown_posts_what_is_queued_then_gives_the_rest_up(caplog: pytest.LogCaptureFixture) -> None:
+    api = Api()
+    poster = EventPoster(api.post)
+    poster.start()
+    for i in range(20):
+        poster.put("/events", str(i).encode(), f"e{i}")
+    poster.stop(timeout=5.0)
+    assert len(api.posted) == 20
+
+    stuck = Api(open_=False)
+    poster = EventPoster(stuck.post)
+    poster.start()
+    for i in range(5):
+        poster.put("/events", str(i).encode(), f"e{i}")
+    assert stuck.entered.wait(5)
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="cloudtriggers.event_poster"):
+        poster.stop(timeout=0.2)
+    assert time.monotonic() - started < 2.0  # a stuck API server does not hold the shutdown
+    assert "4 Events were not posted before shutdown" in caplog.text
+    stuck.gate.set()
+
+
+def test_a_failed_post_does_not_stop_the_thread(caplog: pytest.LogCaptureFixture) -> None:
+    api = Api()
+    api.fail_first = True
+    poster = EventPoster(api.post)
+    poster.start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="cloudtriggers.event_poster"):
+            poster.put("/events", b"a", "Created for apps/web")
+            poster.put("/events", b"b", "Synced for apps/web")
+            assert poster.flush(5.0)
+        assert api.posted == [b"b"]
+        assert "Created for apps/web" in caplog.text
+    finally:
+        poster.stop()
+
+
+def test_the_kube_client_posts_its_events_through_the_poster_with_the_time_they_were_recorded() -> None:
+    server = KubeServer().start()
+    try:
+        api = kube_client(server.url)
+        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": "apps"}})  # type: ignore[arg-type]
+        kube = KubeClient(api)
+        owner = {"metadata": {"name": "web", "namespace": "apps", "uid": "u-1", "resourceVersion": "7"}}
+        kube.emit_event(owner, "Normal", "Created", "without a poster: posted before it returns")
+        assert len(server.list("v1/events", "apps")) == 1
+
+        poster = kube.post_events_in_background()
+        poster.start()
+        try:
+            kube.emit_event(owner, "Normal", "Synced", "through the poster")
+            assert poster.flush(5.0)
+        finally:
+            poster.stop()
+        events = sorted(server.list("v1/events", "apps"), key=lambda e: e["reason"])
+        assert [e["reason"] for e in events] == ["Created", "Synced"]
+        synced = events[1]
+        assert synced["involvedObject"]["uid"] == "u-1" and synced["message"] == "through the poster"
+        assert synced["firstTimestamp"] == synced["lastTimestamp"] and synced["count"] == 1
+    finally:
+        server.stop()
