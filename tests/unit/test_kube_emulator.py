@@ -199,14 +199,17 @@ def test_json_patch_with_a_failing_test_op_gets_422_and_changes_nothing(
         {"op": "test", "path": "/metadata/resourceVersion", "value": "999"},
         {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
     ]
+    json_patch = "application/json-patch+json"  # the client sends merge patch unless told
     with pytest.raises(ApiException) as error:
-        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", ops)
+        custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", ops, _content_type=json_patch)
     assert error.value.status == 422
     assert json.loads(error.value.body)["reason"] == "Invalid"
     assert kube.get(TRIGGERS, NS, "t1") == created
 
     ops[0]["value"] = rv
-    patched = custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", ops)
+    patched = custom.patch_namespaced_custom_object(
+        GROUP, VERSION, NS, PLURAL, "t1", ops, _content_type=json_patch
+    )
     assert patched["metadata"]["finalizers"] == [FINALIZER]
     assert int(patched["metadata"]["resourceVersion"]) > int(rv)
 

@@ -62,6 +62,19 @@ TRIGGERS: Final = "cloudtriggers.io/v1alpha1/triggers"
 VAPS: Final = kmock.resource("admissionregistration.k8s.io/v1/validatingadmissionpolicies")
 VAP_BINDINGS: Final = kmock.resource("admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")
 
+# PATCH decides its patch type by the request's Content-Type, never by the body's shape
+# (k8s.io/apimachinery/pkg/types/patch.go names them). Which ones a resource takes:
+# apiserver/pkg/endpoints/installer.go (built-in kinds: the PATCH route's supportedTypes) and
+# apiextensions-apiserver/pkg/apiserver/customresource_handler.go (ServeHTTP's supportedTypes for
+# custom resources: no strategic merge patch, for there is no Go struct with patch strategies).
+# application/apply-patch+cbor is only taken with the CBORServingAndStorage gate (alpha, off).
+JSON_PATCH: Final = "application/json-patch+json"  # RFC 6902
+MERGE_PATCH: Final = "application/merge-patch+json"  # RFC 7386
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
+APPLY_PATCH: Final = "application/apply-patch+yaml"  # server-side apply
+_BUILTIN_PATCH_TYPES: Final = (JSON_PATCH, MERGE_PATCH, STRATEGIC_MERGE_PATCH, APPLY_PATCH)
+_CUSTOM_PATCH_TYPES: Final = (JSON_PATCH, MERGE_PATCH, APPLY_PATCH)
+
 # Fields that only the server sets; clients cannot change them through PATCH or PUT.
 _SERVER_META: Final = (
     "uid",
@@ -143,6 +156,21 @@ def _merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = _merge_patch(result.get(key), value)
     return result
+
+
+def _header(request: kmock.Request, name: str) -> str:
+    """A request header by its case-insensitive name (kmock keeps them in a plain dict)."""
+    wanted = name.lower()
+    return next((str(v) for k, v in request.headers.items() if str(k).lower() == wanted), "")
+
+
+def _undecodable(value: Any, go_type: str) -> str:
+    """Go's encoding/json error for a patch body (None: not JSON) that does not fit `go_type`."""
+    if value is None:
+        return "the body is not valid JSON"
+    kinds = ((dict, "object"), (list, "array"), (bool, "bool"), (str, "string"))
+    kind = next((name for cls, name in kinds if isinstance(value, cls)), "number")
+    return f"json: cannot unmarshal {kind} into Go value of type {go_type}"
 
 
 def _parse_selector(text: str) -> list[tuple[str, str, set[str]]]:
@@ -274,6 +302,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
       (deletions too), ``uid``, ``namespace`` from the URL, ``creationTimestamp``,
       ``generation`` (1 on create, +1 when a main-endpoint PATCH/PUT changes ``spec``), a name from
       ``generateName``, ``apiVersion``/``kind``; a Secret's ``stringData`` is folded into ``data``.
+    * PATCH takes its patch type from the Content-Type, as the API server does: JSON patch, JSON
+      merge patch, strategic merge patch (built-in kinds only, approximated by a merge patch);
+      anything else, or a strategic merge patch of a custom resource, is 415 (``_patch_type``).
     * Writes (E4): JSON patches are applied to a copy and stored only if every op succeeds, so a
       failing ``test`` op (or any other failing op) answers 422 ``Invalid`` with nothing applied, as
       the real API server does; ``metadata.resourceVersion`` in a merge patch or PUT body is an
@@ -459,6 +490,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             and request.subresource not in self._resources[resource].subresources
         ):
             raise _error(404, "NotFound", f"the server could not find {request.url.path}")
+        # PatchResource checks the Content-Type first, before it looks the object up (patch.go).
+        patch_type = self._patch_type(request) if request.method == kmock.method.PATCH else None
         try:
             if request.action == kmock.action.CREATE:
                 return await self._create(request)
@@ -469,13 +502,41 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if request.action == kmock.action.DELETE:
                 return await self._delete(key)
             old = obj.raw
-            new = self._apply_write(request, key[2], old)
+            new = self._apply_write(request, key[2], old, patch_type)
             strict = request.params.get("fieldValidation") == "Strict"
             return await self._update(key, old, new, subresource=request.subresource, strict=strict)
         except ApiError as e:
             raise _refusal(e) from None
 
-    def _apply_write(self, request: kmock.Request, name: str, old: Body) -> Body:
+    def _patch_type(self, request: kmock.Request) -> str:
+        """The patch type of a PATCH, as PatchResource reads it (kubernetes/kubernetes
+        staging/src/k8s.io/apiserver/pkg/endpoints/handlers/patch.go): the Content-Type up to its
+        first ``;`` (so ``; charset=utf-8`` is ignored), compared as it is with the types the
+        resource takes; anything else, a missing Content-Type too, is 415 UnsupportedMediaType."""
+        content_type = _header(request, "Content-Type")
+        if (idx := content_type.find(";")) > 0:
+            content_type = content_type[:idx]
+        custom = request.resource in self._crds  # served from a CustomResourceDefinition
+        accepted = _CUSTOM_PATCH_TYPES if custom else _BUILTIN_PATCH_TYPES
+        if content_type in accepted:
+            return content_type
+        if custom:
+            # PatchResource's own refusal: negotiation.NewUnsupportedMediaTypeError(patchTypes)
+            # (apiserver/pkg/endpoints/handlers/negotiation/errors.go).
+            message = (
+                "the body of the request was in an unknown format - accepted media types include: "
+                + ", ".join(accepted)
+            )
+        else:
+            # A built-in kind's PATCH route is a go-restful route that Consumes() its supported
+            # types, so go-restful refuses first with "415: Unsupported Media Type" (jsr311.go),
+            # which the apiserver's serviceErrorHandler wraps in a Status
+            # (apimachinery/pkg/api/errors NewGenericServerResponse keeps that message for 415).
+            message = "415: Unsupported Media Type"
+        raise _error(415, "UnsupportedMediaType", message)
+
+    def _apply_write(self, request: kmock.Request, name: str, old: Body, patch_type: str | None) -> Body:
+        """The object after a PUT (patch_type None) or a PATCH of `patch_type` (see _patch_type)."""
         data = request.data
         result: Body
         if request.method == kmock.method.PUT:
@@ -486,7 +547,25 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self._check_precondition(data, name, old)
             result = copy.deepcopy(data)
             return result
-        if isinstance(data, list):
+        if data is None and request.text.strip() == "null":
+            # kmock parses a JSON `null` and a body that is not JSON alike (data None); Go decodes
+            # `null` into an empty JSON patch and an empty strategic merge patch map, both no-ops.
+            data = [] if patch_type == JSON_PATCH else {} if patch_type == STRATEGIC_MERGE_PATCH else None
+        if patch_type in (APPLY_PATCH, None):
+            # Server-side apply (field managers, conflicts, `force`, the required fieldManager) is
+            # not modelled: a JSON body is applied by its shape, as before Content-Types counted here.
+            if isinstance(data, list):
+                patch_type = JSON_PATCH
+            elif isinstance(data, dict):
+                patch_type = MERGE_PATCH
+            else:
+                raise _error(
+                    400, "BadRequest", "the patch must be a JSON list (JSON patch) or object (merge patch)"
+                )
+        if patch_type == JSON_PATCH:
+            if not isinstance(data, list):
+                # patch.go applyJSPatch: jsonpatch.DecodePatch fails -> errors.NewBadRequest.
+                raise _error(400, "BadRequest", _undecodable(data, "jsonpatch.Patch"))
             try:
                 # Applied to a copy: a failing op (e.g. kopf's `test` of resourceVersion) stores nothing.
                 result = jsonpatch.JsonPatch(data).apply(old)
@@ -494,11 +573,35 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 # kopf postpones the change on 422 but blindly retries a 5xx (E4).
                 raise _error(422, "Invalid", f"the JSON patch cannot be applied: {exc}", name=name) from exc
             return result
-        if isinstance(data, dict):
-            self._check_precondition(data, name, old)
-            result = _merge_patch(old, data)
-            return result
-        raise _error(400, "BadRequest", "the patch must be a JSON list (JSON patch) or object (merge patch)")
+        if patch_type == STRATEGIC_MERGE_PATCH:
+            # Built-in kinds only (_patch_type refuses it for custom resources). Approximated by a
+            # JSON merge patch, which shares the strategic merge patch's map semantics: keys merge
+            # recursively and a `null` value deletes the key. Not modelled: lists merged by their
+            # patchMergeKey / patchStrategy:"merge" (e.g. metadata.finalizers, ownerReferences,
+            # containers; here a list replaces the old one, as in a merge patch) and the `$patch`,
+            # `$retainKeys`, `$setElementOrder/...` and `$deleteFromPrimitiveList/...` directives.
+            if not isinstance(data, dict):
+                # patch.go strategicPatchObject: unmarshalling into a map fails -> NewBadRequest.
+                raise _error(400, "BadRequest", _undecodable(data, "map[string]interface {}"))
+        elif isinstance(data, list):
+            # RFC 7386: a merge patch that is not an object replaces the whole target, so the result
+            # is this array, which does not decode into an object (patch.go applyPatchToCurrentObject:
+            # errors.NewInvalid with an empty GroupKind, hence the message's leading ` ""`).
+            value = json.dumps(data, separators=(",", ":"))
+            detail = f'Invalid value: "{value}": a merge patch that is not a JSON object replaces the object'
+            raise _error(
+                422,
+                "Invalid",
+                f' "" is invalid: patch: {detail}',
+                name="",
+                causes=[{"reason": "FieldValueInvalid", "message": detail, "field": "patch"}],
+            )
+        elif not isinstance(data, dict):
+            # gopkg.in/evanphx/json-patch.v4 MergePatch: errBadJSONPatch -> errors.NewBadRequest.
+            raise _error(400, "BadRequest", "Invalid JSON Patch")
+        self._check_precondition(data, name, old)
+        result = _merge_patch(old, data)
+        return result
 
     @staticmethod
     def _check_precondition(data: Mapping[str, Any], name: str, old: Body) -> None:
