@@ -72,7 +72,7 @@ class Config:
     latency: float = 0.0  # seconds the provider sandboxes add to every request
     concurrency: int = 16  # C: provider requests in flight per account (the bench has one account)
     workers: int = 0  # the operator's threads; 0: 2 x C, so that Kubernetes calls never take a provider slot
-    rate: float = 10000.0  # per-account limit; high, so that C and latency are what is measured
+    rate: float | None = 10000.0  # per-account cap; high, so that C and latency are what is measured
     resync: float = 20.0  # steady-state phase: drift-check period
     steady_periods: float = 3.0
     floor: bool = True
@@ -91,6 +91,7 @@ class Config:
         if self.defaults:
             self.concurrency = Settings.model_fields["provider_concurrency"].default
             self.workers = Settings.model_fields["workers"].default
+            self.rate = None  # what the saved config then says: no cap passed
 
 
 @dataclass

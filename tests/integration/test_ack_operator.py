@@ -157,8 +157,13 @@ def test_rotation_hands_the_hook_url_over_then_deletes_the_old_trigger(world: Wo
         world.ns, "web", {"metadata": {"annotations": {"cloudtriggers.io/rotate-requested-at": "leak"}}}
     )
     wait_for(lambda: world.secret_data("web-trigger").get("url") not in (None, old_url), timeout=15)
+
+    def rotated_id() -> str | None:  # the status is written after the Secret, in the same pass
+        got = ((world.trigger(world.ns, "web") or {}).get("status") or {}).get("externalId")
+        return got if got != old else None
+
+    new = wait_for(rotated_id, timeout=15, what="the new trigger's id in status")
     ids = {t["id"] for t in world.server_triggers()}
-    new = world.trigger(world.ns, "web")["status"]["externalId"]  # type: ignore[index]
     assert ids == {old, new}  # the overlap: the old hook URL still works
     assert world.secret_data("web-trigger")["url"] == HOOK_URL + world.secret_data("web-trigger")["token"]
     wait_for(lambda: [t["id"] for t in world.server_triggers()] == [new], timeout=30, what="old deleted")
