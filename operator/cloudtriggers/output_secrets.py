@@ -214,5 +214,7 @@ class OutputSecrets:
             if kind == "DELETED":
                 entries.pop(key, None)
             elif kind in ("ADDED", "MODIFIED"):
-                entries[key] = (decode_data(obj), version)
+                held = entries.get(key)
+                if held is None or held[1] != version:  # not our own write, put() already at this version
+                    entries[key] = (decode_data(obj), version)
         return version
