@@ -22,7 +22,7 @@ from aiohttp import web
 
 from .credentials import ReleaseQueue
 from .event_poster import EventPoster
-from .metrics import SCHEDULER, TRIGGERS, render
+from .metrics import EVENTS_QUEUED, SCHEDULER, TRIGGERS, render
 from .models import GROUP, PLURAL, VERSION, parse_time
 from .output_secrets import OutputSecrets
 from .reconcile import (
@@ -92,6 +92,8 @@ class Runtime:
         self.reconciler = reconciler
         self.outputs = outputs  # the output Secrets' watch, run while kopf runs
         self.events = events  # the Events' poster thread, run while kopf runs
+        if events is not None:
+            EVENTS_QUEUED.source = events.queued
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
         self.seen: dict[str, tuple[Any, ...]] = {}

@@ -225,6 +225,25 @@ SCHEDULER = SchedulerStates()
 REGISTRY.register(SCHEDULER)
 
 
+class EventQueue(Collector):
+    """Events recorded and not posted yet (event_poster.py): a backlog that only grows means the API
+    server refuses or cannot keep up with them."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], int] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        yield GaugeMetricFamily(
+            "cloudtriggers_events_queued",
+            "Kubernetes Events recorded and waiting to be posted.",
+            value=self.source() if self.source is not None else 0,
+        )
+
+
+EVENTS_QUEUED = EventQueue()
+REGISTRY.register(EVENTS_QUEUED)
+
+
 class CircuitStates(Collector):
     """Open credential circuits (accounts whose calls are paused after authentication failures)."""
 

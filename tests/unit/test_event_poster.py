@@ -10,10 +10,19 @@ import time
 
 import pytest
 from kubernetes import client as k8s
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
 
+from cloudtriggers import metrics
 from cloudtriggers.event_poster import EventPoster
 from cloudtriggers.kube import KubeClient
 from cloudtriggers.sandbox.kube import KubeServer, kube_client
+
+
+def generate_latest_of(collector: Collector) -> str:
+    registry = CollectorRegistry()
+    registry.register(collector)
+    return generate_latest(registry).decode()
 
 
 class Api:
@@ -62,6 +71,9 @@ def test_beyond_the_limit_the_pass_posts_its_own_event_none_is_dropped() -> None
         assert poster.put("/events", b"1", "e1") and poster.put("/events", b"2", "e2")
         assert not poster.put("/events", b"3", "e3")  # the caller posts this one itself
         assert poster.queued() == 3
+        gauge = metrics.EventQueue()
+        gauge.source = poster.queued
+        assert "cloudtriggers_events_queued 3.0" in generate_latest_of(gauge)
         api.gate.set()
         assert poster.flush(5.0) and api.posted == [b"0", b"1", b"2"]
     finally:
