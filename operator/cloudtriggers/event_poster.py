@@ -37,6 +37,7 @@ class EventPoster:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._posting = False
+        self._term = 0  # which start() the running thread belongs to: an old one, stuck, must not resume
 
     def put(self, path: str, data: bytes, what: str) -> bool:
         """Queue one Event; False when it was not (not running, or `limit` waiting): post it yourself."""
@@ -56,7 +57,9 @@ class EventPoster:
             if self._thread is not None:
                 return
             self._stopping = False
-            self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+            self._posting = False
+            self._term += 1
+            self._thread = threading.Thread(target=self._run, args=(self._term,), name="events", daemon=True)
             self._thread.start()
 
     def flush(self, timeout: float) -> bool:
@@ -86,12 +89,12 @@ class EventPoster:
         if left:
             log.warning("%d Events were not posted before shutdown", left)
 
-    def _run(self) -> None:
+    def _run(self, term: int) -> None:
         while True:
             with self._cond:
-                while not self._queue and not self._stopping:
+                while not self._queue and not self._stopping and term == self._term:
                     self._cond.wait()
-                if not self._queue:
+                if not self._queue or term != self._term:
                     self._cond.notify_all()
                     return
                 item = self._queue.popleft()
@@ -102,5 +105,6 @@ class EventPoster:
                 log.exception("posting an Event (%s) failed", item[2])
             finally:
                 with self._cond:
-                    self._posting = False
+                    if term == self._term:
+                        self._posting = False
                     self._cond.notify_all()

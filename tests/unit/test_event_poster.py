@@ -158,3 +158,30 @@ def test_the_kube_client_posts_its_events_through_the_poster_with_the_time_they_
         assert synced["firstTimestamp"] == synced["lastTimestamp"] and synced["count"] == 1
     finally:
         server.stop()
+
+
+def test_a_thread_stuck_past_shutdown_does_not_post_for_the_next_term() -> None:
+    """Leadership lost while the API server hangs, then won again: the old thread, once its post
+    returns, ends; only the new one posts, so the order stays one thread's."""
+    others = set(threading.enumerate())  # threads of other tests are not this poster's
+
+    def posters() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "events" and t not in others]
+
+    api = Api(open_=False)
+    poster = EventPoster(api.post)
+    poster.start()
+    poster.put("/events", b"old", "old")
+    assert api.entered.wait(5)
+    poster.stop(timeout=0.1)  # the post of "old" is still stuck
+    poster.start()
+    assert poster.put("/events", b"new", "new")
+    assert len(posters()) == 2
+    api.gate.set()
+    assert poster.flush(5.0)
+    deadline = time.monotonic() + 5
+    while len(posters()) > 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(posters()) == 1  # the old one ended
+    assert sorted(api.posted) == [b"new", b"old"]  # "old" was already on the wire; nothing twice
+    poster.stop()
