@@ -227,7 +227,8 @@ class _Base:
         self.versions[p.meta["uid"]] = str(got["metadata"].get("resourceVersion") or "")
 
     def _flush(self, p: _Pass) -> None:
-        """Write status when it differs from what is stored, then this pass's events.
+        """Write status when it differs from what is stored, then record this pass's events (posted
+        from a thread of their own when the operator runs one: event_poster.py).
 
         Called mid-pass too (the create intent must be stored before the provider call), so the
         comparison is always against the last stored status.
