@@ -210,3 +210,19 @@ def test_what_the_kubernetes_client_sends_is_accepted(kube: KubeServer) -> None:
     assert stored_trigger(kube)["metadata"]["labels"] == {"team": "a"}
     secret = kube.get("v1/secrets", NS, "gl")
     assert secret is not None and not secret["metadata"].get("labels")
+
+
+def test_header_names_are_case_insensitive(kube: KubeServer) -> None:
+    """HTTP header names are case-insensitive (RFC 9110 §5.1), and Go's net/http canonicalises them:
+    a client that spells them in lower case (HTTP/2 always does) gets what any other gets."""
+    body = json.dumps({"metadata": {"labels": {"team": "a"}}})
+    answer = requests.patch(trigger_url(kube), data=body, headers={"content-type": MERGE_PATCH}, timeout=5)
+    assert answer.status_code == 200, answer.text
+    assert stored_trigger(kube)["metadata"]["labels"]["team"] == "a"
+    protobuf = requests.post(
+        f"{kube.url}/api/v1/namespaces/{NS}/secrets",
+        data=b"\x6b\x38\x73\x00",
+        headers={"content-type": "application/vnd.kubernetes.protobuf"},
+        timeout=5,
+    )
+    assert protobuf.status_code == 415 and "JSON bodies only" in protobuf.text
