@@ -24,6 +24,7 @@ from kubernetes.client.rest import RESTClientObject
 
 from . import __version__
 from .event_poster import EventPoster
+from .kube_http import Connections
 from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from .output_secrets import OutputSecrets, decode_data
 
@@ -142,9 +143,10 @@ class KubeClient:
     every answer, which cost more CPU than everything else the operator does per Trigger (measured
     with bench/). These few calls need neither. The pool is the one the official client builds from
     its Configuration (server, TLS and client certificates, proxy); the token comes from the same
-    Configuration with its refresh hook (exec plugins, in-cluster token rotation). urllib3 directly
-    rather than a requests Session: a third of the CPU of each call was Session bookkeeping.
-    Thread-safe: the worker threads share the pool.
+    Configuration with its refresh hook (exec plugins, in-cluster token rotation). The requests go
+    over that pool's connections as http.client makes them (kube_http.py: half urllib3's CPU per
+    call), through urllib3 itself behind a proxy and for the output Secrets' watch stream.
+    Thread-safe: the worker threads share the connections.
     """
 
     def __init__(
@@ -164,6 +166,8 @@ class KubeClient:
         config = copy.copy(self.config)
         config.connection_pool_maxsize = pool or max(self.config.connection_pool_maxsize or 0, 16)
         self.pool = RESTClientObject(config).pool_manager
+        # The pool's connections without its per-call overhead (kube_http.py); None behind a proxy.
+        self.connections = Connections.of(self.pool, self.base, config.connection_pool_maxsize)
         self.timeout = urllib3.Timeout(connect=5, read=60)
         self.user_agent = f"cloudtriggers/{__version__}"
         self._auth: tuple[str, float] = ("", 0.0)  # the bearer token and when it was read
@@ -201,16 +205,22 @@ class KubeClient:
             data = json.dumps(body).encode()
         if data is not None:
             headers["Content-Type"] = content_type
+        status, answer = self._send(method, path, data, headers)
+        if status == 401:
+            self._auth = ("", 0.0)  # the next call asks the refresh hook again
+        if status == 404:
+            return None
+        if status >= 400:
+            raise KubeApiError(status, answer.decode(errors="replace"))
+        return cast(dict[str, Any], json.loads(answer)) if answer else {}
+
+    def _send(self, method: str, path: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.connections is not None:
+            return self.connections.request(method, path, data, headers)
         resp = self.pool.request(
             method, self.base + path, body=data, headers=headers, timeout=self.timeout, retries=False
         )
-        if resp.status == 401:
-            self._auth = ("", 0.0)  # the next call asks the refresh hook again
-        if resp.status == 404:
-            return None
-        if resp.status >= 400:
-            raise KubeApiError(resp.status, resp.data.decode(errors="replace"))
-        return cast(dict[str, Any], json.loads(resp.data)) if resp.data else {}
+        return resp.status, resp.data
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json", **(extra or {}), "User-Agent": self.user_agent}

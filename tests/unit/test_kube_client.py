@@ -86,16 +86,16 @@ def test_a_missing_secret_is_shared_too() -> None:
     assert len(calls) == 2
 
 
-class _Pool:
+class _Connections:
     """Records the Authorization header of every call; answers `status`."""
 
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.status = 200
 
-    def request(self, method: str, url: str, headers: dict[str, str], **_: object) -> object:
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
         self.sent.append(headers.get("Authorization", ""))
-        return type("R", (), {"status": self.status, "data": b"{}"})()
+        return self.status, b"{}"
 
 
 def test_the_refreshed_token_is_reused_briefly_then_reread(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,8 +113,8 @@ def test_the_refreshed_token_is_reused_briefly_then_reread(monkeypatch: pytest.M
     config.api_key = {"BearerToken": "Bearer t0"}
     config.refresh_api_key_hook = refresh
     c = KubeClient(k8s.ApiClient(config))
-    pool = _Pool()
-    c.pool = pool  # type: ignore[assignment]
+    pool = _Connections()
+    c.connections = pool  # type: ignore[assignment]
     now = [1000.0]
     monkeypatch.setattr(kube_module.time, "monotonic", lambda: now[0])
     for _ in range(5):

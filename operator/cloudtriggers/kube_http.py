@@ -1,0 +1,186 @@
+"""The reconciler's requests to the API server, over a few kept-alive http.client connections.
+
+The official client's urllib3 PoolManager costs about twice the CPU of a plain http.client exchange
+per small request (URL parsing, pool lookup and retry bookkeeping on every call, measured in
+bench/README.md), and a create makes four such requests: this was the largest share of the
+operator's CPU after kopf's own. The connections are made as that PoolManager would make them: the
+same server, CA, client certificate, SNI name and socket options, read from the pool's own settings,
+so the kubeconfig means the same either way. Behind a proxy (ProxyManager, SOCKS) the caller keeps
+urllib3, which does the tunnelling (`Connections.of` answers None).
+
+Errors without an answer are raised as urllib3.exceptions.ProtocolError (a urllib3 HTTPError), as
+the urllib3 path raises them, so callers catch one family either way.
+"""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import ssl
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import urllib3
+from urllib3.util.wait import wait_for_read
+
+
+class _Plain(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, pool: Connections) -> None:
+        super().__init__(host, port, timeout=pool.connect_timeout)
+        self._pool = pool
+
+    def connect(self) -> None:
+        super().connect()  # also sets TCP_NODELAY, as urllib3 does
+        self._pool.prepare(self.sock)
+
+
+class _TLS(http.client.HTTPSConnection):
+    def __init__(self, host: str, port: int, pool: Connections) -> None:
+        super().__init__(host, port, timeout=pool.connect_timeout, context=pool.context)
+        self._pool = pool
+
+    def connect(self) -> None:
+        # http.client's own connect would send the host as SNI and check the certificate against
+        # it; the kubeconfig's tls-server-name, when set, is the name to send and check.
+        http.client.HTTPConnection.connect(self)
+        assert self._pool.context is not None
+        self.sock = self._pool.context.wrap_socket(self.sock, server_hostname=self._pool.server_hostname)
+        self._pool.prepare(self.sock)
+
+
+class Connections:
+    """Thread-safe: a connection is taken for one exchange and given back (at most `maxsize` idle)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+        socket_options: list[tuple[int, int, int]] | None = None,
+        maxsize: int = 16,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        parts = urlsplit(url)
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.prefix = parts.path.rstrip("/")  # a server behind a path (a proxying dashboard)
+        self.context = context if self.tls else None
+        if self.tls and self.context is None:
+            self.context = ssl.create_default_context()
+        self.server_hostname = server_hostname or self.host
+        self.socket_options = socket_options or []
+        self.maxsize = maxsize
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, manager: urllib3.PoolManager, url: str, maxsize: int) -> Connections | None:
+        """The connections the official client's pool manager would make to `url`; None when it is a
+        proxy manager (or anything but a plain PoolManager) and urllib3 must stay."""
+        if type(manager) is not urllib3.PoolManager:
+            return None
+        kw: dict[str, Any] = manager.connection_pool_kw
+        context = None
+        if urlsplit(url).scheme == "https":
+            assert_hostname = kw.get("assert_hostname")
+            if isinstance(assert_hostname, str) and assert_hostname:
+                return None  # a name to check other than the one sent: urllib3 does that matching
+            context = tls_context(
+                verify=kw.get("cert_reqs", ssl.CERT_REQUIRED) != ssl.CERT_NONE,
+                ca_file=kw.get("ca_certs"),
+                ca_data=kw.get("ca_cert_data"),
+                cert_file=kw.get("cert_file"),
+                key_file=kw.get("key_file"),
+                check_hostname=assert_hostname is not False,
+            )
+        return cls(
+            url,
+            context=context,
+            server_hostname=kw.get("server_hostname"),
+            socket_options=kw.get("socket_options"),
+            maxsize=maxsize,
+        )
+
+    def prepare(self, sock: socket.socket) -> None:
+        for level, option, value in self.socket_options:
+            sock.setsockopt(level, option, value)
+        sock.settimeout(self.read_timeout)
+
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
+        """One exchange: the answer's status and body."""
+        conn = self._take()
+        try:
+            conn.request(method, self.prefix + path, body=body, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as e:
+            conn.close()
+            raise urllib3.exceptions.ProtocolError(f"{method} {path}: {e!r}") from e
+        except BaseException:
+            conn.close()
+            raise
+        if resp.will_close:
+            conn.close()
+        else:
+            self._give_back(conn)
+        return resp.status, data
+
+    def _take(self) -> http.client.HTTPConnection:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return _TLS(self.host, self.port, self) if self.tls else _Plain(self.host, self.port, self)
+            # The server may have closed it while it was idle (its idle timeout, a restart): a
+            # readable idle socket is one at its end. urllib3 checks the same before each reuse.
+            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
+                return conn
+            conn.close()
+
+    def _give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.maxsize:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+def tls_context(
+    *,
+    verify: bool,
+    ca_file: str | None = None,
+    ca_data: str | bytes | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    check_hostname: bool = True,
+) -> ssl.SSLContext:
+    """A client context as urllib3 builds one for these settings: the CA given (else the system's),
+    the client certificate, and the hostname checked unless the kubeconfig turns verification off."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if verify:
+        if ca_file or ca_data:
+            ctx.load_verify_locations(cafile=ca_file, cadata=ca_data)
+        else:
+            ctx.load_default_certs()
+        ctx.check_hostname = check_hostname
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert_file:
+        ctx.load_cert_chain(cert_file, key_file)
+    return ctx
