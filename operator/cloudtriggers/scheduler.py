@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import heapq
 import itertools
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .kube import KubeApiError
+from .packed import pack, unpack
 from .reconcile import Outcome, Reconciler, Retry, has_finalizer
 
 log = logging.getLogger(__name__)
@@ -33,31 +33,14 @@ log = logging.getLogger(__name__)
 Call = Callable[..., Awaitable[Any]]
 
 
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-
-
-def _kept(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The body as an entry keeps it, for each Trigger for as long as it lives: without what no pass
-    reads and a real API server puts on every object (managedFields, often larger than the rest)
-    or kubectl apply adds (the last-applied copy of the manifest)."""
-    meta = body.get("metadata") or {}
-    ann = meta.get("annotations") or {}
-    if "managedFields" not in meta and LAST_APPLIED not in ann:
-        return dict(body)
-    meta = {k: v for k, v in meta.items() if k != "managedFields"}
-    if LAST_APPLIED in ann:
-        meta["annotations"] = {k: v for k, v in ann.items() if k != LAST_APPLIED}
-    return {**body, "metadata": meta}
-
-
 @dataclass(slots=True)
 class _Entry:
     uid: str
     namespace: str
     name: str
-    # The Trigger as last watched (_kept) in compact JSON: a fifth of its size as dicts, and each
-    # pass gets a fresh copy of its own by decoding it.
-    raw: bytes = b""
+    # The Trigger as last watched, packed (packed.py: ~0.2 KiB against ~6 KiB as dicts); each pass
+    # gets a fresh copy of its own by unpacking it.
+    packed: bytes = b""
     version: str = ""  # its resourceVersion
     deleting: bool = False  # has a deletionTimestamp
     finalized: bool = False  # carries our finalizer
@@ -69,17 +52,16 @@ class _Entry:
     first: bool = True
 
     def keep(self, body: Mapping[str, Any]) -> None:
-        kept = _kept(body)
-        meta = kept.get("metadata") or {}
-        self.raw = json.dumps(kept, separators=(",", ":")).encode()
+        meta = body.get("metadata") or {}
+        self.packed = pack(body)
         self.version = str(meta.get("resourceVersion") or "")
         self.deleting = bool(meta.get("deletionTimestamp"))
-        self.finalized = has_finalizer(kept)
+        self.finalized = has_finalizer(body)
 
     @property
     def body(self) -> dict[str, Any]:
         """A copy of the Trigger as last watched, the caller's own."""
-        return json.loads(self.raw)  # type: ignore[no-any-return]
+        return unpack(self.packed)
 
 
 @dataclass

@@ -93,7 +93,9 @@ class _Connections:
         self.sent: list[str] = []
         self.status = 200
 
-    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
+    ) -> tuple[int, bytes]:
         self.sent.append(headers.get("Authorization", ""))
         return self.status, b"{}"
 

@@ -135,7 +135,7 @@ def test_requests_are_counted_per_account_without_the_credentials() -> None:
 def test_a_scheduler_entry_keeps_no_managed_fields_or_last_applied_copy() -> None:
     """Kept for each Trigger for its lifetime, so only what passes read: a real API server's
     managedFields and kubectl's last-applied annotation are often larger than the rest."""
-    from cloudtriggers.scheduler import _kept
+    from cloudtriggers.packed import kept as _kept
 
     body = {
         "metadata": {
