@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # namespace, name
 Entry = tuple[dict[str, str], str]  # data (decoded), resourceVersion
+# As held: the decoded data as compact JSON (one object instead of a dict and its strings: about
+# 0.4 KiB less per Secret, one per Trigger with outputs), and the resourceVersion.
+_Held = tuple[bytes, str]
 PAGE = 500
 WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last version
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -41,6 +45,14 @@ def decode_data(secret: dict[str, Any]) -> dict[str, str]:
     data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
     data.update(secret.get("stringData") or {})
     return data
+
+
+def _key(namespace: str, name: str) -> Key:
+    return sys.intern(namespace), name  # a namespace's name once, not once per Secret
+
+
+def _hold(data: dict[str, str], version: str) -> _Held:
+    return json.dumps(data, separators=(",", ":")).encode(), version
 
 
 class _Gone(Exception):
@@ -60,7 +72,7 @@ class OutputSecrets:
         literal = [ns for ns in namespaces or [] if not GLOB & set(ns)]
         self.scopes: list[str | None] = [None] if not namespaces else list(dict.fromkeys(literal))
         self._lock = threading.Lock()
-        self._entries: dict[str | None, dict[Key, Entry]] = {}  # only scopes whose watch is live
+        self._entries: dict[str | None, dict[Key, _Held]] = {}  # only scopes whose watch is live
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._streams: dict[str | None, urllib3.BaseHTTPResponse] = {}
@@ -76,14 +88,15 @@ class OutputSecrets:
         """The Secret as the watch last showed it; None when the view cannot say (read it)."""
         with self._lock:
             entries = self._entries.get(self._scope(namespace))
-            return None if entries is None else entries.get((namespace, name))
+            held = None if entries is None else entries.get((namespace, name))
+        return None if held is None else (json.loads(held[0]), held[1])
 
     def put(self, namespace: str, name: str, data: dict[str, str], version: str) -> None:
         """Our own write, so that a check right after it does not wait for the watch to bring it."""
         with self._lock:
             entries = self._entries.get(self._scope(namespace))
             if entries is not None:
-                entries[namespace, name] = (dict(data), version)
+                entries[_key(namespace, name)] = _hold(data, version)
 
     # ---- the watch -----------------------------------------------------------------------------
 
@@ -144,7 +157,7 @@ class OutputSecrets:
             self._entries.pop(scope, None)
 
     def _list(self, scope: str | None) -> str:
-        entries: dict[Key, Entry] = {}
+        entries: dict[Key, _Held] = {}
         params: dict[str, str] = {"labelSelector": self.selector, "limit": str(PAGE)}
         while True:
             got = self.kube.request_json("GET", f"{self._path(scope)}?{urlencode(params)}")
@@ -152,10 +165,8 @@ class OutputSecrets:
                 raise RuntimeError("the Secrets list answered 404")
             for item in got.get("items") or []:
                 meta = item.get("metadata") or {}
-                entries[str(meta.get("namespace")), str(meta.get("name"))] = (
-                    decode_data(item),
-                    str(meta.get("resourceVersion") or ""),
-                )
+                key = _key(str(meta.get("namespace")), str(meta.get("name")))
+                entries[key] = _hold(decode_data(item), str(meta.get("resourceVersion") or ""))
             meta = got.get("metadata") or {}
             if not meta.get("continue"):
                 version = str(meta.get("resourceVersion") or "")
@@ -206,7 +217,7 @@ class OutputSecrets:
         version = str(meta.get("resourceVersion") or version)
         if kind == "BOOKMARK":
             return version
-        key = (str(meta.get("namespace")), str(meta.get("name")))
+        key = _key(str(meta.get("namespace")), str(meta.get("name")))
         with self._lock:
             entries = self._entries.get(scope)
             if entries is None:
@@ -216,5 +227,5 @@ class OutputSecrets:
             elif kind in ("ADDED", "MODIFIED"):
                 held = entries.get(key)
                 if held is None or held[1] != version:  # not our own write, put() already at this version
-                    entries[key] = (decode_data(obj), version)
+                    entries[key] = _hold(decode_data(obj), version)
         return version

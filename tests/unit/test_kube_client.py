@@ -165,6 +165,10 @@ def test_output_secrets_are_read_from_the_watch_and_only_what_it_cannot_say_is_r
         c.write_output_secret(owner, "web-trigger", {"token": "t1"})
         before = gets(kube, "ops")  # the POST itself
         assert (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t1"}
+        held = outputs.get("default", "web-trigger")
+        assert held is not None
+        held[0]["token"] = "changed by a caller"  # each answer is the caller's own copy
+        assert (outputs.get("default", "web-trigger") or ({}, ""))[0] == {"token": "t1"}
         core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t2"}})
         _until(
             "the edit", lambda: (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t2"}
