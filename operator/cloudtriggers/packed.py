@@ -3,11 +3,11 @@
 The scheduler keeps each Trigger's last watched body, so that a resync pass needs no GET. As
 compact JSON that was 1.2 KiB a Trigger, the largest thing the operator kept per Trigger. Trigger
 bodies are alike: the same keys, conditions, finalizer and messages, differing in names, ids and
-times. zlib with a preset dictionary (RFC 1950's FDICT) made of one typical Trigger per provider
+times. Deflate with a preset dictionary (zlib's zdict) made of one typical Trigger per provider
 packs one into about 0.2 KiB, in about the time json.dumps takes for it (bench/README.md). A body
 unlike these still round-trips; it only packs less well. The dictionary is built from the names the
-code writes (models, reconcile), so it follows them; tests/unit/test_packed.py checks that a Trigger
-as the operator leaves it still packs to under a quarter.
+code writes (models, reconcile), so it follows them; tests/integration/test_packed_bodies.py checks
+that a Trigger as the operator leaves it, per provider, still packs to under a quarter.
 """
 
 from __future__ import annotations
