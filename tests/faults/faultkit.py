@@ -434,3 +434,13 @@ def rotate_patch(value: str) -> dict[str, Any]:
 
 def secret_token(w: LocalWorld, name: str) -> str | None:
     return _secret_token(w, f"{name}-trigger")
+
+
+def wait_rotated(w: LocalWorld, name: str, old: str | None, timeout: float) -> None:
+    """Until the output Secret holds a token other than `old`; on timeout, say where the Trigger stands."""
+    try:
+        wait_for(lambda: secret_token(w, name) not in (None, old), timeout=timeout)
+    except TimeoutError:
+        obj = w.trigger(NS, name) or {}
+        status = {k: v for k, v in (obj.get("status") or {}).items() if k != "atProvider"}
+        raise AssertionError(f"{name}: no new token after {timeout} s; status {status}") from None
