@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import urllib3
+from urllib3.util.ssl_ import create_urllib3_context
 from urllib3.util.wait import wait_for_read
 
 
@@ -70,7 +71,7 @@ class Connections:
         self.prefix = parts.path.rstrip("/")  # a server behind a path (a proxying dashboard)
         self.context = context if self.tls else None
         if self.tls and self.context is None:
-            self.context = ssl.create_default_context()
+            self.context = tls_context(verify=True)
         self.server_hostname = server_hostname or self.host
         self.socket_options = socket_options or []
         self.maxsize = maxsize
@@ -168,19 +169,18 @@ def tls_context(
     key_file: str | None = None,
     check_hostname: bool = True,
 ) -> ssl.SSLContext:
-    """A client context as urllib3 builds one for these settings: the CA given (else the system's),
-    the client certificate, and the hostname checked unless the kubeconfig turns verification off."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    """A client context for these settings, on urllib3's own base context (its protocol floor,
+    options, TLS 1.3 post-handshake authentication for a client certificate asked late), then what
+    urllib3's connection adds: the CA given (else the system's), the client certificate, and the
+    hostname checked unless the kubeconfig turns that or verification off."""
+    ctx = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
     if verify:
         if ca_file or ca_data:
             ctx.load_verify_locations(cafile=ca_file, cadata=ca_data)
         else:
             ctx.load_default_certs()
-        ctx.check_hostname = check_hostname
-    else:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+        if not check_hostname:
+            ctx.check_hostname = False
     if cert_file:
         ctx.load_cert_chain(cert_file, key_file)
     return ctx
