@@ -56,6 +56,8 @@ class CredentialsGuard:
         self._lock = threading.Lock()
         self._uses: dict[str, SecretKey] = {}  # Trigger uid -> the Secret it names
         self._users: dict[SecretKey, set[str]] = {}
+        # Each Secret's key once, shared by the Triggers naming it (not a tuple of two new strings each).
+        self._keys: dict[SecretKey, SecretKey] = {}
         self._last_good: dict[SecretKey, dict[str, str]] = {}
 
     # -- who uses what (from the watch) -----------------------------------------------------------
@@ -68,10 +70,11 @@ class CredentialsGuard:
             if before == key:
                 return None
             if before is not None:
-                self._users.get(before, set()).discard(uid)
+                self._leave(before, uid)
             if key is None:
                 self._uses.pop(uid, None)
             else:
+                key = self._keys.setdefault(key, key)
                 self._uses[uid] = key
                 self._users.setdefault(key, set()).add(uid)
         return before
@@ -81,8 +84,16 @@ class CredentialsGuard:
         with self._lock:
             before = self._uses.pop(uid, None)
             if before is not None:
-                self._users.get(before, set()).discard(uid)
+                self._leave(before, uid)
         return before
+
+    def _leave(self, key: SecretKey, uid: str) -> None:
+        users = self._users.get(key)
+        if users is not None:
+            users.discard(uid)
+            if not users:
+                del self._users[key]
+                self._keys.pop(key, None)
 
     def users(self, key: SecretKey) -> int:
         with self._lock:

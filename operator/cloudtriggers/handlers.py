@@ -22,6 +22,7 @@ from aiohttp import web
 
 from .credentials import ReleaseQueue
 from .event_poster import EventPoster
+from .ids import intern_ids
 from .metrics import EVENTS_QUEUED, SCHEDULER, TRIGGERS, render
 from .models import GROUP, PLURAL, VERSION, parse_time
 from .output_secrets import OutputSecrets
@@ -198,7 +199,8 @@ def register(
             runtime.releases.request(runtime.reconciler.guard.drop(uid))
             return
         # The event's plain dict, not kopf's Body: a Body's every .get() goes through its Mapping view.
-        raw = event.get("object") or dict(body)
+        raw = intern_ids(event.get("object") or dict(body))
+        uid = raw["metadata"]["uid"]  # the interned copy, the one every index keeps
         TRIGGERS.update(uid, raw)
         runtime.releases.request(runtime.reconciler.guard.note(uid, raw))  # the Secret it stopped using
         key, claim = runtime.reconciler.claim_of(raw)

@@ -24,6 +24,7 @@ from kubernetes.client.rest import RESTClientObject
 
 from . import __version__
 from .event_poster import EventPoster
+from .ids import intern_ids
 from .kube_http import Connections
 from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from .output_secrets import OutputSecrets, decode_data
@@ -264,7 +265,7 @@ class KubeClient:
         return f"{base}/{quote(name)}" if name else base
 
     def get_trigger(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._request("GET", self._trigger_path(namespace, name))
+        return intern_ids(self._request("GET", self._trigger_path(namespace, name)))
 
     def patch_trigger_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         # A JSON merge patch: keys set to None are removed.
@@ -272,7 +273,7 @@ class KubeClient:
         obj = self._request("PATCH", path, {"status": status}, "application/merge-patch+json")
         if obj is None:
             raise KubeApiError(404, f"Trigger {namespace}/{name} is gone")
-        return obj
+        return intern_ids(obj)
 
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         """An output Secret: as the watch shows it (output_secrets.py), else as it is now."""
@@ -325,7 +326,7 @@ class KubeClient:
         elif annotations:
             ops.append({"op": "add", "path": "/metadata/annotations", "value": dict(annotations)})
         path = self._trigger_path(str(meta.get("namespace")), str(meta.get("name")))
-        return self._request("PATCH", path, ops, "application/json-patch+json")
+        return intern_ids(self._request("PATCH", path, ops, "application/json-patch+json"))
 
     def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool:
         """Add our finalizer and label to the Secret as it was read, if it is still at that

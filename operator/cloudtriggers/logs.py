@@ -16,10 +16,14 @@ from typing import Any
 
 from .redaction import redact
 
-# Registered secrets by length. A log line is looked through once per distinct length (a few: the
-# shapes of tokens and keys), not once per secret: with a token per Trigger, 10,000 Triggers would
-# otherwise cost 10,000 replaces for each line logged, which grew the operator's CPU with N.
-_by_length: dict[int, frozenset[str]] = {}
+# Registered secrets: by length, and as their hashes. A log line is looked through once per distinct
+# length (a few: the shapes of tokens and keys), not once per secret: with a token per Trigger, 10,000
+# Triggers would otherwise cost 10,000 replaces for each line logged, which grew the operator's CPU
+# with N. Hashes, not the strings: the logs keep no copy of every token (~0.3 KiB each of ACK's, one
+# per Trigger), and a registration is one insertion into a set (a copy-on-write frozenset made 10,000
+# registrations quadratic). A window of a line whose hash is registered is scrubbed: a collision of
+# the 64-bit string hash can only scrub an innocent substring, never let a secret through.
+_by_length: dict[int, set[int]] = {}
 _lock = threading.Lock()
 
 
@@ -29,10 +33,7 @@ def register_secret(*values: str | None) -> None:
         return
     with _lock:
         for v in fresh:
-            bucket = _by_length.get(len(v), frozenset())
-            if v not in bucket:
-                # Copy on write: scrub reads the buckets without the lock.
-                _by_length[len(v)] = bucket | {v}
+            _by_length.setdefault(len(v), set()).add(hash(v))
 
 
 def scrub(text: str) -> str:
@@ -41,9 +42,9 @@ def scrub(text: str) -> str:
     spans: list[tuple[int, int]] = []
     with _lock:
         buckets = sorted(_by_length.items(), reverse=True)
-    for n, bucket in buckets:
+    for n, bucket in buckets:  # read without the lock: a membership test sees a set whole
         for i in range(len(text) - n + 1):
-            if text[i : i + n] in bucket:
+            if hash(text[i : i + n]) in bucket:
                 spans.append((i, i + n))
     if spans:
         spans.sort(key=lambda sp: (sp[0], -sp[1]))

@@ -101,7 +101,8 @@ LEADER = Gauge(
 class _State(NamedTuple):
     provider: str
     ready: str
-    ref: str  # namespace/name
+    namespace: str  # the interned copies the watch's indexes share (ids.py), not a new "ns/name"
+    name: str
     last_used: float | None  # GitLab: when a pipeline last ran through it
     reason: str  # while not Ready: the Ready condition's reason ...
     since: float | None  # ... and since when
@@ -133,9 +134,18 @@ class TriggerStates(Collector):
             # Not Ready since the condition's transition; a Trigger with no condition yet, since it was made.
             reason = str(cond.get("reason") or "Unknown")
             since = parse_time(cond.get("lastTransitionTime")) or parse_time(meta.get("creationTimestamp"))
-        ref = f"{meta.get('namespace')}/{meta.get('name')}"
         token = parse_time(status.get("tokenCreatedAt"))
-        state = _State(provider, ready, ref, last_used, sys.intern(reason), since, token)
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        state = _State(
+            sys.intern(provider),
+            sys.intern(ready),
+            namespace,
+            name,
+            last_used,
+            sys.intern(reason),
+            since,
+            token,
+        )
         with self._lock:
             self._states[uid] = state
 
@@ -166,8 +176,7 @@ class TriggerStates(Collector):
         )
         for st in states:
             if st.since is not None:
-                ns, _, name = st.ref.partition("/")
-                not_ready.add_metric([ns, name, st.provider, st.reason], st.since)
+                not_ready.add_metric([st.namespace, st.name, st.provider, st.reason], st.since)
         yield not_ready
         age = GaugeMetricFamily(
             "cloudtriggers_token_age_seconds",
@@ -188,9 +197,9 @@ class TriggerStates(Collector):
             "When GitLab last ran a pipeline through the trigger (as of the last observation).",
             labels=["trigger"],
         )
-        for provider, _, ref, last, *_ in states:
-            if provider == "gitlab" and last is not None:
-                used.add_metric([ref], last)
+        for st in states:
+            if st.provider == "gitlab" and st.last_used is not None:
+                used.add_metric([f"{st.namespace}/{st.name}"], st.last_used)
         yield used
 
 

@@ -60,8 +60,15 @@ class _Entry:
 
     @property
     def body(self) -> dict[str, Any]:
-        """A copy of the Trigger as last watched, the caller's own."""
-        return unpack(self.packed)
+        """A copy of the Trigger as last watched, the caller's own (with this entry's copies of the
+        uid, namespace and name: ids.py)."""
+        body = unpack(self.packed)
+        meta = body.get("metadata")
+        if isinstance(meta, dict):
+            for key, value in (("uid", self.uid), ("namespace", self.namespace), ("name", self.name)):
+                if meta.get(key) == value:
+                    meta[key] = value
+        return body
 
 
 @dataclass

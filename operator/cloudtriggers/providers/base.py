@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import http.cookiejar
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -175,9 +176,10 @@ def diff(desired: Mapping[str, Any], observed: Observed) -> list[str]:
 
 
 def account_key(provider: str, endpoint: str, credentials: Mapping[str, str]) -> str:
-    """Stable id of one account at one endpoint, without the secret itself."""
+    """Stable id of one account at one endpoint, without the secret itself. Interned: the breaker and
+    the limiter keep it per Trigger and per account, one copy for all the Triggers of an account."""
     ident = "|".join(f"{k}={credentials[k]}" for k in sorted(credentials))
-    return f"{provider}:{endpoint}:{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+    return sys.intern(f"{provider}:{endpoint}:{hashlib.sha256(ident.encode()).hexdigest()[:16]}")
 
 
 def summarize(resp: requests.Response) -> str:

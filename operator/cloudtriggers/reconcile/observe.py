@@ -137,12 +137,7 @@ class ObservePhase(_Base):
         self, p: _Pass, provider: Provider, spec: TriggerSpec, ext: str, known: Mapping[str, Any]
     ) -> None:
         key: str = provider.claim_key(spec.block, known, ext)
-        me = Claim(
-            uid=p.meta["uid"],
-            ref=p.ref,
-            created=p.meta.get("creationTimestamp") or "",
-            owns=p.status.get("externalId") == ext,
-        )
+        me = Claim.of(p.meta, owns=p.status.get("externalId") == ext)
         others = self.claims.others(key, me.uid)
         if others and winner(me, others) is not me:
             w = winner(me, others)

@@ -3,9 +3,9 @@ writes, and the flush of its status and Events. Also _Base, what every phase mix
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -168,7 +168,7 @@ class _Base:
 
     if TYPE_CHECKING:
         # reconciler.py
-        def lock(self, uid: str) -> threading.Lock: ...
+        def lock(self, uid: str) -> contextlib.AbstractContextManager[None]: ...
         def claim_of(self, obj: Mapping[str, Any]) -> tuple[str | None, Claim]: ...
         @staticmethod
         def _implicit_id(spec: TriggerSpec, meta: Mapping[str, Any]) -> str | None: ...

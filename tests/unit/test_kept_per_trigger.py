@@ -1,0 +1,118 @@
+"""What the operator keeps per Trigger between passes: one copy of each identity string, no lock, no
+secret in the log filter's registry, and indexes that shrink back when Triggers go."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from cloudtriggers import logs
+from cloudtriggers.credentials import CredentialsGuard
+from cloudtriggers.ids import intern_ids
+from cloudtriggers.reconcile import Reconciler
+from cloudtriggers.reconcile.claims import Claim, ClaimIndex, winner
+from cloudtriggers.scheduler import _Entry
+
+
+def _decoded(uid: str = "0b5e-uid-of-one-trigger", version: str = "1") -> dict[str, Any]:
+    """A Trigger as each watch event brings it: decoded anew, so its strings are fresh copies."""
+    text = json.dumps(
+        {
+            "metadata": {
+                "uid": uid,
+                "name": "web",
+                "namespace": "apps",
+                "resourceVersion": version,
+                "creationTimestamp": "2026-12-06T10:00:00Z",
+            },
+            "spec": {"credentialsSecretRef": {"name": "gitlab-creds"}, "gitlab": {}},
+        }
+    )
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def test_two_events_of_one_trigger_share_one_copy_of_its_identity() -> None:
+    a, b = _decoded(version="1"), _decoded(version="2")
+    assert a["metadata"]["uid"] is not b["metadata"]["uid"]  # what json gives: a copy each
+    intern_ids(a), intern_ids(b)
+    for key in ("uid", "name", "namespace"):
+        assert a["metadata"][key] is b["metadata"][key]
+    assert intern_ids(None) is None and intern_ids({"metadata": {"uid": 7}}) == {"metadata": {"uid": 7}}
+
+
+def test_a_scheduler_entry_hands_out_bodies_with_its_own_identity_strings() -> None:
+    body = intern_ids(_decoded())
+    meta = body["metadata"]
+    e = _Entry(meta["uid"], meta["namespace"], meta["name"])
+    e.keep(body)
+    got = e.body
+    assert got["metadata"]["uid"] is e.uid and got["metadata"]["name"] is e.name
+    assert got == body and got is not body  # still the caller's own copy
+
+
+def test_the_credentials_guard_keeps_each_secret_key_once_and_forgets_it_with_its_last_user() -> None:
+    guard = CredentialsGuard(kube=None)  # type: ignore[arg-type]  # only the watch's bookkeeping
+    bodies = [_decoded(uid=f"uid-{i}") for i in range(3)]
+    for body in bodies:
+        guard.note(body["metadata"]["uid"], body)
+    keys = [guard._uses[f"uid-{i}"] for i in range(3)]
+    assert keys[0] == ("apps", "gitlab-creds") and keys[0] is keys[1] is keys[2]
+    assert guard.users(("apps", "gitlab-creds")) == 3
+    for i in range(3):
+        assert guard.drop(f"uid-{i}") == ("apps", "gitlab-creds")
+    assert guard.users(("apps", "gitlab-creds")) == 0
+    assert guard._users == {} and guard._keys == {}
+
+
+def test_claims_of_one_object_keep_the_winner_rule_and_leave_nothing_behind() -> None:
+    index = ClaimIndex()
+    old = Claim.of(
+        {"uid": "u1", "namespace": "apps", "name": "b", "creationTimestamp": "2026-01-01T00:00:00Z"}, False
+    )
+    new = Claim.of(
+        {"uid": "u2", "namespace": "apps", "name": "a", "creationTimestamp": "2026-02-01T00:00:00Z"}, False
+    )
+    index.put("gitlab|h|1|9", old)
+    index.put("gitlab|h|1|9", new)
+    assert index.others("gitlab|h|1|9", "u2") == [old] and old.ref == "apps/b"
+    assert winner(new, index.others("gitlab|h|1|9", "u2")) is old  # the oldest keeps it
+    index.put("gitlab|h|1|9", Claim.of({"uid": "u2", "namespace": "apps", "name": "a"}, True))
+    assert winner(old, index.others("gitlab|h|1|9", "u1")).uid == "u2"  # then the owner
+    index.put("gitlab|h|1|10", new)  # u2 moves to another object
+    assert index.others("gitlab|h|1|9", "u1") == [] and index.others("gitlab|h|1|10", "u1") == [new]
+    index.drop("u1"), index.drop("u2")
+    assert index._by_key == {} and index._by_uid == {}
+
+
+def test_a_trigger_lock_is_exclusive_and_lives_only_while_a_pass_wants_it() -> None:
+    r = Reconciler(kube=None, providers={})  # type: ignore[arg-type]
+    inside, overlap = [], []
+    started = threading.Event()
+
+    def a_pass(n: int) -> None:
+        with r.lock("u1"):
+            started.set()
+            inside.append(n)
+            if len(inside) > 1:
+                overlap.append(n)
+            time.sleep(0.05)
+            inside.remove(n)
+
+    first = threading.Thread(target=a_pass, args=(1,))
+    first.start()
+    started.wait(5)
+    r.forget("u1")  # the Trigger's DELETED event while its last pass runs
+    second = threading.Thread(target=a_pass, args=(2,))
+    second.start()
+    first.join(5), second.join(5)
+    assert overlap == []  # forget() did not let a second pass in beside the first
+    assert r._locks == {}
+
+
+def test_the_log_filter_keeps_no_copy_of_a_registered_secret() -> None:
+    secret = "glptt-" + "7" * 34 + "kept-nowhere"
+    logs.register_secret(secret)
+    assert all(not isinstance(v, str) for bucket in logs._by_length.values() for v in bucket)
+    assert logs.scrub(f"token={secret}&x") == "token=***&x"
