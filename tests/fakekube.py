@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from cloudtriggers.kube import Body, CredentialsSecret, SecretConflict, Strings
+from cloudtriggers.output_secrets import OutputSecret
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -107,6 +108,10 @@ class FakeKube:
     def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
         s = self.secrets.get((namespace, name))
         return (dict(s["data"]), s["rv"]) if s else None
+
+    def read_output(self, namespace: str, name: str) -> OutputSecret | None:
+        got = self.read_secret(namespace, name)
+        return None if got is None else OutputSecret.of(*got)
 
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
         s = self.secrets.get((namespace, name))

@@ -97,7 +97,6 @@ class Runtime:
             EVENTS_QUEUED.source = events.queued
         self.settings = settings
         self.executor = ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="reconcile")
-        self.seen: dict[str, tuple[Any, ...]] = {}
         self.http: web.AppRunner | None = None
         self.releases = ReleaseQueue(reconciler.guard, self.call)
         self.sweeper: asyncio.Task[None] | None = None
@@ -193,7 +192,6 @@ def register(
     async def watch_triggers(event: dict[str, Any], body: Any, uid: str, **_: Any) -> None:
         if event.get("type") == "DELETED":
             TRIGGERS.drop(uid)
-            runtime.seen.pop(uid, None)
             runtime.scheduler.forget(uid)
             runtime.reconciler.forget(uid)
             runtime.releases.request(runtime.reconciler.guard.drop(uid))
@@ -205,11 +203,7 @@ def register(
         runtime.releases.request(runtime.reconciler.guard.note(uid, raw))  # the Secret it stopped using
         key, claim = runtime.reconciler.claim_of(raw)
         runtime.reconciler.claims.put(key, claim)
-        fp = fingerprint(raw)
-        previous = runtime.seen.get(uid)
-        runtime.seen[uid] = fp
-        initial = initial_delay(raw, runtime) if previous is None else 0.0
-        runtime.scheduler.observe(raw, initial, changed=previous is not None and previous != fp)
+        runtime.scheduler.observe(raw, lambda: initial_delay(raw, runtime), fingerprint(raw))
 
 
 async def _sweep_credentials(runtime: Runtime) -> None:

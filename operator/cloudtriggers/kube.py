@@ -27,7 +27,7 @@ from .event_poster import EventPoster
 from .ids import intern_ids
 from .kube_http import Connections
 from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
-from .output_secrets import OutputSecrets, decode_data
+from .output_secrets import OutputSecret, OutputSecrets, decode_data
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def now_rfc3339() -> str:
 class Kube(Protocol):
     def get_trigger(self, namespace: str, name: str) -> dict[str, Any] | None: ...
     def patch_trigger_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]: ...
-    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None: ...
+    def read_output(self, namespace: str, name: str) -> OutputSecret | None: ...
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None: ...
     def hold_secret(self, namespace: str, name: str, secret: CredentialsSecret) -> bool: ...
     def set_trigger_finalizer(
@@ -275,14 +275,14 @@ class KubeClient:
             raise KubeApiError(404, f"Trigger {namespace}/{name} is gone")
         return intern_ids(obj)
 
-    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+    def read_output(self, namespace: str, name: str) -> OutputSecret | None:
         """An output Secret: as the watch shows it (output_secrets.py), else as it is now."""
         if self.outputs is not None:
             seen = self.outputs.get(namespace, name)
             if seen is not None:
                 return seen
         got = self._read_credentials(namespace, name)
-        return None if got is None else (got.data, got.resource_version)
+        return None if got is None else OutputSecret.of(got.data, got.resource_version)
 
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
         return self.secret_reads.get((namespace, name), lambda: self._read_credentials(namespace, name))

@@ -324,18 +324,6 @@ def operation_of(method: str, url: str, headers: Any) -> str:
     return f"{method} {path}"
 
 
-def observe_response(provider: str) -> Callable[..., Any]:
-    """A requests response hook recording count and latency for `provider`."""
-
-    def hook(resp: Any, *args: Any, **kwargs: Any) -> Any:
-        op = operation_of(resp.request.method or "", resp.request.url or "", resp.request.headers)
-        PROVIDER_REQUESTS.labels(provider, op, str(resp.status_code)).inc()
-        PROVIDER_SECONDS.labels(provider, op).observe(resp.elapsed.total_seconds())
-        return resp
-
-    return hook
-
-
 def render() -> bytes:
     return generate_latest(REGISTRY)
 

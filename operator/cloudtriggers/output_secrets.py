@@ -3,8 +3,9 @@
 A drift check must see an output Secret deleted or edited. Reading it at every check cost one
 request per Trigger per resync period: all of the steady state's Kubernetes requests. One list and
 watch of the Secrets we label (kube.MANAGED_BY, a server-side selector: no other Secret is sent)
-keeps their data here instead. Only a Secret the view holds is answered from it; one it lacks (not
-listed yet, the watch down, our label taken off) is read as before. So the view can hide nothing
+keeps what a check needs of them here instead (OutputSecret: digests, not the tokens). Only a
+Secret the view holds is answered from it; one it lacks (not listed yet, the watch down, our label
+taken off) is read as before. So the view can hide nothing
 but an edit of the last moment, which the next check sees, and a broken watch costs reads, not
 correctness.
 
@@ -16,14 +17,18 @@ matching as ADDED; `410 Gone` (the version compacted away) means list again.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote, urlencode
 
 import urllib3
+
+from .models import token_sha256
 
 if TYPE_CHECKING:
     from .kube import KubeClient
@@ -31,10 +36,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # namespace, name
-Entry = tuple[dict[str, str], str]  # data (decoded), resourceVersion
-# As held: the decoded data as compact JSON (one object instead of a dict and its strings: about
-# 0.4 KiB less per Secret, one per Trigger with outputs), and the resourceVersion.
-_Held = tuple[bytes, str]
 PAGE = 500
 WATCH_SECONDS = 300  # the server ends each watch after this; it is resumed from the last version
 BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
@@ -51,8 +52,29 @@ def _key(namespace: str, name: str) -> Key:
     return sys.intern(namespace), name  # a namespace's name once, not once per Secret
 
 
-def _hold(data: dict[str, str], version: str) -> _Held:
-    return json.dumps(data, separators=(",", ":")).encode(), version
+def _digest(key: str, value: str) -> bytes:
+    return hashlib.blake2b(f"{key}\0{value}".encode(), digest_size=16).digest()
+
+
+class OutputSecret(NamedTuple):
+    """An output Secret as a drift check needs it: the token's sha (status.tokenSha256's form) and
+    whether it holds given outputs, not the values themselves. The view held each Secret's data, an
+    ACK Trigger's token twice (also in its url): ~0.6 KiB a Trigger, and a copy of every token."""
+
+    token_sha: str | None  # token_sha256 of its `token`; None without one
+    digests: bytes  # 16 bytes for each key and value, sorted
+    version: str  # resourceVersion
+
+    @classmethod
+    def of(cls, data: Mapping[str, str], version: str) -> OutputSecret:
+        token = data.get("token")
+        digests = b"".join(sorted(_digest(k, v) for k, v in data.items()))
+        return cls(token_sha256(token) if token else None, digests, version)
+
+    def holds(self, outputs: Mapping[str, str]) -> bool:
+        """Every output is in the Secret with this value (keys of its own besides do not matter)."""
+        have = {self.digests[i : i + 16] for i in range(0, len(self.digests), 16)}
+        return all(_digest(k, v) in have for k, v in outputs.items())
 
 
 class _Gone(Exception):
@@ -72,7 +94,7 @@ class OutputSecrets:
         literal = [ns for ns in namespaces or [] if not GLOB & set(ns)]
         self.scopes: list[str | None] = [None] if not namespaces else list(dict.fromkeys(literal))
         self._lock = threading.Lock()
-        self._entries: dict[str | None, dict[Key, _Held]] = {}  # only scopes whose watch is live
+        self._entries: dict[str | None, dict[Key, OutputSecret]] = {}  # only scopes whose watch is live
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._streams: dict[str | None, urllib3.BaseHTTPResponse] = {}
@@ -84,19 +106,18 @@ class OutputSecrets:
     def _scope(self, namespace: str) -> str | None:
         return None if self.scopes == [None] else namespace
 
-    def get(self, namespace: str, name: str) -> Entry | None:
+    def get(self, namespace: str, name: str) -> OutputSecret | None:
         """The Secret as the watch last showed it; None when the view cannot say (read it)."""
         with self._lock:
             entries = self._entries.get(self._scope(namespace))
-            held = None if entries is None else entries.get((namespace, name))
-        return None if held is None else (json.loads(held[0]), held[1])
+            return None if entries is None else entries.get((namespace, name))
 
-    def put(self, namespace: str, name: str, data: dict[str, str], version: str) -> None:
+    def put(self, namespace: str, name: str, data: Mapping[str, str], version: str) -> None:
         """Our own write, so that a check right after it does not wait for the watch to bring it."""
         with self._lock:
             entries = self._entries.get(self._scope(namespace))
             if entries is not None:
-                entries[_key(namespace, name)] = _hold(data, version)
+                entries[_key(namespace, name)] = OutputSecret.of(data, version)
 
     # ---- the watch -----------------------------------------------------------------------------
 
@@ -157,7 +178,7 @@ class OutputSecrets:
             self._entries.pop(scope, None)
 
     def _list(self, scope: str | None) -> str:
-        entries: dict[Key, _Held] = {}
+        entries: dict[Key, OutputSecret] = {}
         params: dict[str, str] = {"labelSelector": self.selector, "limit": str(PAGE)}
         while True:
             got = self.kube.request_json("GET", f"{self._path(scope)}?{urlencode(params)}")
@@ -166,7 +187,7 @@ class OutputSecrets:
             for item in got.get("items") or []:
                 meta = item.get("metadata") or {}
                 key = _key(str(meta.get("namespace")), str(meta.get("name")))
-                entries[key] = _hold(decode_data(item), str(meta.get("resourceVersion") or ""))
+                entries[key] = OutputSecret.of(decode_data(item), str(meta.get("resourceVersion") or ""))
             meta = got.get("metadata") or {}
             if not meta.get("continue"):
                 version = str(meta.get("resourceVersion") or "")
@@ -226,6 +247,6 @@ class OutputSecrets:
                 entries.pop(key, None)
             elif kind in ("ADDED", "MODIFIED"):
                 held = entries.get(key)
-                if held is None or held[1] != version:  # not our own write, put() already at this version
-                    entries[key] = _hold(decode_data(obj), version)
+                if held is None or held.version != version:  # not our own write, put() has it already
+                    entries[key] = OutputSecret.of(decode_data(obj), version)
         return version

@@ -20,7 +20,7 @@ import heapq
 import itertools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,7 @@ class _Entry:
     running: bool = False
     again: bool = False  # a change arrived while a pass ran: run once more right after
     first: bool = True
+    asked: Hashable = None  # the last event's fingerprint (kept here: a dict of them cost ~0.1 KiB a Trigger)
 
     def keep(self, body: Mapping[str, Any]) -> None:
         meta = body.get("metadata") or {}
@@ -86,18 +87,21 @@ class Scheduler:
 
     # -- what the watch shows (kopf's event handler) -------------------------------------------------
 
-    def observe(self, body: Mapping[str, Any], initial: float, changed: bool) -> None:
-        """A Trigger as the watch shows it (not DELETED). `initial`: seconds to its first pass on first
-        sight; `changed`: a user change asks for a pass now."""
+    def observe(self, body: Mapping[str, Any], initial: Callable[[], float], asked: Hashable = None) -> None:
+        """A Trigger as the watch shows it (not DELETED). `initial()`: seconds to its first pass on
+        first sight; `asked`: what a user changes to ask for a pass (handlers.fingerprint): a pass
+        now when it differs from the last event's."""
         meta = body.get("metadata") or {}
         uid = str(meta.get("uid") or "")
         e = self.entries.get(uid)
         if e is None:
             e = self.entries[uid] = _Entry(uid, str(meta.get("namespace")), str(meta.get("name")))
             e.keep(body)
-            self._reschedule(e, self._now() + (0.0 if e.deleting or not e.finalized else initial))
+            e.asked = asked
+            self._reschedule(e, self._now() + (0.0 if e.deleting or not e.finalized else initial()))
             return
         was_deleting = e.deleting
+        changed, e.asked = e.asked != asked, asked
         e.keep(body)
         if e.deleting and not was_deleting:
             self._run_now(e)  # the finalizer path, at once

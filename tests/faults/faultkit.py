@@ -106,9 +106,9 @@ class CrashingKube:
         self.plan.step(f"status {sorted(status)}")
         return self.inner.patch_trigger_status(namespace, name, status)  # type: ignore[no-any-return]
 
-    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
+    def read_output(self, namespace: str, name: str) -> Any:
         self.plan.check()
-        return self.inner.read_secret(namespace, name)  # type: ignore[no-any-return]
+        return self.inner.read_output(namespace, name)
 
     def read_credentials(self, namespace: str, name: str) -> Any:
         self.plan.check()

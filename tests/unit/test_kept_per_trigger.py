@@ -116,3 +116,19 @@ def test_the_log_filter_keeps_no_copy_of_a_registered_secret() -> None:
     logs.register_secret(secret)
     assert all(not isinstance(v, str) for bucket in logs._by_length.values() for v in bucket)
     assert logs.scrub(f"token={secret}&x") == "token=***&x"
+
+
+def test_an_output_secret_is_kept_as_digests_that_answer_what_a_drift_check_asks() -> None:
+    from cloudtriggers.models import token_sha256
+    from cloudtriggers.output_secrets import OutputSecret
+
+    token = "eyJhbGciOi." + "x" * 250  # ACK's tokens are this long, and its url repeats it
+    outputs = {"token": token, "url": "https://cs.example.com/hook/trigger?token=" + token}
+    held = OutputSecret.of({**outputs, "note": "a key someone added"}, "42")
+    assert held.token_sha == token_sha256(token) and held.version == "42"
+    assert held.holds(outputs) and held.holds({})  # the Secret's own extra keys do not matter
+    assert not held.holds({**outputs, "token": token + "y"})  # a changed value
+    assert not held.holds({**outputs, "other": "v"})  # a missing key
+    assert not held.holds({"token": outputs["url"]})  # a value under another key
+    assert token not in repr(held) and len(held.digests) == 3 * 16
+    assert OutputSecret.of({"url": "u"}, "1").token_sha is None

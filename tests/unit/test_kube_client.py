@@ -6,12 +6,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
-from unittest import mock
 
 import pytest
 from kubernetes.client import CoreV1Api, CustomObjectsApi
 
 from cloudtriggers.kube import SECRET_FINALIZER, KubeClient, SharedReads
+from cloudtriggers.models import token_sha256
 from cloudtriggers.sandbox.kube import ClusterEmulator, KubeServer, kube_client
 
 
@@ -152,6 +152,11 @@ def _until(what: str, check: Callable[[], bool], timeout: float = 5) -> None:
         time.sleep(0.01)
 
 
+def _holds(c: KubeClient, name: str, outputs: dict[str, str]) -> bool:
+    got = c.read_output("default", name)
+    return got is not None and got.holds(outputs)
+
+
 def test_output_secrets_are_read_from_the_watch_and_only_what_it_cannot_say_is_read(kube: KubeServer) -> None:
     """A drift check reads no output Secret the watch shows: edits and deletions by others arrive
     through it; a Secret that leaves the selection (our label taken off) is read again."""
@@ -164,32 +169,27 @@ def test_output_secrets_are_read_from_the_watch_and_only_what_it_cannot_say_is_r
         owner = _owner(kube, "web")
         c.write_output_secret(owner, "web-trigger", {"token": "t1"})
         before = gets(kube, "ops")  # the POST itself
-        assert (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t1"}
+        assert _holds(c, "web-trigger", {"token": "t1"})
         held = outputs.get("default", "web-trigger")
-        assert held is not None
-        held[0]["token"] = "changed by a caller"  # each answer is the caller's own copy
-        assert (outputs.get("default", "web-trigger") or ({}, ""))[0] == {"token": "t1"}
+        assert held is not None and held.token_sha == token_sha256("t1") and held.holds({"token": "t1"})
+        assert not held.holds({"token": "t2"}) and not held.holds({"token": "t1", "url": "u"})
+        assert "t1" not in repr(held)  # the view keeps digests, not the token
         core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t2"}})
-        _until(
-            "the edit", lambda: (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t2"}
-        )
+        _until("the edit", lambda: _holds(c, "web-trigger", {"token": "t2"}))
         kube.disturb_watches()  # a watch that ends is resumed from its last version
         core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t3"}})
-        _until(
-            "the edit after",
-            lambda: (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t3"},
-        )
+        _until("the edit after", lambda: _holds(c, "web-trigger", {"token": "t3"}))
         assert gets(kube, "ops") == before + 1  # the resumed watch; no read
 
         core.patch_namespaced_secret("web-trigger", "default", {"metadata": {"labels": None}})
         _until("the Secret leaves the view", lambda: outputs.get("default", "web-trigger") is None)
-        assert (c.read_secret("default", "web-trigger") or ({}, ""))[0] == {"token": "t3"}
+        assert _holds(c, "web-trigger", {"token": "t3"})
         assert gets(kube, "ops") == before + 2  # read, since the view cannot say
 
         c.write_output_secret(owner, "other", {"token": "o"})
         core.delete_namespaced_secret("other", "default")
         _until("the deletion", lambda: outputs.get("default", "other") is None)
-        assert c.read_secret("default", "other") is None
+        assert c.read_output("default", "other") is None
     finally:
         outputs.stop()
     assert c.outputs is not None and c.outputs.get("default", "web-trigger") is None  # stopped: reads again
@@ -203,7 +203,8 @@ def test_a_namespaced_view_watches_its_namespaces_only(kube: KubeServer) -> None
     try:
         assert outputs.synced.wait(5)
         c.write_output_secret(_owner(kube, "web"), "web-trigger", {"token": "t1"})
-        assert outputs.get("default", "web-trigger") == ({"token": "t1"}, mock.ANY)
+        held = outputs.get("default", "web-trigger")
+        assert held is not None and held.holds({"token": "t1"})
         assert outputs.get("apps-1", "web-trigger") is None
     finally:
         outputs.stop()
@@ -222,8 +223,9 @@ def test_a_view_whose_version_is_compacted_away_lists_again() -> None:
             kube.disturb_watches(silence=True)  # open, but it hears nothing of what follows
             for token in ("t2", "t3", "t4"):
                 core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": token}})
-            assert outputs.get("default", "web-trigger") == ({"token": "t1"}, mock.ANY)
+            held = outputs.get("default", "web-trigger")
+            assert held is not None and held.holds({"token": "t1"})  # nothing heard yet
             kube.disturb_watches()
-            _until("the relist", lambda: outputs.get("default", "web-trigger") == ({"token": "t4"}, mock.ANY))
+            _until("the relist", lambda: _holds(c, "web-trigger", {"token": "t4"}))
         finally:
             outputs.stop()

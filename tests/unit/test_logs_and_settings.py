@@ -81,6 +81,31 @@ def test_settings_from_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -
     assert s.namespaces == ["only"] and s.resync_period == 5400
 
 
+def test_the_environment_is_read_as_pydantic_settings_read_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any case; tuples as JSON, lists comma-separated, the rest validated as the field says; unknown
+    CLOUDTRIGGERS_* variables ignored; a given value wins; assignments validated."""
+    monkeypatch.setenv("CLOUDTRIGGERS_TRANSIENT_BACKOFF", "[0.2, 2.0]")
+    monkeypatch.setenv("cloudtriggers_workers", "5")
+    monkeypatch.setenv("CLOUDTRIGGERS_LEADER_ELECTION", "true")
+    monkeypatch.setenv("CLOUDTRIGGERS_ALLOWED_ENDPOINTS", "http://10.0.0.0/8, https://*.corp")
+    monkeypatch.setenv("CLOUDTRIGGERS_FAULT_ROUNDS", "3")  # a test harness's, not a setting
+    s = Settings(workers=6)
+    assert s.transient_backoff == (0.2, 2.0) and s.workers == 6 and s.leader_election is True
+    assert s.allowed_endpoints == ["http://10.0.0.0/8", "https://*.corp"]
+    assert Settings().workers == 5
+    with pytest.raises(ValueError):
+        s.workers = 0
+    monkeypatch.setenv("CLOUDTRIGGERS_SLOW_BACKOFF", "12, 1800")
+    with pytest.raises(ValueError, match="CLOUDTRIGGERS_SLOW_BACKOFF: not JSON"):
+        Settings()
+    monkeypatch.setenv("CLOUDTRIGGERS_SLOW_BACKOFF", "[12, 1800]")
+    monkeypatch.setenv("CLOUDTRIGGERS_DENIED_ENDPOINTS", "no-scheme.example")
+    with pytest.raises(ValueError, match="give a scheme"):
+        Settings()
+    with pytest.raises(ValueError):
+        Settings(no_such_setting=1)  # type: ignore[call-arg]
+
+
 def test_rate_and_burst_are_unset_caps_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     from cloudtriggers.providers import build_providers
 

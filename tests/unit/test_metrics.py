@@ -84,7 +84,7 @@ def test_the_scheduler_reports_what_waits_for_a_worker_and_for_how_long() -> Non
                 "name": uid,
                 "finalizers": ["cloudtriggers.io/finalizer"],
             }
-            sched.observe({"metadata": meta}, 0.0, changed=False)
+            sched.observe({"metadata": meta}, lambda: 0.0)
         await started.wait()
         await asyncio.sleep(0.3)
         busy = sched.stats()

@@ -202,13 +202,13 @@ class ObservePhase(_Base):
             self._write_secret(p, secret_name, obs.outputs)
             status["tokenSha256"] = token_sha256(obs.outputs["token"])
             return "Available", f"{spec.provider} trigger {obs.external_id} is in sync", True
-        have = self.kube.read_secret(p.meta["namespace"], secret_name)
+        have = self.kube.read_output(p.meta["namespace"], secret_name)
         recorded = status.get("tokenSha256")
-        have_sha = token_sha256(have[0]["token"]) if have and have[0].get("token") else None
+        have_sha = have.token_sha if have else None
         if obs.outputs and (fresh or recorded is None or token_sha256(obs.outputs["token"]) == recorded):
             # A token the provider shows in full: write it unless the Secret already holds it.
             sha = token_sha256(obs.outputs["token"])
-            if have is None or have_sha != sha or any(have[0].get(k) != v for k, v in obs.outputs.items()):
+            if have is None or have_sha != sha or not have.holds(obs.outputs):
                 self._write_secret(p, secret_name, obs.outputs)
             status["tokenSha256"] = sha
         elif have_sha is None or (recorded and have_sha != recorded):

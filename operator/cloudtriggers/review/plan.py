@@ -23,6 +23,7 @@ from ..apiserver import resources
 from ..crd import build_crd
 from ..kube import Body, CredentialsSecret, Kube, KubeApiError, Strings, now_rfc3339
 from ..models import FINALIZER, KIND, VERSION
+from ..output_secrets import OutputSecret
 from ..providers.base import Observed, Provider, ProviderError, Target
 from ..reconcile import Reconciler, Retry
 from ..settings import Settings
@@ -108,8 +109,8 @@ class ReadOnlyKube:
             obj["metadata"]["annotations"] = {**(obj["metadata"].get("annotations") or {}), **annotations}
         return self._stamp(obj)
 
-    def read_secret(self, namespace: str, name: str) -> tuple[dict[str, str], str] | None:
-        return self.inner.read_secret(namespace, name)
+    def read_output(self, namespace: str, name: str) -> OutputSecret | None:
+        return self.inner.read_output(namespace, name)
 
     def read_credentials(self, namespace: str, name: str) -> CredentialsSecret | None:
         return self.inner.read_credentials(namespace, name)
