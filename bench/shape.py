@@ -56,7 +56,7 @@ def create_pass(obj: dict[str, Any]) -> None:
 def _create_pass(obj: dict[str, Any]) -> None:
     meta = obj["metadata"]
     ns, name = meta["namespace"], meta["name"]
-    kube.read_secret(ns, obj["spec"]["credentialsSecretRef"]["name"])
+    kube.read_credentials(ns, obj["spec"]["credentialsSecretRef"]["name"])
     intent = json.dumps({"startedAt": now_rfc3339(), "provider": "gitlab"})
     obj = kube.set_trigger_finalizer(obj, True, {INTENT_ANNOTATION: intent}) or obj
     kube.write_output_secret(obj, f"{name}-trigger", {"token": "t" * 20})
