@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
@@ -108,16 +108,15 @@ class Runtime:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
 
-def fingerprint(body: Any) -> tuple[Any, ...]:
-    """What a user changes to ask for a reconcile (status writes are not in it)."""
+def fingerprint(body: Any) -> Hashable:
+    """What a user changes to ask for a reconcile (status writes are not in it). Without any of
+    these annotations, the generation alone: the scheduler keeps one per Trigger, and a small int is
+    shared where a tuple would be one more object (~70 bytes) each."""
     meta = body.get("metadata", {})
     ann = meta.get("annotations") or {}
-    return (
-        meta.get("generation"),
-        ann.get(PAUSED_ANNOTATION),
-        ann.get(REQUESTED_ANNOTATION),
-        ann.get(ROTATE_ANNOTATION),
-    )
+    asked = (ann.get(PAUSED_ANNOTATION), ann.get(REQUESTED_ANNOTATION), ann.get(ROTATE_ANNOTATION))
+    generation = meta.get("generation")
+    return generation if asked == (None, None, None) else (generation, *asked)
 
 
 def initial_delay(body: Any, runtime: Runtime) -> float:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Mapping
@@ -79,8 +78,9 @@ class Scheduler:
     workers: int
     credentials_poll: float
     entries: dict[str, _Entry] = field(default_factory=dict)
-    _heap: list[tuple[float, int, str, int]] = field(default_factory=list)
-    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    # (when, the entry's token, uid): the token breaks a tie of times before the uid does (a global
+    # sequence number cost one more int a Trigger, and equal loop times hardly occur).
+    _heap: list[tuple[float, int, str]] = field(default_factory=list)
     _wakeup: asyncio.Event | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _active: int = 0  # passes running (at most `workers`)
@@ -103,6 +103,9 @@ class Scheduler:
         was_deleting = e.deleting
         changed, e.asked = e.asked != asked, asked
         e.keep(body)
+        known = self.reconciler.versions.get(uid)  # read once: worker threads write it
+        if known is not None and known == e.version:
+            e.version = known  # the version our own write got back: one copy for both
         if e.deleting and not was_deleting:
             self._run_now(e)  # the finalizer path, at once
         elif changed:
@@ -121,7 +124,7 @@ class Scheduler:
             # A pass starts only when a worker is free: what waits stays a heap item, not a task
             # (ten thousand Triggers due at once were ten thousand queued tasks, megabytes in all).
             while self._heap and self._heap[0][0] <= now and self._active < self.workers:
-                _, _, uid, token = heapq.heappop(self._heap)
+                _, token, uid = heapq.heappop(self._heap)
                 e = self.entries.get(uid)
                 if e is None or e.token != token:
                     continue  # superseded by a later reschedule
@@ -158,7 +161,7 @@ class Scheduler:
             poll = self._now() + self.credentials_poll
             when = poll if when is None else min(when, poll)
         if when is not None:
-            heapq.heappush(self._heap, (when, next(self._seq), e.uid, e.token))
+            heapq.heappush(self._heap, (when, e.token, e.uid))
             if self._wakeup is not None:
                 self._wakeup.set()
 
@@ -198,7 +201,7 @@ class Scheduler:
         (for /metrics, from its own thread: one copy of the heap, taken under the GIL)."""
         now = time.monotonic()  # the loop's clock
         due = []
-        for at, _, uid, token in list(self._heap):
+        for at, token, uid in list(self._heap):
             e = self.entries.get(uid)
             if at <= now and e is not None and e.token == token and not e.running:
                 due.append(at)

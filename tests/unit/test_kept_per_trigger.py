@@ -132,3 +132,38 @@ def test_an_output_secret_is_kept_as_digests_that_answer_what_a_drift_check_asks
     assert not held.holds({"token": outputs["url"]})  # a value under another key
     assert token not in repr(held) and len(held.digests) == 3 * 16
     assert OutputSecret.of({"url": "u"}, "1").token_sha is None
+
+
+def test_a_trigger_without_request_annotations_is_fingerprinted_by_its_generation_alone() -> None:
+    from cloudtriggers.handlers import fingerprint
+    from cloudtriggers.reconcile.passes import REQUESTED_ANNOTATION
+
+    plain, again = _decoded(), _decoded()
+    plain["metadata"]["generation"] = again["metadata"]["generation"] = 3
+    assert fingerprint(plain) == fingerprint(again) == 3  # an int, shared: no tuple per Trigger
+    asked = _decoded()
+    asked["metadata"].update(generation=3, annotations={REQUESTED_ANNOTATION: "2026-12-06T10:00:00Z"})
+    assert fingerprint(asked) == (3, None, "2026-12-06T10:00:00Z", None) != fingerprint(plain)
+    again["metadata"]["generation"] = 4
+    assert fingerprint(again) != fingerprint(plain)
+
+
+def test_the_scheduler_keeps_one_copy_of_the_version_our_own_write_got_back() -> None:
+    import asyncio
+    from types import SimpleNamespace
+
+    from cloudtriggers.scheduler import Scheduler
+
+    async def scenario() -> None:
+        reconciler = SimpleNamespace(versions={})
+        sched = Scheduler(reconciler, call=None, workers=1, credentials_poll=15.0)  # type: ignore[arg-type]
+        first = intern_ids(_decoded(version="1007"))
+        sched.observe(first, lambda: 60.0)
+        uid = first["metadata"]["uid"]
+        reconciler.versions[uid] = str(1008)  # our status write's answer, a string of its own
+        sched.observe(intern_ids(_decoded(version="1008")), lambda: 60.0)
+        assert sched.entries[uid].version is reconciler.versions[uid]
+        sched.observe(intern_ids(_decoded(version="1009")), lambda: 60.0)  # someone else's write
+        assert sched.entries[uid].version == "1009"
+
+    asyncio.run(scenario())
