@@ -440,7 +440,9 @@ class Proc:
     def __init__(self, argv: list[str], world: World, env: dict[str, str], log: Path) -> None:
         self.proc = subprocess.Popen(
             argv,
-            env={**os.environ, "KUBECONFIG": str(world.kubeconfig), **env},
+            # Every operator (ours, the floor, the shape floor) runs with the image's malloc setting
+            # (Dockerfile: MALLOC_ARENA_MAX=2), as deployed; the environment may say otherwise.
+            env={"MALLOC_ARENA_MAX": "2", **os.environ, "KUBECONFIG": str(world.kubeconfig), **env},
             stdout=log.open("ab"),
             stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent,
