@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .ids import intern_ids
 from .kube import KubeApiError
 from .packed import pack, unpack
 from .reconcile import Outcome, Reconciler, Retry, has_finalizer
@@ -60,15 +61,9 @@ class _Entry:
 
     @property
     def body(self) -> dict[str, Any]:
-        """A copy of the Trigger as last watched, the caller's own (with this entry's copies of the
-        uid, namespace and name: ids.py)."""
-        body = unpack(self.packed)
-        meta = body.get("metadata")
-        if isinstance(meta, dict):
-            for key, value in (("uid", self.uid), ("namespace", self.namespace), ("name", self.name)):
-                if meta.get(key) == value:
-                    meta[key] = value
-        return body
+        """A copy of the Trigger as last watched, the caller's own (its uid, namespace and name the
+        interned copies every index shares: ids.py)."""
+        return intern_ids(unpack(self.packed))
 
 
 @dataclass
