@@ -50,8 +50,46 @@ class _TLS(http.client.HTTPSConnection):
         self._pool.prepare(self.sock)
 
 
-class Connections:
-    """Thread-safe: a connection is taken for one exchange and given back (at most `maxsize` idle)."""
+class IdleConnections:
+    """Kept-alive connections, thread-safe: one is taken for one exchange and given back (at most
+    `maxsize` idle). Subclasses say how a new one is made (the provider transport: transport.py)."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def new_connection(self) -> http.client.HTTPConnection:
+        raise NotImplementedError
+
+    def take(self) -> http.client.HTTPConnection:
+        while True:
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            if conn is None:
+                return self.new_connection()
+            # The server may have closed it while it was idle (its idle timeout, a restart): a
+            # readable idle socket is one at its end. urllib3 checks the same before each reuse.
+            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
+                return conn
+            conn.close()
+
+    def give_back(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if len(self._idle) < self.maxsize:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
+
+
+class Connections(IdleConnections):
+    """The connections to the API server."""
 
     def __init__(
         self,
@@ -74,11 +112,9 @@ class Connections:
             self.context = tls_context(verify=True)
         self.server_hostname = server_hostname or self.host
         self.socket_options = socket_options or []
-        self.maxsize = maxsize
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self._idle: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        super().__init__(maxsize)
 
     @classmethod
     def of(cls, manager: urllib3.PoolManager, url: str, maxsize: int) -> Connections | None:
@@ -117,7 +153,7 @@ class Connections:
         self, method: str, path: str, body: bytes | None, headers: dict[str, str]
     ) -> tuple[int, bytes]:
         """One exchange: the answer's status and body."""
-        conn = self._take()
+        conn = self.take()
         try:
             conn.request(method, self.prefix + path, body=body, headers=headers)
             resp = conn.getresponse()
@@ -131,33 +167,11 @@ class Connections:
         if resp.will_close:
             conn.close()
         else:
-            self._give_back(conn)
+            self.give_back(conn)
         return resp.status, data
 
-    def _take(self) -> http.client.HTTPConnection:
-        while True:
-            with self._lock:
-                conn = self._idle.pop() if self._idle else None
-            if conn is None:
-                return _TLS(self.host, self.port, self) if self.tls else _Plain(self.host, self.port, self)
-            # The server may have closed it while it was idle (its idle timeout, a restart): a
-            # readable idle socket is one at its end. urllib3 checks the same before each reuse.
-            if conn.sock is not None and not wait_for_read(conn.sock, timeout=0.0):
-                return conn
-            conn.close()
-
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
-        with self._lock:
-            if len(self._idle) < self.maxsize:
-                self._idle.append(conn)
-                return
-        conn.close()
-
-    def close(self) -> None:
-        with self._lock:
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            conn.close()
+    def new_connection(self) -> http.client.HTTPConnection:
+        return _TLS(self.host, self.port, self) if self.tls else _Plain(self.host, self.port, self)
 
 
 def tls_context(

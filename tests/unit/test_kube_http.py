@@ -270,8 +270,8 @@ def test_no_answer_is_a_urllib3_error_as_before() -> None:
 def test_at_most_maxsize_connections_are_kept_idle() -> None:
     for server in _serve():
         conns = Connections(f"http://127.0.0.1:{server.port}", maxsize=2)
-        taken = [conns._take() for _ in range(4)]
+        taken = [conns.take() for _ in range(4)]
         for conn in taken:
-            conns._give_back(conn)
+            conns.give_back(conn)
         assert len(conns._idle) == 2
         assert server.seen == []  # taking a connection sends nothing

@@ -102,29 +102,48 @@ def session() -> PolicySession:
 
 @dataclass
 class Paths:
-    direct: list[dict[str, Any]] = field(default_factory=list)  # kwargs of each adapter send
+    # What each send of the direct path was given: the transport's (timeout, verify), or the
+    # adapter's keyword arguments.
+    direct: list[Any] = field(default_factory=list)
     fallback: int = 0  # calls of requests' own Session.request
+    adapter: list[dict[str, Any]] = field(default_factory=list)  # kwargs of each adapter send
 
 
 @pytest.fixture
 def paths(monkeypatch: pytest.MonkeyPatch, session: PolicySession) -> Paths:
-    """Which way each request of `session` went: the adapter is called on both paths, requests'
-    Session.request only on the fallback."""
+    """Which way each request of `session` went: the direct path sends with the transport (or the
+    adapter when the session has none), requests' Session.request is the fallback (and sends with
+    the adapter)."""
     got = Paths()
     real_request = requests.Session.request
     adapter = session.get_adapter("http://127.0.0.1/")
     real_send = adapter.send
+    assert session.transport is not None
+    real_transport_send = session.transport.send
+    falling_back = False
 
     def request(self: requests.Session, *args: Any, **kwargs: Any) -> requests.Response:
+        nonlocal falling_back
         got.fallback += 1
-        return real_request(self, *args, **kwargs)
+        falling_back = True
+        try:
+            return real_request(self, *args, **kwargs)
+        finally:
+            falling_back = False
 
     def send(p: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
-        got.direct.append(kwargs)
+        got.adapter.append(kwargs)
+        if not falling_back:
+            got.direct.append(kwargs)
         return real_send(p, **kwargs)
+
+    def transport_send(p: requests.PreparedRequest, timeout: Any, verify: Any) -> requests.Response:
+        got.direct.append((timeout, verify))
+        return real_transport_send(p, timeout, verify)
 
     monkeypatch.setattr(requests.Session, "request", request)
     monkeypatch.setattr(adapter, "send", send)
+    monkeypatch.setattr(session.transport, "send", transport_send)
     return got
 
 
@@ -259,6 +278,9 @@ WIRE: list[tuple[str, str, dict[str, Any]]] = [
     ("PATCH", "/bin", {"data": b"\x00\x01\xfe"}),
     ("DELETE", "/api/v4/projects/7/triggers/3", {"headers": {"user-agent": "other/1", "Connection": None}}),
     ("GET", "/ack", {"headers": {"host": "cs.example.com", "x-acs-action": "DescribeTrigger"}}),
+    ("GET", "/no-agent", {"headers": {"User-Agent": None}}),  # urllib3 then sends its own
+    ("POST", "/no-encoding", {"headers": {"Accept-Encoding": None}, "data": b"x"}),  # http.client: identity
+    ("GET", "//double/slash?x=%zz", {}),
 ]
 
 
@@ -274,29 +296,38 @@ def test_direct_and_requests_send_the_same_bytes(
             for m, path, kw in WIRE
         ]
 
-    direct = send_all()
-    assert paths.fallback == 0 and len(paths.direct) == len(WIRE)
-    fallback = _via_requests(session, send_all)
-    assert paths.fallback == len(WIRE) and len(paths.direct) == 2 * len(WIRE)
-
     n = len(WIRE)
-    assert server.seen[:n] == server.seen[n:]
+    direct = send_all()  # prepared here, sent by the transport
+    assert paths.fallback == 0 and paths.direct == [((5, 30), True)] * n and paths.adapter == []
+    transport = session.transport
+    session.transport = None
+    try:
+        via_adapter = send_all()  # prepared here, sent by the adapter
+    finally:
+        session.transport = transport
+    assert paths.fallback == 0 and len(paths.direct) == 2 * n
+    fallback = _via_requests(session, send_all)  # requests' own path
+    assert paths.fallback == n and len(paths.direct) == 2 * n and len(paths.adapter) == 2 * n
+
+    assert server.seen[:n] == server.seen[n : 2 * n] == server.seen[2 * n :]
     assert all(s.line.endswith("HTTP/1.1") for s in server.seen)
-    # The adapter got the same arguments both ways.
-    assert paths.direct[:n] == paths.direct[n:]
-    assert paths.direct[0] == {
+    # The adapter got the same arguments from the direct path as from requests.
+    assert paths.adapter[:n] == paths.adapter[n:]
+    assert paths.adapter[0] == {
         "stream": False,
         "timeout": (5, 30),
         "verify": True,
         "cert": None,
         "proxies": {},
     }
-    for a, b in zip(direct, fallback, strict=True):
-        assert (a.status_code, a.url, a.content, a.history) == (b.status_code, b.url, b.content, b.history)
+    for a, b, c in zip(direct, via_adapter, fallback, strict=True):
+        assert (a.status_code, a.url, a.content, a.history) == (c.status_code, c.url, c.content, c.history)
+        assert (b.status_code, b.url, b.content, b.history) == (c.status_code, c.url, c.content, c.history)
+        assert list(a.headers.items()) == list(c.headers.items())
         assert a.json() == {"ok": True}
-        assert a.elapsed.total_seconds() > 0  # the metrics hook reads it
-        assert a.request.url == b.request.url
-        assert list(a.request.headers.items()) == list(b.request.headers.items())
+        assert a.elapsed.total_seconds() > 0 and b.elapsed.total_seconds() > 0  # the metrics hook reads it
+        assert a.request.url == b.request.url == c.request.url
+        assert list(a.request.headers.items()) == list(c.request.headers.items())
 
 
 def test_the_environments_ca_bundle_is_used(
@@ -307,7 +338,8 @@ def test_the_environments_ca_bundle_is_used(
     session.direct = False
     session.request("GET", server.url + "/", timeout=(5, 30))
     assert paths.fallback == 1
-    assert [kw["verify"] for kw in paths.direct] == ["/etc/ssl/certs/some-bundle.pem"] * 2
+    assert paths.direct == [((5, 30), "/etc/ssl/certs/some-bundle.pem")]
+    assert [kw["verify"] for kw in paths.adapter] == ["/etc/ssl/certs/some-bundle.pem"]
 
 
 # -- which path is taken -----------------------------------------------------------------------------
