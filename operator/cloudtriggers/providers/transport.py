@@ -172,11 +172,11 @@ class Transport:
         conn = origin.take()
         conn.timeout = connect
         try:
+            if conn.sock is None:
+                conn.connect()
+            else:
+                conn.sock.settimeout(connect)  # urllib3 sends under the connect timeout too
             try:
-                if conn.sock is None:
-                    conn.connect()
-                else:
-                    conn.sock.settimeout(connect)
                 self._write(conn, p)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the server may have answered and closed: the answer is still read, as urllib3 does
