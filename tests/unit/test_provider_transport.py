@@ -106,6 +106,7 @@ class RawServer(socketserver.ThreadingTCPServer):
 
     def __init__(self, context: ssl.SSLContext | None = None) -> None:
         self.connections = 0
+        self.closed = 0  # connections the server has closed
         self.requests: list[tuple[str, int]] = []  # (request line, client port)
         self.delay = 0.0
         super().__init__(("127.0.0.1", 0), _RawHandler)
@@ -115,6 +116,10 @@ class RawServer(socketserver.ThreadingTCPServer):
     @property
     def port(self) -> int:
         return int(self.server_address[1])
+
+    def shutdown_request(self, request: Any) -> None:
+        super().shutdown_request(request)  # closes the connection
+        self.closed += 1
 
 
 class _RawHandler(socketserver.StreamRequestHandler):
@@ -339,7 +344,9 @@ def test_connections_are_kept_alive_and_an_idle_one_the_server_closed_is_not_reu
         assert s.request("GET", f"http://127.0.0.1:{raw.port}/plain", timeout=(5, 30)).status_code == 200
     assert raw.connections == 1 and len({port for _, port in raw.requests}) == 1
     s.request("GET", f"http://127.0.0.1:{raw.port}/drop-after", timeout=(5, 30))
-    time.sleep(0.2)  # the server has closed it
+    deadline = time.monotonic() + 10
+    while raw.closed < 1 and time.monotonic() < deadline:  # the server has closed it
+        time.sleep(0.01)
     assert (
         s.request("POST", f"http://127.0.0.1:{raw.port}/plain", json={}, timeout=(5, 30)).status_code == 200
     )
