@@ -449,3 +449,13 @@ def test_the_transport_is_what_a_provider_session_sends_with(
         timeout=(5, 30),
     )
     assert sent == [((5, 30), True)]
+
+
+def test_closing_the_session_closes_the_transports_connections(raw: RawServer) -> None:
+    s = _session()
+    s.request("GET", f"http://127.0.0.1:{raw.port}/plain", timeout=(5, 30))
+    s.close()
+    deadline = time.monotonic() + 10
+    while raw.closed < 1 and time.monotonic() < deadline:  # the server saw the connection end
+        time.sleep(0.01)
+    assert raw.closed == 1

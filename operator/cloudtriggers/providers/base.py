@@ -259,6 +259,11 @@ class PolicySession(requests.Session):
         # prepare_url (urllib3's parse, IDNA, requote) costs ~10 µs and a provider calls few URLs.
         self._prepared_url = lru_cache(maxsize=256)(_prepare_url)
 
+    def close(self) -> None:
+        super().close()
+        if self.transport is not None:
+            self.transport.close()
+
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> _Settings:
