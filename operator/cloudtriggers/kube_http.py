@@ -178,6 +178,7 @@ def tls_context(
     *,
     verify: bool,
     ca_file: str | None = None,
+    ca_dir: str | None = None,
     ca_data: str | bytes | None = None,
     cert_file: str | None = None,
     key_file: str | None = None,
@@ -189,8 +190,8 @@ def tls_context(
     hostname checked unless the kubeconfig turns that or verification off."""
     ctx = create_urllib3_context(cert_reqs=ssl.CERT_REQUIRED if verify else ssl.CERT_NONE)
     if verify:
-        if ca_file or ca_data:
-            ctx.load_verify_locations(cafile=ca_file, cadata=ca_data)
+        if ca_file or ca_dir or ca_data:
+            ctx.load_verify_locations(cafile=ca_file, capath=ca_dir, cadata=ca_data)
         else:
             ctx.load_default_certs()
         if not check_hostname:

@@ -405,14 +405,24 @@ def _to_loopback(host: str, port: int, *_: Any, **__: Any) -> list[tuple[Any, ..
         ("127.0.0.1", "other-ca.pem", False),  # signed by another CA
         ("127.0.0.1", None, False),  # certifi's bundle does not trust the test CA
         ("127.0.0.1", "missing.pem", False),  # requests: no such CA bundle
+        ("kubernetes.test", "a folder", True),  # a folder of CA certificates (OpenSSL's hashed names)
     ],
 )
 def test_tls_verdicts_are_the_same_both_ways(
-    tls_raw: RawServer, monkeypatch: pytest.MonkeyPatch, host: str, bundle: str | None, ok: bool
+    tls_raw: RawServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    host: str,
+    bundle: str | None,
+    ok: bool,
 ) -> None:
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     if bundle is None:
         monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    elif bundle == "a folder":
+        # `openssl x509 -hash -noout -in tls/ca.pem` is 01c05a7c: OpenSSL looks the CA up by that name.
+        (tmp_path / "01c05a7c.0").write_bytes((TLS / "ca.pem").read_bytes())
+        monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path))
     else:
         monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(TLS / bundle))
     policy = EndpointPolicy.parse(["https://127.0.0.1"], resolver=_to_loopback)

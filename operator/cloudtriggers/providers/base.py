@@ -351,10 +351,10 @@ class PolicySession(requests.Session):
         adapter = self.get_adapter(str(p.url))
         timeout = kwargs.get("timeout")
         start = time.perf_counter()
+        # No client certificate here (_direct_eligible), which the transport would not present.
         if (
             self.transport is not None
             and type(adapter) is _PolicyAdapter
-            and settings["cert"] is None
             and self.transport.covers(p, timeout)
         ):
             r = self.transport.send(p, timeout, verify)

@@ -218,6 +218,43 @@ class EndpointPolicy:
             raise EndpointRefused(f"{scheme}://{parts.hostname}:{port} does not resolve: {e}") from None
 
 
+def open_checked(
+    policy: EndpointPolicy,
+    scheme: str,
+    host: str,
+    port: int,
+    timeout: float | None,
+    *,
+    conn: Any,
+    source_address: tuple[str, int] | None = None,
+    socket_options: list[tuple[int, int, int | bytes]] | None = None,
+) -> socket.socket:
+    """A socket to the first address of `host` that the policy allows, with urllib3's errors as its
+    own _new_conn raises them (NameResolutionError, ConnectTimeoutError, NewConnectionError; `conn`
+    is the connection they name). Both provider paths connect here: urllib3's pools (pool_classes)
+    and the transport (transport.py)."""
+    try:
+        addresses = policy.resolve(scheme, host, port)
+    except socket.gaierror as e:
+        raise NameResolutionError(host, conn, e) from e
+    error: OSError | None = None
+    for _, sockaddr in addresses:
+        try:
+            return connection.create_connection(
+                (str(sockaddr[0]), port),
+                timeout,
+                source_address=source_address,
+                socket_options=socket_options,
+            )
+        except TimeoutError as e:
+            raise ConnectTimeoutError(
+                conn, f"Connection to {host} timed out. (connect timeout={timeout})"
+            ) from e
+        except OSError as e:
+            error = e
+    raise NewConnectionError(conn, f"Failed to establish a new connection: {error}") from error
+
+
 def _checked(base: type[HTTPConnection], policy: EndpointPolicy, scheme: str) -> type[HTTPConnection]:
     class Checked(base):  # type: ignore[valid-type,misc]
         def _new_conn(self) -> socket.socket:
@@ -227,26 +264,16 @@ def _checked(base: type[HTTPConnection], policy: EndpointPolicy, scheme: str) ->
                 return super()._new_conn()  # type: ignore[no-any-return]
             if getattr(self, "proxy", None) is not None:  # plain http via a proxy: PolicyAdapter checked
                 return super()._new_conn()  # type: ignore[no-any-return]
-            try:
-                addresses = policy.resolve(scheme, self.host, self.port or DEFAULT_PORTS[scheme])
-            except socket.gaierror as e:
-                raise NameResolutionError(self.host, self, e) from e
-            error: OSError | None = None
-            for _, sockaddr in addresses:
-                try:
-                    return connection.create_connection(
-                        (str(sockaddr[0]), self.port),
-                        self.timeout,
-                        source_address=self.source_address,
-                        socket_options=self.socket_options,
-                    )
-                except TimeoutError as e:
-                    raise ConnectTimeoutError(
-                        self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
-                    ) from e
-                except OSError as e:
-                    error = e
-            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+            return open_checked(
+                policy,
+                scheme,
+                self.host,
+                self.port or DEFAULT_PORTS[scheme],
+                self.timeout,
+                conn=self,
+                source_address=self.source_address,
+                socket_options=self.socket_options,
+            )
 
     Checked.__name__ = f"Checked{base.__name__}"
     return Checked

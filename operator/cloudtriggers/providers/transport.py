@@ -29,9 +29,8 @@ import errno
 import http.client
 import io
 import os
-import socket
 import ssl
-from typing import Any, cast
+from typing import Any
 
 import requests
 import urllib3
@@ -39,13 +38,12 @@ from requests.structures import CaseInsensitiveDict
 from requests.utils import DEFAULT_CA_BUNDLE_PATH, get_encoding_from_headers
 from urllib3.connection import HTTPConnection as Urllib3Connection
 from urllib3.connection import _get_default_user_agent
-from urllib3.exceptions import MaxRetryError, NameResolutionError, NewConnectionError, ReadTimeoutError
-from urllib3.util import connection
+from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnectionError, ReadTimeoutError
 from urllib3.util.request import _METHODS_NOT_EXPECTING_BODY
 from urllib3.util.url import _encode_target
 
 from ..kube_http import IdleConnections, tls_context
-from .endpoints import DEFAULT_PORTS, EndpointPolicy
+from .endpoints import DEFAULT_PORTS, EndpointPolicy, open_checked
 
 _USER_AGENT = _get_default_user_agent()  # what urllib3 sends when a request names none
 
@@ -59,29 +57,15 @@ class _Checked(http.client.HTTPConnection):
 
     def connect(self) -> None:
         o = self.origin
-        try:
-            addresses = o.policy.resolve(o.scheme, self.host, self.port)
-        except socket.gaierror as e:
-            raise NameResolutionError(self.host, cast(Any, self), e) from e
-        error: OSError | None = None
-        for _, sockaddr in addresses:
-            try:
-                sock = connection.create_connection(
-                    (str(sockaddr[0]), self.port),
-                    self.timeout,
-                    socket_options=Urllib3Connection.default_socket_options,
-                )
-                break
-            except TimeoutError as e:
-                raise _ConnectTimeout(
-                    f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
-                ) from e
-            except OSError as e:
-                error = e
-        else:
-            raise NewConnectionError(
-                cast(Any, self), f"Failed to establish a new connection: {error}"
-            ) from error
+        sock = open_checked(
+            o.policy,
+            o.scheme,
+            self.host,
+            self.port,
+            self.timeout,
+            conn=self,
+            socket_options=Urllib3Connection.default_socket_options,
+        )
         if o.context is not None:
             try:
                 sock = o.context.wrap_socket(sock, server_hostname=self.host)
@@ -89,10 +73,6 @@ class _Checked(http.client.HTTPConnection):
                 sock.close()
                 raise
         self.sock = sock
-
-
-class _ConnectTimeout(Exception):
-    """The connection was not made in time (requests' ConnectTimeout)."""
 
 
 class _Origin(IdleConnections):
@@ -121,11 +101,7 @@ def _context(verify: bool | str) -> ssl.SSLContext:
     if not location or not os.path.exists(location):
         raise OSError(f"Could not find a suitable TLS CA certificate bundle, invalid path: {location}")
     if os.path.isdir(location):
-        ctx = tls_context(verify=False)
-        ctx.verify_mode = ssl.CERT_REQUIRED
-        ctx.check_hostname = True
-        ctx.load_verify_locations(capath=location)
-        return ctx
+        return tls_context(verify=True, ca_dir=location)
     return tls_context(verify=True, ca_file=location)
 
 
@@ -280,11 +256,10 @@ def _as_requests_error(
     """What HTTPAdapter.send raises for the same failure before an answer (urllib3 under requests'
     Retry(0, read=False)); EndpointRefused and anything not a transport failure pass as they are."""
     pool: Any = origin  # its str() is the pool's that urllib3 names in the message
-    if isinstance(e, _ConnectTimeout):
-        why = urllib3.exceptions.ConnectTimeoutError(str(e))
-        return requests.ConnectTimeout(MaxRetryError(pool, url, why), request=p)
     if isinstance(e, NewConnectionError):  # NameResolutionError too: a ConnectionError, not a timeout
         return requests.ConnectionError(MaxRetryError(pool, url, e), request=p)
+    if isinstance(e, ConnectTimeoutError):  # (NewConnectionError subclasses it, hence the order)
+        return requests.ConnectTimeout(MaxRetryError(pool, url, e), request=p)
     if isinstance(e, ssl.SSLError):  # the handshake's failures (a handshake timeout is a TimeoutError)
         return requests.exceptions.SSLError(
             MaxRetryError(pool, url, urllib3.exceptions.SSLError(e)), request=p
