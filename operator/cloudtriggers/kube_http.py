@@ -25,8 +25,12 @@ import urllib3
 from urllib3.util.ssl_ import create_urllib3_context
 from urllib3.util.wait import wait_for_read
 
+from .http_answers import Answer
+
 
 class _Plain(http.client.HTTPConnection):
+    response_class = Answer
+
     def __init__(self, host: str, port: int, pool: Connections) -> None:
         super().__init__(host, port, timeout=pool.connect_timeout)
         self._pool = pool
@@ -37,6 +41,8 @@ class _Plain(http.client.HTTPConnection):
 
 
 class _TLS(http.client.HTTPSConnection):
+    response_class = Answer
+
     def __init__(self, host: str, port: int, pool: Connections) -> None:
         super().__init__(host, port, timeout=pool.connect_timeout, context=pool.context)
         self._pool = pool

@@ -42,6 +42,7 @@ from urllib3.exceptions import ConnectTimeoutError, MaxRetryError, NewConnection
 from urllib3.util.request import _METHODS_NOT_EXPECTING_BODY
 from urllib3.util.url import _encode_target
 
+from ..http_answers import Answer
 from ..kube_http import IdleConnections, tls_context
 from .endpoints import DEFAULT_PORTS, EndpointPolicy, open_checked
 
@@ -50,6 +51,8 @@ _USER_AGENT = _get_default_user_agent()  # what urllib3 sends when a request nam
 
 class _Checked(http.client.HTTPConnection):
     """A connection opened only to an address the policy allows; TLS on top when `context` is set."""
+
+    response_class = Answer
 
     def __init__(self, origin: _Origin) -> None:
         super().__init__(origin.host, origin.port, timeout=None)
