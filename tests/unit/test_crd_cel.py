@@ -172,3 +172,64 @@ def test_readme_trigger_examples_are_accepted() -> None:
     assert len(triggers) >= 4  # the reference and one per provider
     for doc in triggers:
         assert violations(CRD, doc) == [], doc["metadata"]["name"]
+
+
+def _containers(value: Any) -> list[Any]:
+    found: list[Any] = []
+    if isinstance(value, dict):
+        found.append(value)
+        for v in value.values():
+            found += _containers(v)
+    elif isinstance(value, list):
+        found.append(value)
+        for v in value:
+            found += _containers(v)
+    return found
+
+
+def test_the_object_admitted_shares_nothing_mutable_with_the_write_or_the_schema() -> None:
+    # What the emulated API server stores must not change when the client's body, the schema's
+    # defaults or the old object are changed later (the API server decodes each write anew).
+    from cloudtriggers.apiserver.cel import admit
+
+    posted = trigger(gitlab=dict(GITLAB), rotation={"overlap": "1h"})
+    posted["metadata"]["labels"] = {"team": "web"}
+    posted["metadata"]["finalizers"] = ["cloudtriggers.io/finalizer"]
+    schema_before = copy.deepcopy(CRD)
+    stored = admit(CRD, posted).body
+    assert stored["spec"]["gitlab"]["project"] == "group/web" and stored["metadata"]["labels"] == {
+        "team": "web"
+    }
+    theirs = {id(c) for c in _containers(posted) + _containers(CRD)}
+    assert not [c for c in _containers(stored) if id(c) in theirs]
+    stored["spec"]["gitlab"]["project"] = "other/x"
+    stored["metadata"]["labels"]["team"] = "x"
+    assert schema_before == CRD and posted["spec"]["gitlab"]["project"] == "group/web"
+
+
+def test_pruning_copies_defaults_and_kept_unknown_fields_once_and_recurses_into_defaults() -> None:
+    # apiextensions-apiserver's structural defaulting applies defaults inside a defaulted object too.
+    from cloudtriggers.apiserver.cel import _prune_and_default
+
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "opts": {
+                "type": "object",
+                "default": {"tags": ["a"]},
+                "properties": {"tags": {"type": "array", "items": {"type": "string"}}, "n": {"default": 3}},
+            },
+            "free": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        },
+    }
+    value: dict[str, Any] = {"free": {"deep": {"list": [1, {"k": "v"}]}}, "gone": {"x": 1}}
+    schema_before, value_before = copy.deepcopy(schema), copy.deepcopy(value)
+    unknown: list[str] = []
+    out = _prune_and_default(schema, value, "", unknown, root=True)
+    assert out == {"free": {"deep": {"list": [1, {"k": "v"}]}}, "opts": {"tags": ["a"], "n": 3}}
+    assert unknown == ["gone"]
+    theirs = {id(c) for c in _containers(value) + _containers(schema)}
+    assert not [c for c in _containers(out) if id(c) in theirs]
+    out["opts"]["tags"].append("b")
+    out["free"]["deep"]["list"][1]["k"] = "w"
+    assert schema == schema_before and value == value_before

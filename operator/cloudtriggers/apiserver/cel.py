@@ -193,27 +193,34 @@ def _prune_and_default(
         ap = _additional(schema)
         keep_unknown = bool(schema.get(_PRESERVE)) or ap is not None
         meta_ok = root or bool(schema.get(_EMBEDDED))
+        # Each kept or defaulted value is copied once: by the recursion where a schema applies to
+        # it, else here.
         out: dict[str, Any] = {}
         for key, sub in value.items():
             if key in props or keep_unknown or (meta_ok and key in _META_FIELDS):
-                out[key] = copy.deepcopy(sub)
+                out[key] = sub
             else:
                 unknown.append(_child(path, key))
         for key, prop in props.items():
             if "default" in prop and (key not in out or (out[key] is None and not prop.get("nullable"))):
-                out[key] = copy.deepcopy(prop["default"])
-        for key in list(out):
-            if meta_ok and key == "metadata":
-                continue  # ObjectMeta is validated by its own code, not pruned or defaulted by the schema
+                out[key] = prop["default"]
+        for key, sub in out.items():
             sub_schema = props.get(key, ap)
-            if sub_schema is not None:
-                out[key] = _prune_and_default(sub_schema, out[key], _child(path, key), unknown)
+            if sub_schema is None or (meta_ok and key == "metadata"):
+                # ObjectMeta is validated by its own code, not pruned or defaulted by the schema.
+                out[key] = _copy(sub)
+            else:
+                out[key] = _prune_and_default(sub_schema, sub, _child(path, key), unknown)
         return out
     if isinstance(value, list):
         items = schema.get("items")
         if isinstance(items, dict):
             return [_prune_and_default(items, v, f"{path}[{i}]", unknown) for i, v in enumerate(value)]
-    return copy.deepcopy(value)
+    return _copy(value)
+
+
+def _copy(value: Any) -> Any:
+    return value if value is None or type(value) in (str, int, float, bool) else copy.deepcopy(value)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {

@@ -19,7 +19,6 @@ import base64
 import builtins
 import collections
 import copy
-import datetime
 import json
 import os
 import random
@@ -88,8 +87,16 @@ _SERVER_META: Final = (
 )
 
 
+_clock: tuple[int, str] = (-1, "")
+
+
 def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """The time as metadata timestamps give it (whole seconds, UTC); formatted once a second."""
+    global _clock
+    second = int(time.time())
+    if _clock[0] != second:
+        _clock = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _clock[1]
 
 
 def _api_version(resource: kmock.resource) -> str:
