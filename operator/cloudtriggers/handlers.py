@@ -10,6 +10,7 @@ once its last user is gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Hashable
@@ -166,11 +167,19 @@ def register(
         if runtime.events is not None:
             runtime.events.start()
         runtime.sweeper = asyncio.get_running_loop().create_task(_sweep_credentials(runtime))
-        runtime.scheduling = asyncio.get_running_loop().create_task(runtime.scheduler.run())
+        loop = asyncio.get_running_loop()
+        runtime.scheduling = loop.create_task(runtime.scheduler.run())
+
+        def wake(uids: set[str]) -> None:  # from a worker thread
+            with contextlib.suppress(RuntimeError):  # the loop is closing
+                loop.call_soon_threadsafe(runtime.scheduler.wake, uids)
+
+        runtime.reconciler.breaker.wake = wake
 
     @kopf.on.cleanup(registry=registry)
     async def stop_http(**_: Any) -> None:
         TRIGGERS.clear()
+        runtime.reconciler.breaker.wake = None
         if runtime.sweeper is not None:
             runtime.sweeper.cancel()
             runtime.sweeper = None

@@ -19,7 +19,7 @@ import contextlib
 import heapq
 import logging
 import time
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,6 +108,13 @@ class Scheduler:
 
     def forget(self, uid: str) -> None:
         self.entries.pop(uid, None)
+
+    def wake(self, uids: Iterable[str]) -> None:
+        """A pass now for each of these Triggers (the credentials breaker's waiters: base.py)."""
+        for uid in uids:
+            e = self.entries.get(uid)
+            if e is not None:
+                self._run_now(e)
 
     # -- the loop ------------------------------------------------------------------------------------
 

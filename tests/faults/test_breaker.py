@@ -94,6 +94,70 @@ def test_a_probe_that_never_reports_is_handed_on() -> None:
     assert b.admit("k", "b") is None
 
 
+def test_the_triggers_told_to_wait_are_woken_when_a_first_call_ends() -> None:
+    woken: list[set[str]] = []
+    b = CredentialsBreaker(threshold=2, cooldown=60)
+    # Called outside the breaker's lock: a wake that asks the breaker again must not deadlock.
+    b.wake = lambda uids: woken.append(set(uids)) or [b.admit("k", u) for u in sorted(uids)]
+    assert b.admit("k", "a") is None and b.admit("k", "b") is None
+    assert b.admit("k", "c") is not None and b.admit("k", "d") is not None  # wait for a and b
+    b.success("k", "a")  # proven: whoever waited may go now, and is told so at once
+    assert woken == [{"c", "d"}]
+    b.success("k", "b")
+    assert woken == [{"c", "d"}]  # nobody waits any more: no wake-up
+
+
+def test_a_waiter_is_woken_by_a_failure_or_an_unproven_end_and_told_the_verdict() -> None:
+    woken: list[set[str]] = []
+    b = CredentialsBreaker(threshold=2, cooldown=60)
+    b.wake = lambda uids: woken.append(set(uids))
+    assert b.admit("k", "a") is None and b.admit("k", "b") is None
+    assert b.admit("k", "c") is not None
+    b.done("k", "a")  # a's pass ended without an answer about the credentials (a timeout, say)
+    assert woken == [{"c"}]
+    assert b.admit("k", "c") is None  # in a's place
+    b.failure("k", "b", "401")
+    assert woken == [{"c"}]  # nobody was waiting
+    assert b.admit("k", "d") is not None  # one failure and c in flight: the first wave is full
+    b.failure("k", "c", "401")  # the second failure opens the circuit
+    assert woken == [{"c"}, {"d"}]
+    verdict = b.admit("k", "d")
+    assert verdict is not None and verdict.open and "401" in verdict.message
+    b.done("k", "c")  # its pass ends after the failure: nothing more to wake
+    assert woken == [{"c"}, {"d"}]
+
+
+def test_a_forgotten_trigger_is_not_woken() -> None:
+    woken: list[set[str]] = []
+    b = CredentialsBreaker(threshold=1)
+    b.wake = lambda uids: woken.append(set(uids))
+    assert b.admit("k", "a") is None and b.admit("k", "b") is not None and b.admit("k", "c") is not None
+    b.forget("b")
+    b.success("k", "a")
+    assert woken == [{"c"}]
+
+
+def test_new_triggers_sharing_credentials_go_on_as_soon_as_the_first_call_proves_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A burst of new Triggers of one account: the first `threshold` call the provider, the others
+    # wait for them. Were they left to look again after `first_wait` (made a minute here), they would
+    # not be Ready within the 20 s below; the breaker wakes them when the first call is answered.
+    monkeypatch.setattr(CredentialsBreaker, "first_wait", 60.0)
+    kit = KITS["gitlab"]
+    w = new_world(kit, Settings(credentials_poll=0.5, breaker_threshold=1))
+    try:
+        w.start_operator()
+        names = [f"t{i}" for i in range(6)]
+        for name in names:
+            w.create_trigger(trigger_obj(w, kit, name))
+        for name in names:
+            wait_goal(w, name, gone=False, timeout=20)
+        assert len([c for c in kit_calls(w, kit) if c.method == "POST"]) == len(names)
+    finally:
+        w.stop()
+
+
 # -- the operator ---------------------------------------------------------------------------------
 
 

@@ -430,6 +430,7 @@ class _Circuit:
     in_flight: set[str] = field(default_factory=set)  # Trigger uids with a call under way (unproven)
     proven: bool = False  # the credentials authenticated at least once
     users: set[str] = field(default_factory=set)  # Trigger uids whose credentials these are now
+    waiting: set[str] = field(default_factory=set)  # Trigger uids told to let others try them first
 
 
 @dataclass(frozen=True)
@@ -449,8 +450,13 @@ class CredentialsBreaker:
     `max_cooldown`) one Trigger may probe; success closes the circuit, failure reopens it. A new
     credentials Secret version closes it at once. Until the credentials have authenticated once, at
     most `threshold` calls with them are in flight, so many Triggers starting together with a bad key
-    cost `threshold` failures, not one each.
+    cost `threshold` failures, not one each. The Triggers told to wait for those calls are handed to
+    `wake` (set by the operator) as soon as one ends, instead of each looking again a second later:
+    with good credentials, a burst of new Triggers is then not held up by the first few calls.
     """
+
+    # A Trigger told to wait for the first calls looks again after this long if nobody wakes it.
+    first_wait: ClassVar[float] = 1.0
 
     def __init__(
         self,
@@ -466,6 +472,7 @@ class CredentialsBreaker:
         self._lock = threading.Lock()
         self._circuits: dict[str, _Circuit] = {}
         self._key_of: dict[str, str] = {}  # Trigger uid -> the key of the credentials it last used
+        self.wake: Callable[[set[str]], None] | None = None  # called outside the lock, from any thread
 
     def _get(self, key: str, version: str, uid: str) -> _Circuit:
         self._leave(uid, unless=key)
@@ -490,7 +497,11 @@ class CredentialsBreaker:
                     return Verdict(self._why(c), max(c.probe_deadline - now, 1.0), True)
                 c.prober, c.probe_deadline = uid, now + 60.0
             elif not c.proven and uid not in c.in_flight and len(c.in_flight) + c.failures >= self.threshold:
-                return Verdict("waiting for other Triggers to try these credentials first", 1.0, False)
+                c.waiting.add(uid)
+                return Verdict(
+                    "waiting for other Triggers to try these credentials first", self.first_wait, False
+                )
+            c.waiting.discard(uid)
             c.in_flight.add(uid)
             return None
 
@@ -500,15 +511,20 @@ class CredentialsBreaker:
             if c is not None:
                 c.in_flight.discard(uid)
                 c.failures, c.open_until, c.prober, c.cooldown, c.proven = 0, 0.0, "", 0.0, True
+            woken = self._release_waiting(c)
+        self._wake(woken)
 
     def done(self, key: str, uid: str) -> None:
         """The pass ended without proving anything about the credentials (no call, or another error)."""
         with self._lock:
             c = self._circuits.get(key)
-            if c is not None:
+            woken: set[str] = set()
+            if c is not None and uid in c.in_flight:
                 c.in_flight.discard(uid)
-                if c.prober == uid:
-                    c.prober = ""
+                woken = self._release_waiting(c)  # a call ended unproven: another may try
+            if c is not None and c.prober == uid:
+                c.prober = ""
+        self._wake(woken)
 
     def failure(self, key: str, uid: str, message: str) -> None:
         with self._lock:
@@ -523,6 +539,20 @@ class CredentialsBreaker:
                 c.cooldown = min(c.cooldown * 2, self.max_cooldown) if c.cooldown else self.base_cooldown
                 c.open_until = self.clock() + c.cooldown
                 c.prober = ""
+            woken = self._release_waiting(c)  # to be told the verdict, or to try in its place
+        self._wake(woken)
+
+    @staticmethod
+    def _release_waiting(c: _Circuit | None) -> set[str]:
+        """A call with the credentials ended: whoever waited for one may look again now."""
+        if c is None or not c.waiting:
+            return set()
+        woken, c.waiting = c.waiting, set()
+        return woken
+
+    def _wake(self, uids: set[str]) -> None:
+        if uids and self.wake is not None:
+            self.wake(uids)
 
     def forget(self, uid: str) -> None:
         """The Trigger is gone: a circuit nobody uses any more is dropped."""
@@ -538,6 +568,7 @@ class CredentialsBreaker:
         if c is not None:
             c.users.discard(uid)
             c.in_flight.discard(uid)
+            c.waiting.discard(uid)
             if not c.users:
                 del self._circuits[old]
 
