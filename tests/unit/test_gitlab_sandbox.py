@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -391,3 +392,21 @@ def test_python_gitlab_waits_out_the_rate_limit(world: World) -> None:
     for _ in range(7):  # python-gitlab sleeps Retry-After on a 429 and retries (obey_rate_limit)
         project.triggers.list(get_all=False)
     assert world.sb.faults.throttled("alice") >= 1  # 7 requests cannot fit two windows of 3
+
+
+def test_a_burst_of_new_connections_is_queued_not_dropped() -> None:
+    # socketserver's backlog of 5 dropped the 7th connect of a burst (the operator's workers opening
+    # their first connections at once), which then waited for TCP's 1 s SYN retransmission. Nothing
+    # accepts here, so only the listen queue holds them.
+    from cloudtriggers.sandbox._http import SandboxHandler, SandboxServer
+
+    server = SandboxServer(("127.0.0.1", 0), SandboxHandler, None)
+    conns: list[socket.socket] = []
+    try:
+        for _ in range(32):
+            conns.append(socket.create_connection(server.server_address[:2], timeout=0.5))
+    finally:
+        for conn in conns:
+            conn.close()
+        server.server_close()
+    assert len(conns) == 32

@@ -18,6 +18,10 @@ class SandboxServer(ThreadingHTTPServer):
     """Tracks open connections, so that stop() also ends idle keep-alive connections."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst of new connections (the operator's first
+    # requests, one per worker) overflows it, and each dropped connect waits for TCP's 1 s SYN
+    # retransmission. A provider's front (nginx: 511) takes such a burst.
+    request_queue_size = socket.SOMAXCONN
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], sandbox: Any) -> None:
         super().__init__(address, handler)
