@@ -166,8 +166,8 @@ def register(
             runtime.outputs.start()
         if runtime.events is not None:
             runtime.events.start()
-        runtime.sweeper = asyncio.get_running_loop().create_task(_sweep_credentials(runtime))
         loop = asyncio.get_running_loop()
+        runtime.sweeper = loop.create_task(_sweep_credentials(runtime))
         runtime.scheduling = loop.create_task(runtime.scheduler.run())
 
         def wake(uids: set[str]) -> None:  # from a worker thread
