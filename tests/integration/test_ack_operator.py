@@ -145,7 +145,11 @@ def test_project_change_replaces_the_trigger_and_moves_the_secret(world: World) 
     assert world.secret_data("web-trigger")["url"] == HOOK_URL + new["token"]
     assert [w.split()[0] for w in world.writes()] == ["POST", "POST", "DELETE"]
     assert world.writes()[-1].endswith(f"/triggers/{old}")
-    assert any(e["reason"] == "Replaced" for e in world.events(world.ns, "web"))
+    # Posted from a thread of its own after the pass's status write (event_poster.py).
+    wait_for(
+        lambda: any(e["reason"] == "Replaced" for e in world.events(world.ns, "web")),
+        what="the Replaced Event",
+    )
     print(f"\nreplacement: spec patch to Ready with the new trigger in {elapsed * 1000:.0f} ms")
 
 

@@ -109,7 +109,10 @@ def test_create_becomes_ready_with_id_and_secret(world: World) -> None:
     secret = world.secret(world.ns, "web-trigger") or {}
     assert secret["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"]
     assert "cloudtriggers.io/finalizer" in obj["metadata"]["finalizers"]
-    assert any(e["reason"] == "Created" for e in world.events(world.ns, "web"))
+    # Posted from a thread of its own after the pass's status write (event_poster.py).
+    wait_for(
+        lambda: any(e["reason"] == "Created" for e in world.events(world.ns, "web")), what="the Created Event"
+    )
     assert world.writes() == [f"POST /api/v4/projects/{world.pid}/triggers"]
     _no_token_outside_secret(world, trig["token"], "web")
 
@@ -138,7 +141,11 @@ def test_deleted_at_provider_is_recreated_with_new_secret_and_event(world: World
     assert obj["status"]["externalId"] == str(new["id"]) != old
     wait_for(lambda: world.secret_data("web-trigger")["token"] == new["token"], what="Secret update")
     assert new["token"] != old_token
-    assert any(e["reason"] == "Recreated" for e in world.events(world.ns, "web"))
+    # Posted from a thread of its own after the pass's status write (event_poster.py).
+    wait_for(
+        lambda: any(e["reason"] == "Recreated" for e in world.events(world.ns, "web")),
+        what="the Recreated Event",
+    )
 
 
 def test_reconcile_requested_at_annotation_forces_a_pass(world: World) -> None:

@@ -35,7 +35,10 @@ def test_on_demand_rotation_within_seconds_and_the_old_token_after_the_overlap()
         assert first in live and token() in live  # the overlap: both work
         annotations = (w.secret(NS, "web-trigger") or {})["metadata"].get("annotations") or {}
         assert annotations.get("cloudtriggers.io/rotated-at")
-        assert any(e["reason"] == "Rotated" for e in w.events(NS, "web"))
+        # The Event is posted from a thread of its own after the pass's writes (event_poster.py).
+        wait_for(
+            lambda: any(e["reason"] == "Rotated" for e in w.events(NS, "web")), timeout=10, what="Rotated"
+        )
         wait_for(lambda: [t for _, t in kit.objects(w)] == [token()], timeout=30, what="old token deleted")
 
         # The provider delete comes first and the status write that forgets it second (a crash
