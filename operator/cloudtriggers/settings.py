@@ -118,7 +118,9 @@ class Settings(BaseModel):
         description="The only endpoint (GitLab url, ACK/SWR endpoint) the default credentials are sent to.",
     )
     log_format: Literal["text", "json"] = Field(default="text", description="Log format on stderr.")
-    log_level: Literal["debug", "info", "warning", "error"] = Field(default="info", description="Log level.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Log level (debug also shows kopf's line for every watch event)."
+    )
     http_port: int = Field(
         default=8080, ge=0, le=65535, description="Port of /metrics, /healthz and /readyz; 0: off."
     )

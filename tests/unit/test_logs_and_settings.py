@@ -68,6 +68,31 @@ def test_filter_keeps_plain_messages() -> None:
     assert RedactingFilter().filter(rec) and rec.getMessage() == "plain text"
 
 
+def test_kopfs_per_event_success_lines_are_left_out_at_info_and_shown_at_debug() -> None:
+    # kopf logs "Handler ... succeeded" for every watch event of every Trigger; ours say what was done.
+    def lines(level: str) -> list[str]:
+        stream = io.StringIO()
+        handler = configure("text", level, stream=stream)
+        try:
+            logging.getLogger("kopf.objects").info("[apps/web] Handler 'watch_triggers' succeeded.")
+            logging.getLogger("kopf.objects").warning(
+                "[apps/web] Handler 'watch_triggers' failed temporarily"
+            )
+            logging.getLogger("cloudtriggers.reconcile").info("apps/web: Created: created gitlab trigger 7")
+            logging.getLogger("kopf.activities.startup").info("Activity 'start' succeeded.")
+        finally:
+            logging.getLogger().removeHandler(handler)
+        return [line.split(": ", 1)[1] for line in stream.getvalue().splitlines()]
+
+    assert lines("info") == [
+        "[apps/web] Handler 'watch_triggers' failed temporarily",
+        "apps/web: Created: created gitlab trigger 7",
+        "Activity 'start' succeeded.",
+    ]
+    assert len(lines("debug")) == 4 and "[apps/web] Handler 'watch_triggers' succeeded." in lines("debug")
+    assert lines("error") == []
+
+
 def test_settings_from_environment_then_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLOUDTRIGGERS_RESYNC_PERIOD", "5m")
     monkeypatch.setenv("CLOUDTRIGGERS_NAMESPACES", "apps, ci")
