@@ -482,7 +482,8 @@ def _wait_watched(world: World, timeout: float = 60) -> None:
 def _operator(world: World, cfg: Config, resync: float | None = None) -> Proc:
     env = {
         "CLOUDTRIGGERS_HTTP_PORT": "0",
-        "CLOUDTRIGGERS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
+        # At its defaults the operator logs as deployed (info: a line a create, to operator.log).
+        "CLOUDTRIGGERS_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "info" if cfg.defaults else "warning"),
         "CLOUDTRIGGERS_RESYNC_PERIOD": str(resync or 3600),
         "CLOUDTRIGGERS_ALLOWED_ENDPOINTS": "http://127.0.0.1",  # the sandboxes
     }
