@@ -54,7 +54,7 @@ def _begin() -> Any:
     copy of http.client's globals where that one name differs (no copy of its source to keep in
     step, and nothing patched for anyone else)."""
     stock = http.client.HTTPResponse.begin
-    if "parse_headers" not in stock.__code__.co_names:
+    if "parse_headers" not in stock.__code__.co_names or not hasattr(http.client, "_read_headers"):
         return stock  # a Python whose begin parses some other way keeps its own
     namespace = dict(vars(http.client), parse_headers=parse_headers)
     return types.FunctionType(
