@@ -132,3 +132,30 @@ def test_the_bench_runs_on_any_api_server_from_a_kubeconfig(tmp_path: Path) -> N
         assert ours() == []
     finally:
         server.stop()
+
+
+def test_bench_apiserver_serves_the_emulated_api_alone_through_a_kubeconfig(tmp_path: Path) -> None:
+    """`python -m bench.apiserver KUBECONFIG`: the stand-in for a real API server, in its own process."""
+    import signal
+    import subprocess
+    import sys
+
+    from kubernetes import client as k8s
+    from kubernetes import config as k8s_config
+
+    kubeconfig = tmp_path / "kubeconfig"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.apiserver", str(kubeconfig)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        assert "serving http://127.0.0.1:" in proc.stdout.readline()  # after the kubeconfig is written
+        api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
+        names = [ns.metadata.name for ns in k8s.CoreV1Api(api).list_namespace().items]
+        assert "default" in names
+        # No CRD of ours: the bench applies it, as on a cluster.
+        crds = k8s.ApiextensionsV1Api(api).list_custom_resource_definition().items
+        assert "triggers.cloudtriggers.io" not in [c.metadata.name for c in crds]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=15) == 0
