@@ -205,6 +205,8 @@ def _prune_and_default(
             if "default" in prop and (key not in out or (out[key] is None and not prop.get("nullable"))):
                 out[key] = prop["default"]
         for key, sub in out.items():
+            if sub is None or type(sub) in _IMMUTABLE:
+                continue  # nothing to prune, default or copy in a scalar
             sub_schema = props.get(key, ap)
             if sub_schema is None or (meta_ok and key == "metadata"):
                 # ObjectMeta is validated by its own code, not pruned or defaulted by the schema.
@@ -219,8 +221,11 @@ def _prune_and_default(
     return _copy(value)
 
 
+_IMMUTABLE = (str, int, float, bool)
+
+
 def _copy(value: Any) -> Any:
-    return value if value is None or type(value) in (str, int, float, bool) else copy.deepcopy(value)
+    return value if value is None or type(value) in _IMMUTABLE else copy.deepcopy(value)
 
 
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
