@@ -31,7 +31,6 @@ def parse_headers(fp: BinaryIO, _class: type[http.client.HTTPMessage] = http.cli
     """http.client.parse_headers, to the same message."""
     lines = http.client._read_headers(fp)  # type: ignore[attr-defined]
     if lines[-1] in (b"\r\n", b"\n"):
-        msg = _class()
         headers = []
         match = _PLAIN.fullmatch
         for line in lines[:-1]:
@@ -43,6 +42,7 @@ def parse_headers(fp: BinaryIO, _class: type[http.client.HTTPMessage] = http.cli
             # compat32's header_source_parse: the value without its leading blanks or line end.
             headers.append((m[1], m[2]))
         else:
+            msg = _class()
             msg._headers = headers  # type: ignore[attr-defined]
             msg.set_payload("")  # what the feed parser leaves after the blank line
             return msg

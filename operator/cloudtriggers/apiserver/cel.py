@@ -210,7 +210,7 @@ def _prune_and_default(
             sub_schema = props.get(key, ap)
             if sub_schema is None or (meta_ok and key == "metadata"):
                 # ObjectMeta is validated by its own code, not pruned or defaulted by the schema.
-                out[key] = _copy(sub)
+                out[key] = copy.deepcopy(sub)  # a dict or a list: scalars were passed over above
             else:
                 out[key] = _prune_and_default(sub_schema, sub, _child(path, key), unknown)
         return out
