@@ -135,6 +135,27 @@ class KubeApiError(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(f"{status}: {text[:300]}")
         self.status = status
+        self.causes = _causes(text)
+
+    @property
+    def refused_terminating(self) -> bool:
+        """The namespace's lifecycle admission refused a create in a namespace being deleted
+        (plugin/pkg/admission/namespace/lifecycle: 403 with the cause NamespaceTerminating)."""
+        return self.status == 403 and NAMESPACE_TERMINATING in self.causes
+
+
+NAMESPACE_TERMINATING = "NamespaceTerminating"  # corev1.NamespaceTerminatingCause
+
+
+def _causes(text: str) -> tuple[str, ...]:
+    """The reasons of a Status answer's details.causes (StatusCause.Type is `reason` in JSON)."""
+    if '"causes"' not in text:
+        return ()
+    try:
+        details = json.loads(text).get("details") or {}
+        return tuple(str(c.get("reason") or "") for c in details.get("causes") or () if isinstance(c, dict))
+    except (ValueError, AttributeError):
+        return ()
 
 
 class KubeClient:
@@ -494,7 +515,14 @@ class KubeClient:
     def _post_event(self, path: str, data: bytes, what: str) -> None:
         try:
             self._request("POST", path, raw=data)
-        except (KubeApiError, urllib3.exceptions.HTTPError) as e:  # best effort; status carries the truth
+        except KubeApiError as e:  # best effort; status carries the truth
+            if e.refused_terminating:
+                # Expected while a namespace is deleted: its Triggers are finalized after the API
+                # server stopped taking new content there (as Kubernetes' own controllers, not a warning).
+                log.debug("event %s not posted: its namespace is being terminated", what)
+                return
+            log.warning("could not post event %s: %s", what, e)
+        except urllib3.exceptions.HTTPError as e:
             log.warning("could not post event %s: %s", what, e)
 
     def post_events_in_background(self) -> EventPoster:

@@ -4,6 +4,7 @@ without losing an Event, and shutdown posts what is queued within a time limit."
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -15,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from cloudtriggers import metrics
 from cloudtriggers.event_poster import EventPoster
-from cloudtriggers.kube import KubeClient
+from cloudtriggers.kube import KubeApiError, KubeClient
 from cloudtriggers.sandbox.kube import KubeServer, kube_client
 
 
@@ -158,6 +159,58 @@ def test_the_kube_client_posts_its_events_through_the_poster_with_the_time_they_
         assert synced["firstTimestamp"] == synced["lastTimestamp"] and synced["count"] == 1
     finally:
         server.stop()
+
+
+def test_an_event_refused_by_a_terminating_namespace_is_not_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Deleting a namespace finalizes its Triggers after the API server stopped taking new content
+    there, Events included (403, cause NamespaceTerminating): as Kubernetes' own controllers treat
+    that cause (the ReplicaSet controller's slowStartBatch), an expected refusal, not one warning per
+    Trigger. Any other refusal still warns."""
+    server = KubeServer().start()
+    try:
+        api = kube_client(server.url)
+        core = k8s.CoreV1Api(api)
+        for ns in ("apps", "going"):
+            core.create_namespace({"metadata": {"name": ns}})  # type: ignore[arg-type]
+        core.create_namespaced_secret(  # keeps "going" Terminating
+            "going",
+            {"metadata": {"name": "held", "finalizers": ["example.com/hold"]}},  # type: ignore[arg-type]
+        )
+        core.delete_namespace("going")
+        kube = KubeClient(api)
+        with caplog.at_level(logging.DEBUG, logger="cloudtriggers.kube"):
+            owner = {"metadata": {"name": "web", "namespace": "going", "uid": "u-1"}}
+            kube.emit_event(owner, "Normal", "Deleted", "deleted gitlab trigger 7")
+            assert [r.levelno for r in caplog.records if r.name == "cloudtriggers.kube"] == [logging.DEBUG]
+            assert "being terminated" in caplog.text
+            caplog.clear()
+            rbac = {"kind": "Status", "code": 403, "reason": "Forbidden", "message": "events is forbidden"}
+
+            def refused(*_: object, **__: object) -> None:
+                raise KubeApiError(403, json.dumps(rbac))
+
+            kube._request = refused  # type: ignore[method-assign]
+            kube.emit_event({"metadata": {**owner["metadata"], "namespace": "apps"}}, "Normal", "Synced", "x")
+            assert [r.levelno for r in caplog.records if r.name == "cloudtriggers.kube"] == [logging.WARNING]
+        assert server.list("v1/events", "going") == []
+    finally:
+        server.stop()
+
+
+def test_only_the_namespace_terminating_cause_marks_a_refusal_as_expected() -> None:
+    terminating = {
+        "kind": "Status",
+        "code": 403,
+        "reason": "Forbidden",
+        "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata.namespace"}]},
+    }
+    assert KubeApiError(403, json.dumps(terminating)).refused_terminating
+    rbac = {"kind": "Status", "code": 403, "reason": "Forbidden", "details": {"kind": "events"}}
+    assert not KubeApiError(403, json.dumps(rbac)).refused_terminating
+    assert not KubeApiError(409, json.dumps(terminating)).refused_terminating
+    assert not KubeApiError(403, "<html>forbidden by a proxy</html>").refused_terminating
 
 
 def test_a_thread_stuck_past_shutdown_does_not_post_for_the_next_term() -> None:

@@ -277,6 +277,14 @@ def test_a_terminating_namespace_refuses_new_content_events_included(kube: KubeS
         assert message.endswith(
             "is forbidden: unable to create new content in namespace team-a because it is being terminated"
         )
+        # The cause clients test for (client-go: HasStatusCause(err, NamespaceTerminatingCause)).
+        assert status_of(refused.value)["details"]["causes"] == [
+            {
+                "reason": "NamespaceTerminating",
+                "message": "namespace team-a is being terminated",
+                "field": "metadata.namespace",
+            }
+        ]
     # Updates are still allowed (a finalizer can be removed), but no finalizer may be added.
     with pytest.raises(ApiException) as refused:
         core.patch_namespaced_secret(
