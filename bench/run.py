@@ -514,11 +514,13 @@ def operation(provider: str, call: Any) -> str:
 
 
 def _profiler(proc: Proc) -> subprocess.Popen[bytes] | None:
-    """BENCH_PYSPY=<file>: py-spy samples the operator through the create phase (collapsed stacks)."""
+    """BENCH_PYSPY=<file>: py-spy samples the operator through the create phase (collapsed stacks),
+    BENCH_PYSPY_RATE times a second (default 200)."""
     out = os.environ.get("BENCH_PYSPY")
     if not out:
         return None
-    argv = ["py-spy", "record", "--pid", str(proc.proc.pid), "--format", "raw", "-r", "200", "-o", out]
+    rate = os.environ.get("BENCH_PYSPY_RATE", "200")  # samples a second
+    argv = ["py-spy", "record", "--pid", str(proc.proc.pid), "--format", "raw", "-r", rate, "-o", out]
     return subprocess.Popen([*argv, *os.environ.get("BENCH_PYSPY_FLAGS", "").split()])
 
 
