@@ -252,6 +252,36 @@ def test_watch_resumes_from_a_resource_version(kube: KubeServer, api: kubernetes
         assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
 
 
+def test_a_removed_object_is_forgotten_as_etcd_forgets_it(
+    kube: KubeServer, api: kubernetes.client.ApiClient
+) -> None:
+    """A real API server deletes a removed object's key from etcd: a GET is 404, a list does not
+    walk it, and the same name makes a new object. Only the watch cache still tells of it (a DELETED
+    event for a watch from an older resourceVersion). kmock's soft delete kept every removed object
+    with its versions, so a long-running emulator (the demo, bench.apiserver) grew and slowed down
+    with every object it had ever deleted."""
+    core = CoreV1Api(api)
+    before = len(kube.emulator.objects)
+    since = requests.get(f"{kube.url}/api/v1/namespaces/{NS}/secrets", timeout=5).json()["metadata"]
+    for round_ in range(3):
+        for i in range(50):
+            core.create_namespaced_secret(NS, {"metadata": {"name": f"s{i}"}})
+        for i in range(50):
+            core.delete_namespaced_secret(f"s{i}", NS)
+        assert len(kube.emulator.objects) == before, f"round {round_}: removed objects kept"
+    with pytest.raises(ApiException) as gone:
+        core.read_namespaced_secret("s0", NS)
+    assert gone.value.status == 404
+    again = core.create_namespaced_secret(NS, {"metadata": {"name": "s0"}})
+    assert again.metadata.uid and again.metadata.resource_version
+    url = f"{kube.url}/api/v1/namespaces/{NS}/secrets"
+    params = {"watch": "true", "timeoutSeconds": "0.5", "resourceVersion": since["resourceVersion"]}
+    with requests.get(url, params=params, stream=True, timeout=5) as rsp:
+        events = [json.loads(line) for line in rsp.iter_lines() if line]
+    assert [e["type"] for e in events].count("DELETED") == 150
+    assert events[-1]["type"] == "ADDED" and events[-1]["object"]["metadata"]["uid"] == again.metadata.uid
+
+
 def test_a_selector_watch_sees_objects_enter_and_leave_the_selection(
     kube: KubeServer, api: kubernetes.client.ApiClient
 ) -> None:

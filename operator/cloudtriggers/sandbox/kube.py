@@ -766,8 +766,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         """Remove the object for good, then garbage-collect its dependents."""
         body = copy.deepcopy(body)
         body.setdefault("metadata", {})["resourceVersion"] = self._next_rv()
-        self._store(key, body)  # keep the final state in the history
-        self._objects[key].delete()
+        # Gone from storage, as from etcd: only the watch cache's DELETED event tells of it. (kmock's
+        # soft delete kept every removed object and its versions: a long-running emulator grew and
+        # its lists, watches and namespace passes slowed down with every object ever deleted.)
+        del self._objects[key]
         self._emit(key[0], "DELETED", body)
         self._reindex(key, None)
         if key[0] == CRDS:
@@ -787,7 +789,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if self._by_uid.get(uid) == key:
                 del self._by_uid[uid]
             for owner in owners:
-                self._dependents.get(owner, set()).discard(key)
+                left = self._dependents.get(owner)
+                if left is not None:
+                    left.discard(key)
+                    if not left:
+                        del self._dependents[owner]
         if body is None:
             return
         meta = _meta(body)
