@@ -19,6 +19,7 @@ import base64
 import builtins
 import collections
 import copy
+import inspect
 import json
 import os
 import random
@@ -295,6 +296,26 @@ class _Watcher:
     muted: bool = False  # a silent watch: open, but receiving nothing
 
 
+_REQUEST_ONLY: Final = inspect.Signature(
+    [inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+)
+
+
+def _presign(response: Any) -> None:
+    """kmock calls inspect.signature on a callable payload at every request, to know whether to pass
+    the request; for a bound method that rebuilds the signature each time (9 us, ~2 % of the
+    emulator's CPU at 1,000 Triggers). A function carrying its signature answers at once."""
+    method = response.payload
+    if not callable(method) or hasattr(method, "__signature__"):
+        return
+
+    def serve(request: kmock.Request) -> Any:
+        return method(request)
+
+    serve.__signature__ = _REQUEST_ONLY  # type: ignore[attr-defined]
+    object.__setattr__(response, "payload", serve)  # kmock's Response is a frozen attrs class
+
+
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
     """kmock's KubernetesEmulator behaving like a real API server where kopf and the operator care.
@@ -395,6 +416,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if isinstance(criteria, K8sCriteria) and criteria.action is not None:
                 self._routes[criteria.action] = reaction
         self._routes[None] = put
+        for reaction in {id(r): r for r in self._routes.values()}.values():
+            _presign(reaction.response)
 
     # ---- request entry point ----------------------------------------------------------------
 
