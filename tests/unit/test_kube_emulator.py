@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import kmock
 import kopf
 import kubernetes
 import pytest
@@ -280,6 +281,57 @@ def test_a_removed_object_is_forgotten_as_etcd_forgets_it(
         events = [json.loads(line) for line in rsp.iter_lines() if line]
     assert [e["type"] for e in events].count("DELETED") == 150
     assert events[-1]["type"] == "ADDED" and events[-1]["object"]["metadata"]["uid"] == again.metadata.uid
+
+
+def test_no_write_changes_a_stored_version_in_place(
+    kube: KubeServer, api: kubernetes.client.ApiClient
+) -> None:
+    """A write shares what it leaves unchanged with the version before it (as stored versions are
+    never changed in place, it copies only the levels it writes): every earlier version, as the watch
+    sent it, stays as it was through merge patches, JSON patches, stringData, status and finalizer
+    writes and a removal."""
+    core = CoreV1Api(api)
+    custom = CustomObjectsApi(api)
+    core.create_namespaced_secret(
+        NS,
+        {"metadata": {"name": "s", "labels": {"a": "1"}, "annotations": {"x": "y"}}, "data": {"k": "dg=="}},
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("web"))
+    keys = [(kmock.resource("v1/secrets"), NS, "s"), (kmock.resource(TRIGGERS), NS, "web")]
+
+    def versions() -> dict[tuple[kmock.resource, str, str], list[str]]:
+        return {
+            k: [json.dumps(v.raw, sort_keys=True) for v in kube.emulator.objects[k].history]
+            for k in keys
+            if k in kube.emulator.objects
+        }
+
+    writes: list[Callable[[], object]] = [
+        lambda: core.patch_namespaced_secret("s", NS, {"metadata": {"labels": {"b": "2"}}}),
+        lambda: core.patch_namespaced_secret("s", NS, {"stringData": {"k2": "v"}}),
+        lambda: core.patch_namespaced_secret("s", NS, [{"op": "add", "path": "/data/k3", "value": "dw=="}]),
+        lambda: custom.patch_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "web", {"metadata": {"finalizers": [FINALIZER], "labels": {"l": "1"}}}
+        ),
+        lambda: custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, NS, PLURAL, "web", {"status": {"provider": "gitlab", "externalId": "7"}}
+        ),
+        lambda: custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, NS, PLURAL, "web", {"status": {"atProvider": {"projectId": 1}}}
+        ),
+        lambda: custom.patch_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "web", {"spec": {"gitlab": {"project": "group/api"}}}
+        ),
+        lambda: custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "web"),
+    ]
+    for write in writes:
+        before = versions()
+        write()
+        after = versions()
+        for key, kept in before.items():
+            assert after[key][: len(kept)] == kept, f"{key}: an earlier version changed"
+            assert len(after[key]) >= len(kept)
+    assert [len(v) for v in versions().values()] == [4, 6]  # every write above made a version
 
 
 def test_a_selector_watch_sees_objects_enter_and_leave_the_selection(

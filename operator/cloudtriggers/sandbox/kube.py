@@ -707,17 +707,23 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         info = self._info(resource)
         if not isinstance(new, dict):
             raise _error(422, "Invalid", "the patched object is not a JSON object", name=key[2])
-        new = copy.deepcopy(new)  # a merge patch shares unchanged subtrees with the stored version
+        # A merge patch shares unchanged subtrees with the stored version. Stored bodies are never
+        # changed in place, so only the levels changed below are copied (the top and metadata); a
+        # custom resource's admission then builds a fresh tree of what it keeps. (Deep copies of the
+        # new and the old object were a fifth of the server's CPU on a write.)
         old_meta = _meta(old)
-        if "status" in info.subresources:
-            if subresource == "status":
-                new = dict(copy.deepcopy(old), status=new.get("status"))
-                if new["status"] is None:
-                    del new["status"]
-            else:
+        if "status" in info.subresources and subresource == "status":
+            new = dict(old, status=new.get("status"))
+            if new["status"] is None:
+                del new["status"]
+        else:
+            new = dict(new)
+            if "status" in info.subresources:
                 new.pop("status", None)
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = old["status"]
+        if isinstance(new.get("metadata"), dict):
+            new["metadata"] = dict(new["metadata"])
         new_meta: Body = new.setdefault("metadata", {})
         if not isinstance(new_meta, dict):
             raise _error(422, "Invalid", "metadata must be an object", name=key[2])
@@ -737,7 +743,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 new.setdefault("spec", {})["finalizers"] = list(finalizers or [])
                 new_meta = new["metadata"]
             else:
-                new.setdefault("spec", {})["finalizers"] = (old.get("spec") or {}).get("finalizers") or []
+                new["spec"] = dict(new.get("spec") or {})
+                new["spec"]["finalizers"] = (old.get("spec") or {}).get("finalizers") or []
         _check_finalizers(info.kind or str(resource.plural), key[2], old_meta, new_meta)
         new = self._admit(resource, new, old, strict=strict, subresource=subresource)
         new_meta = new["metadata"]
