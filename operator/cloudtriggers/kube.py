@@ -10,6 +10,7 @@ import base64
 import copy
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from kubernetes.client.rest import RESTClientObject
 from . import __version__
 from .event_poster import EventPoster
 from .ids import intern_ids
-from .kube_http import Connections
+from .kube_http import Connections, Reply, retryable
 from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from .output_secrets import OutputSecret, OutputSecrets, decode_data
 
@@ -35,6 +36,11 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "cloudtriggers"}
 # Held on a credentials Secret while a Trigger needs it (credentials.py says why); the label lets the
 # sweep and `cloudtriggers release-credentials` find the Secrets without reading any other.
 AUTH_REUSE = 10.0  # seconds one bearer token from the refresh hook is reused
+# An answer that asks to be retried (429 or 5xx with Retry-After) is retried up to this many times,
+# as client-go's rest client does by default (maxRetries 10), each wait at most RETRY_WAIT_CAP s.
+RETRIES = 10
+RETRY_WAIT_CAP = 10.0
+_SECONDS = re.compile(r"[0-9]{1,9}")
 SECRET_FINALIZER = "cloudtriggers.io/credentials-in-use"
 SECRET_LABEL = "cloudtriggers.io/credentials-in-use"
 
@@ -57,6 +63,14 @@ Strings = dict[str, str]
 
 class SecretConflict(Exception):
     """The output Secret exists and belongs to something else; it is never overwritten."""
+
+
+def retry_wait(retry_after: str | None) -> float | None:
+    """Seconds to wait before sending again, or None: not to be retried. As client-go's
+    retryAfterSeconds: the header is whole seconds (an HTTP date or a fraction is not retried)."""
+    if retry_after is None or not _SECONDS.fullmatch(retry_after):
+        return None
+    return min(float(retry_after), RETRY_WAIT_CAP)
 
 
 def now_rfc3339() -> str:
@@ -227,7 +241,14 @@ class KubeClient:
             data = json.dumps(body).encode()
         if data is not None:
             headers["Content-Type"] = content_type
-        status, answer = self._send(method, path, data, headers)
+        for attempt in range(RETRIES + 1):
+            status, answer, retry_after = self._send(method, path, data, headers)
+            wait = retry_wait(retry_after) if attempt < RETRIES else None
+            if wait is None:
+                break
+            # Turned away before it was handled (client-go retries any verb so): wait as asked.
+            log.debug("%s %s answered %d; retrying in %.0f s as asked", method, path, status, wait)
+            time.sleep(wait)
         if status == 401:
             self._auth = ("", 0.0)  # the next call asks the refresh hook again
         if status == 404:
@@ -236,13 +257,14 @@ class KubeClient:
             raise KubeApiError(status, answer.decode(errors="replace"))
         return cast(dict[str, Any], json.loads(answer)) if answer else {}
 
-    def _send(self, method: str, path: str, data: bytes | None, headers: dict[str, str]) -> tuple[int, bytes]:
+    def _send(self, method: str, path: str, data: bytes | None, headers: dict[str, str]) -> Reply:
         if self.connections is not None:
             return self.connections.request(method, path, data, headers)
         resp = self.pool.request(
             method, self.base + path, body=data, headers=headers, timeout=self.timeout, retries=False
         )
-        return resp.status, resp.data
+        status = resp.status
+        return Reply(status, resp.data, resp.headers.get("Retry-After") if retryable(status) else None)
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json", **(extra or {}), "User-Agent": self.user_agent}

@@ -18,7 +18,7 @@ import http.client
 import socket
 import ssl
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import urllib3
@@ -54,6 +54,18 @@ class _TLS(http.client.HTTPSConnection):
         assert self._pool.context is not None
         self.sock = self._pool.context.wrap_socket(self.sock, server_hostname=self._pool.server_hostname)
         self._pool.prepare(self.sock)
+
+
+class Reply(NamedTuple):
+    status: int
+    body: bytes
+    retry_after: str | None = None  # the Retry-After header of an answer that may be retried
+
+
+def retryable(status: int) -> bool:
+    """An answer client-go retries when it carries a Retry-After (rest/request.go checkWait): 429 (the
+    API server's max-inflight and priority-and-fairness filters, a graceful shutdown) and any 5xx."""
+    return status == 429 or 500 <= status < 600
 
 
 class IdleConnections:
@@ -155,10 +167,8 @@ class Connections(IdleConnections):
             sock.setsockopt(level, option, value)
         sock.settimeout(self.read_timeout)
 
-    def request(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
-        """One exchange: the answer's status and body."""
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Reply:
+        """One exchange: the answer's status and body (and Retry-After, where it may count)."""
         conn = self.take()
         try:
             conn.request(method, self.prefix + path, body=body, headers=headers)
@@ -174,7 +184,8 @@ class Connections(IdleConnections):
             conn.close()
         else:
             self.give_back(conn)
-        return resp.status, data
+        status = resp.status
+        return Reply(status, data, resp.getheader("Retry-After") if retryable(status) else None)
 
     def new_connection(self) -> http.client.HTTPConnection:
         return _TLS(self.host, self.port, self) if self.tls else _Plain(self.host, self.port, self)

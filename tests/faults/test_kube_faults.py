@@ -9,6 +9,7 @@ event lost: a change made while a watch was silent is acted on once the stream r
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from faultkit import (
 )
 from faultkit import violations as invariant_violations
 
-from cloudtriggers.sandbox.kube import reject_write
+from cloudtriggers.sandbox.kube import reject_write, throttle
 from cloudtriggers.sandbox.local import LocalWorld, wait_for
 
 TEST_AGENT = "cloudtriggers-fault-test"
@@ -133,3 +134,42 @@ def test_refused_writes_and_dropped_watches(world: tuple[LocalWorld, ProviderKit
         )
         assert sum(chaos.refused.values()) > 0 and chaos.disturbed > 0
         TALLY.add("kube API faults (20% writes refused, watches dropped)", kit.name, per_trigger)
+
+
+def test_writes_turned_away_by_priority_and_fairness_are_retried_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A loaded API server's priority-and-fairness filter answers 429 with Retry-After (1 s) before
+    handling a request. The operator waits as asked and sends it again, as client-go does: every
+    Trigger is Ready with one provider trigger each, and no error is logged for it."""
+    kit = KITS["gitlab"]
+    w = new_world(kit)
+    assert w.api is not None
+    w.api.user_agent = TEST_AGENT
+    turned_away: list[str] = []
+
+    def before_write(request: Any) -> None:
+        agent = str(request.headers.get("User-Agent", ""))
+        # Every other write of the operator's own (finalizer, output Secret, status, Event) while
+        # the first Triggers are made.
+        if agent.startswith("cloudtriggers/") and len(turned_away) < 6 and w.kube.emulator._rv % 2:
+            turned_away.append(f"{request.method} {request.url.path}")
+            throttle(1)
+
+    try:
+        w.start_operator()
+        w.kube.emulator.before_write = before_write
+        names = [f"apf-{i}" for i in range(N)]
+        with caplog.at_level(logging.WARNING):
+            for name in names:
+                w.create_trigger(trigger_obj(w, kit, name))
+            for name in names:
+                wait_goal(w, name, gone=False, timeout=60)
+        assert turned_away, "no write was turned away"
+        assert not invariant_violations(w, kit)
+        assert len(kit.objects(w)) == N
+        loud = [r.getMessage() for r in caplog.records if r.name.startswith("cloudtriggers")]
+        assert loud == []
+    finally:
+        w.kube.emulator.before_write = None
+        w.stop()

@@ -197,7 +197,7 @@ def test_the_api_servers_answers_are_read_with_it() -> None:
     conn = pool.new_connection()
     assert conn.response_class is Answer
     pool.give_back(conn)
-    assert pool.request("GET", "/api", None, {}) == (200, b"{}")
+    assert pool.request("GET", "/api", None, {})[:2] == (200, b"{}")
     t.join(5)
     srv.close()
     pool.close()

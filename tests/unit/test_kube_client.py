@@ -10,9 +10,11 @@ from typing import Any
 import pytest
 from kubernetes.client import CoreV1Api, CustomObjectsApi
 
+from cloudtriggers import kube as kube_module
 from cloudtriggers.kube import SECRET_FINALIZER, KubeClient, SharedReads
+from cloudtriggers.kube_http import Reply
 from cloudtriggers.models import token_sha256
-from cloudtriggers.sandbox.kube import ClusterEmulator, KubeServer, kube_client
+from cloudtriggers.sandbox.kube import ClusterEmulator, KubeServer, kube_client, reject_write, throttle
 
 
 @pytest.fixture()
@@ -93,11 +95,9 @@ class _Connections:
         self.sent: list[str] = []
         self.status = 200
 
-    def request(
-        self, method: str, path: str, body: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, bytes]:
+    def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Reply:
         self.sent.append(headers.get("Authorization", ""))
-        return self.status, b"{}"
+        return Reply(self.status, b"{}")
 
 
 def test_the_refreshed_token_is_reused_briefly_then_reread(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,3 +229,79 @@ def test_a_view_whose_version_is_compacted_away_lists_again() -> None:
             _until("the relist", lambda: _holds(c, "web-trigger", {"token": "t4"}))
         finally:
             outputs.stop()
+
+
+# -- an API server that turns requests away (priority and fairness, max-inflight, shutdown) ----------
+
+
+def test_a_request_turned_away_with_retry_after_is_sent_again_after_the_wait(
+    kube: KubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server's filters answer 429 with Retry-After before any handler runs (nothing is
+    written), and client-go's rest client retries any verb then. A create turned away twice is made
+    once, after the waits asked."""
+    waits: list[float] = []
+    monkeypatch.setattr(kube_module.time, "sleep", waits.append)
+    turned_away = [3, 1]
+
+    def before_write(request: Any) -> None:
+        if turned_away:
+            throttle(turned_away.pop(0))
+
+    c = client(kube, 0, "ops")
+    owner = _owner(kube, "web")
+    kube.emulator.before_write = before_write
+    c.write_output_secret(owner, "web-trigger", {"token": "t1"})
+    assert waits == [3.0, 1.0]
+    assert [s["metadata"]["name"] for s in kube.list("v1/secrets", "default")].count("web-trigger") == 1
+
+
+def test_retries_stop_after_client_gos_ten_and_a_refusal_without_retry_after_is_not_retried(
+    kube: KubeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[float] = []
+    monkeypatch.setattr(kube_module.time, "sleep", waits.append)
+    seen: list[str] = []
+
+    def always(request: Any) -> None:
+        seen.append(str(request.method))
+        throttle(1)
+
+    c = client(kube, 0, "ops")
+    owner = _owner(kube, "web")
+    kube.emulator.before_write = always
+    with pytest.raises(kube_module.KubeApiError) as refused:
+        c.write_output_secret(owner, "web-trigger", {"token": "t1"})
+    assert refused.value.status == 429 and "Too many requests" in str(refused.value)
+    assert len(seen) == kube_module.RETRIES + 1 and waits == [1.0] * kube_module.RETRIES
+
+    seen.clear()
+    waits.clear()
+
+    def unavailable(request: Any) -> None:
+        seen.append(str(request.method))
+        reject_write(503)  # a Status without Retry-After: for the caller's own backoff
+
+    kube.emulator.before_write = unavailable
+    with pytest.raises(kube_module.KubeApiError) as refused:
+        c.write_output_secret(owner, "web-trigger", {"token": "t1"})
+    assert refused.value.status == 503 and len(seen) == 1 and waits == []
+
+
+@pytest.mark.parametrize(
+    ("header", "wait"),
+    [
+        ("1", 1.0),
+        ("0", 0.0),
+        ("5", 5.0),
+        ("3600", kube_module.RETRY_WAIT_CAP),  # a worker is not held for an hour
+        ("Wed, 21 Oct 2015 07:28:00 GMT", None),  # client-go reads whole seconds only
+        ("1.5", None),
+        ("-1", None),
+        (" 2", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_is_read_as_client_go_reads_it(header: str | None, wait: float | None) -> None:
+    assert kube_module.retry_wait(header) == wait

@@ -228,7 +228,9 @@ def test_one_connection_is_kept_alive_and_reused() -> None:
     for server in _serve():
         conns = Connections(f"http://127.0.0.1:{server.port}")
         for i in range(5):
-            status, data = conns.request("POST", f"/x/{i}", b'{"a":1}', {"Content-Type": "application/json"})
+            status, data, _ = conns.request(
+                "POST", f"/x/{i}", b'{"a":1}', {"Content-Type": "application/json"}
+            )
             assert status == 200 and json.loads(data)["body"] == '{"a":1}'
         assert len({port for _, _, port in server.seen}) == 1
 
@@ -254,7 +256,7 @@ def test_a_chunked_answer_is_read_whole() -> None:
     """kube-apiserver sends large answers chunked."""
     for server in _serve(mode="chunked"):
         conns = Connections(f"http://127.0.0.1:{server.port}/prefix/")
-        status, data = conns.request("GET", "/api/v1/x", None, {})
+        status, data, _ = conns.request("GET", "/api/v1/x", None, {})
         assert status == 200 and json.loads(data)["path"] == "/prefix/api/v1/x"
 
 

@@ -143,6 +143,22 @@ def reject_write(status: int = 503, message: str = "the write was rejected (faul
     raise _error(status, "ServiceUnavailable" if status == 503 else "Conflict", message)
 
 
+class FilterAnswer(Exception):
+    """An answer of the API server's HTTP filters, before any handler: not a Status."""
+
+    def __init__(self, status: int, text: str, headers: Mapping[str, str]) -> None:
+        super().__init__(text)
+        self.status, self.text, self.headers = status, text, dict(headers)
+
+
+def throttle(retry_after: int = 1) -> None:
+    """For ``ClusterEmulator.before_write``: answer as the API server's max-inflight and
+    priority-and-fairness filters turn a request away (apiserver/pkg/server/filters/maxinflight.go
+    tooManyRequests: Retry-After, then http.Error): 429, ``Retry-After`` in whole seconds, and a
+    plain-text body, not a Status. Nothing is written."""
+    raise FilterAnswer(429, "Too many requests, please try again later.\n", {"Retry-After": str(retry_after)})
+
+
 def _gvr(resource: kmock.resource) -> str:
     """``v1/secrets``, ``cloudtriggers.io/v1alpha1/triggers``: as the rest of this module names them."""
     return f"{_api_version(resource)}/{resource.plural}"
@@ -442,7 +458,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if request.resource is not None and self._is_write(request):
             async with self._lock:
                 if self.before_write is not None:
-                    self.before_write(request)
+                    try:
+                        self.before_write(request)
+                    except FilterAnswer as e:
+                        return aiohttp.web.Response(
+                            status=e.status, text=e.text, headers=e.headers, content_type="text/plain"
+                        )
                 self._results[request] = await self._write(request)
                 if self.after_write is not None:
                     self.after_write(request, self._results[request])
