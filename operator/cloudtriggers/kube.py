@@ -33,14 +33,14 @@ from .output_secrets import OutputSecret, OutputSecrets, decode_data
 log = logging.getLogger(__name__)
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "cloudtriggers"}
-# Held on a credentials Secret while a Trigger needs it (credentials.py says why); the label lets the
-# sweep and `cloudtriggers release-credentials` find the Secrets without reading any other.
 AUTH_REUSE = 10.0  # seconds one bearer token from the refresh hook is reused
 # An answer that asks to be retried (429 or 5xx with Retry-After) is retried up to this many times,
 # as client-go's rest client does by default (maxRetries 10), each wait at most RETRY_WAIT_CAP s.
 RETRIES = 10
 RETRY_WAIT_CAP = 10.0
 _SECONDS = re.compile(r"[0-9]{1,9}")
+# Held on a credentials Secret while a Trigger needs it (credentials.py says why); the label lets the
+# sweep and `cloudtriggers release-credentials` find the Secrets without reading any other.
 SECRET_FINALIZER = "cloudtriggers.io/credentials-in-use"
 SECRET_LABEL = "cloudtriggers.io/credentials-in-use"
 
