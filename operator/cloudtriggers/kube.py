@@ -26,7 +26,7 @@ from kubernetes.client.rest import RESTClientObject
 from . import __version__
 from .event_poster import EventPoster
 from .ids import intern_ids
-from .kube_http import Connections, Reply, retryable
+from .kube_http import Connections, Reply
 from .models import FINALIZER, GROUP, KIND, PLURAL, VERSION
 from .output_secrets import OutputSecret, OutputSecrets, decode_data
 
@@ -65,9 +65,13 @@ class SecretConflict(Exception):
     """The output Secret exists and belongs to something else; it is never overwritten."""
 
 
-def retry_wait(retry_after: str | None) -> float | None:
-    """Seconds to wait before sending again, or None: not to be retried. As client-go's
-    retryAfterSeconds: the header is whole seconds (an HTTP date or a fraction is not retried)."""
+def retry_wait(status: int, retry_after: str | None) -> float | None:
+    """Seconds to wait before sending again, or None: not to be retried. As client-go's checkWait
+    (rest/request.go): 429 (the API server's max-inflight and priority-and-fairness filters, a
+    graceful shutdown) or any 5xx, with a Retry-After in whole seconds (an HTTP date or a fraction is
+    not retried)."""
+    if status != 429 and not 500 <= status < 600:
+        return None
     if retry_after is None or not _SECONDS.fullmatch(retry_after):
         return None
     return min(float(retry_after), RETRY_WAIT_CAP)
@@ -243,7 +247,7 @@ class KubeClient:
             headers["Content-Type"] = content_type
         for attempt in range(RETRIES + 1):
             status, answer, retry_after = self._send(method, path, data, headers)
-            wait = retry_wait(retry_after) if attempt < RETRIES else None
+            wait = retry_wait(status, retry_after) if attempt < RETRIES else None
             if wait is None:
                 break
             # Turned away before it was handled (client-go retries any verb so): wait as asked.
@@ -263,8 +267,7 @@ class KubeClient:
         resp = self.pool.request(
             method, self.base + path, body=data, headers=headers, timeout=self.timeout, retries=False
         )
-        status = resp.status
-        return Reply(status, resp.data, resp.headers.get("Retry-After") if retryable(status) else None)
+        return Reply(resp.status, resp.data, resp.headers.get("Retry-After"))
 
     def _headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
         headers = {"Accept": "application/json", **(extra or {}), "User-Agent": self.user_agent}

@@ -59,13 +59,7 @@ class _TLS(http.client.HTTPSConnection):
 class Reply(NamedTuple):
     status: int
     body: bytes
-    retry_after: str | None = None  # the Retry-After header of an answer that may be retried
-
-
-def retryable(status: int) -> bool:
-    """An answer client-go retries when it carries a Retry-After (rest/request.go checkWait): 429 (the
-    API server's max-inflight and priority-and-fairness filters, a graceful shutdown) and any 5xx."""
-    return status == 429 or 500 <= status < 600
+    retry_after: str | None = None  # the answer's Retry-After header (kube.py decides what it means)
 
 
 class IdleConnections:
@@ -184,8 +178,7 @@ class Connections(IdleConnections):
             conn.close()
         else:
             self.give_back(conn)
-        status = resp.status
-        return Reply(status, data, resp.getheader("Retry-After") if retryable(status) else None)
+        return Reply(resp.status, data, resp.getheader("Retry-After"))
 
     def new_connection(self) -> http.client.HTTPConnection:
         return _TLS(self.host, self.port, self) if self.tls else _Plain(self.host, self.port, self)

@@ -304,4 +304,7 @@ def test_retries_stop_after_client_gos_ten_and_a_refusal_without_retry_after_is_
     ],
 )
 def test_retry_after_is_read_as_client_go_reads_it(header: str | None, wait: float | None) -> None:
-    assert kube_module.retry_wait(header) == wait
+    for status in (429, 500, 503, 599):
+        assert kube_module.retry_wait(status, header) == wait
+    for status in (200, 201, 404, 409, 422):  # only a 429 or a 5xx is retried, whatever it says
+        assert kube_module.retry_wait(status, header) is None
