@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from .models import GROUP, KIND, PLURAL, SHORT_NAME, VERSION, TriggerSpec, TriggerStatus
+from .models import GROUP, KIND, PLURAL, ROOT_RULES, SHORT_NAME, VERSION, TriggerSpec, TriggerStatus
 
 _DROP = {"title", "additionalProperties", "$defs"}
 
@@ -100,6 +100,7 @@ def build_crd() -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        "x-kubernetes-validations": ROOT_RULES,
     }
 
     def col(

@@ -451,8 +451,25 @@ def default_description(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
 
 
+SECRET_SUFFIX = "-trigger"
+# A Secret's name is a DNS subdomain of at most 253 characters (and a Trigger's name may be as long).
+DEFAULT_SECRET_NAME_FITS = 253 - len(SECRET_SUFFIX)
+SECRET_NAME_TOO_LONG = (
+    f"metadata.name is longer than {DEFAULT_SECRET_NAME_FITS} characters, so the default output Secret "
+    f'name (metadata.name + "{SECRET_SUFFIX}") would be longer than 253; set spec.secretName'
+)
+# Rules on the whole object (CEL sees metadata.name there): refused at kubectl apply.
+ROOT_RULES: list[Any] = [
+    _rule(
+        "has(self.spec.swr) || has(self.spec.secretName) "
+        f"|| size(self.metadata.name) <= {DEFAULT_SECRET_NAME_FITS}",
+        SECRET_NAME_TOO_LONG,
+    )
+]
+
+
 def default_secret_name(name: str) -> str:
-    return f"{name}-trigger"
+    return f"{name}{SECRET_SUFFIX}"
 
 
 def swr_default_name(namespace: str, name: str) -> str:

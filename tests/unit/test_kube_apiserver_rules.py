@@ -10,8 +10,11 @@ Each test names the Kubernetes source it copies:
 * Namespaces: pkg/registry/core/namespace (strategy, two-phase delete), plugin/pkg/admission/
   namespace/lifecycle (404 / 403 / immortal namespaces), pkg/controller/namespace/deletion
   (content deletion, requeue, the ``kubernetes`` finalizer).
-* apimachinery pkg/api/validation/objectmeta.go ValidateObjectMetaUpdate (no new finalizers on an
-  object being deleted); pkg/controller/garbagecollector (dependents of absent owners are deleted).
+* apimachinery pkg/api/validation/objectmeta.go ValidateObjectMetaAccessor(Update) (name, labels,
+  annotations, owner references, finalizers; no new finalizers on an object being deleted), run on
+  every write by apiserver registry/rest create.go and update.go; pkg/apis/core/validation
+  ValidateSecret(Update); storage/names (generateName); server/config.go MaxRequestBodyBytes;
+  pkg/controller/garbagecollector (dependents of absent owners are deleted).
 """
 
 from __future__ import annotations
@@ -358,3 +361,126 @@ def test_openapi_v3_says_the_server_validates_fields(kube: KubeServer) -> None:
     assert {"name": "fieldValidation", "in": "query"}.items() <= next(
         p for p in patch["parameters"] if p["name"] == "fieldValidation"
     ).items()
+
+
+def refusal(call: Any) -> dict[str, Any]:
+    with pytest.raises(ApiException) as refused:
+        call()
+    assert refused.value.status == 422
+    return status_of(refused.value)
+
+
+def test_every_write_goes_through_the_metadata_rules(kube: KubeServer, api: Any) -> None:
+    # rest/create.go BeforeCreate and update.go validateCommonFields run apimachinery
+    # ValidateObjectMetaAccessor (api/validation/objectmeta.go) on every kind; a core kind's strategy
+    # runs core ValidateObjectMeta first, with its name rule (Secrets: a DNS subdomain).
+    core = CoreV1Api(api)
+    secrets = f"{kube.url}/api/v1/namespaces/default/secrets"
+
+    def refused(**meta: Any) -> dict[str, Any]:
+        """A create the client library would not even send (its models check some fields)."""
+        rsp = requests.post(secrets, json={"metadata": {"name": "s", **meta}}, timeout=5)
+        assert rsp.status_code == 422, rsp.text
+        return dict(rsp.json())
+
+    status = refused(name="a" * 254)
+    assert status["message"] == (
+        'Secret "' + "a" * 254 + '" is invalid: metadata.name: Invalid value: "' + "a" * 254 + '": '
+        "must be no more than 253 characters"
+    )
+    assert status["details"]["kind"] == "Secret" and "group" not in status["details"]
+    core.create_namespaced_secret("default", {"metadata": {"name": "a" * 253}})
+
+    status = refused(labels={"app": "not valid!"})
+    assert status["details"]["causes"][0]["field"] == "metadata.labels"
+    assert "a valid label must be an empty string" in status["message"]
+    status = refused(annotations={"note": "x" * (256 * 1024)})
+    assert "metadata.annotations: Too long: may not be more than 262144 bytes" in status["message"]
+    owner = {"apiVersion": "v1", "kind": "ConfigMap", "name": "o", "uid": "u1", "controller": True}
+    status = refused(ownerReferences=[owner, {**owner, "name": "p", "uid": "u2"}])
+    assert "Only one reference can have Controller set to true" in status["message"]
+    status = refused(ownerReferences=[{k: v for k, v in owner.items() if k != "uid"}])
+    assert 'metadata.ownerReferences.uid: Invalid value: "": uid must not be empty' in status["message"]
+    # core validateKubeFinalizerName: a core kind's finalizer without a domain must be a standard one.
+    status = refused(finalizers=["nodomain"])
+    assert "name is neither a standard finalizer name nor is it fully qualified" in status["message"]
+
+    # The same rules on an update.
+    core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
+    status = refusal(
+        lambda: core.patch_namespaced_secret("s", "default", {"metadata": {"labels": {"-bad": "x"}}})
+    )
+    assert status["details"]["causes"][0]["field"] == "metadata.labels"
+
+    # storage/names SimpleNameGenerator: a generateName longer than 58 is cut, then 5 random characters.
+    event = core.create_namespaced_event(
+        "default",
+        {
+            "metadata": {"generateName": "e" * 100 + "."},
+            "involvedObject": {"kind": "Secret", "name": "s", "namespace": "default"},
+            "reason": "R",
+            "message": "m",
+        },
+    )
+    assert len(event.metadata.name) == 63 and event.metadata.name.startswith("e" * 58)
+
+
+def test_a_secret_is_validated_as_validate_secret_does(api: Any) -> None:
+    # pkg/apis/core/validation ValidateSecret (data keys, 1 MiB) and ValidateSecretUpdate (type,
+    # `immutable`).
+    core = CoreV1Api(api)
+    status = refusal(
+        lambda: core.create_namespaced_secret("default", {"metadata": {"name": "k"}, "data": {"bad/key": ""}})
+    )
+    assert status["details"]["causes"][0]["field"] == "data[bad/key]"
+    assert "a valid config key must consist of alphanumeric characters" in status["message"]
+    huge = {"a": "x" * (1024 * 1024 + 1)}
+    status = refusal(
+        lambda: core.create_namespaced_secret("default", {"metadata": {"name": "h"}, "stringData": huge})
+    )
+    assert "data: Too long: may not be more than 1048576 bytes" in status["message"]
+
+    core.create_namespaced_secret(
+        "default", {"metadata": {"name": "i"}, "immutable": True, "stringData": {"a": "1"}}
+    )
+    status = refusal(lambda: core.patch_namespaced_secret("i", "default", {"stringData": {"a": "2"}}))
+    assert (
+        status["message"]
+        == 'Secret "i" is invalid: data: Forbidden: field is immutable when `immutable` is set'
+    )
+    status = refusal(lambda: core.patch_namespaced_secret("i", "default", {"type": "kubernetes.io/tls"}))
+    assert 'type: Invalid value: "kubernetes.io/tls": field is immutable' in status["message"]
+    core.patch_namespaced_secret(
+        "i", "default", {"metadata": {"labels": {"ok": "yes"}}}
+    )  # metadata may change
+
+
+GITLAB = {"url": "https://gitlab.example.com", "project": "group/web"}
+
+
+def test_a_trigger_name_too_long_for_its_default_secret_is_refused_at_apply(api: Any) -> None:
+    # The CRD's rule on the whole object (CEL sees metadata.name there): "<name>-trigger" must fit
+    # in a Secret name (253), unless spec.secretName names another or the provider writes none (SWR).
+    custom = CustomObjectsApi(api)
+    long = "t" * 246
+    status = refusal(
+        lambda: custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger(long))
+    )
+    assert status["message"] == (
+        f'Trigger.cloudtriggers.io "{long}" is invalid: <root>: Invalid value: "object": '
+        "metadata.name is longer than 245 characters, so the default output Secret name "
+        '(metadata.name + "-trigger") would be longer than 253; set spec.secretName'
+    )
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("t" * 245))
+    custom.create_namespaced_custom_object(
+        GROUP, VERSION, "default", PLURAL, trigger(long, secretName="web-token", gitlab=GITLAB)
+    )
+    swr = {
+        "region": "cn-north-4",
+        "organization": "group",
+        "repository": "web",
+        "application": "web",
+        "clusterNamespace": "default",
+        "clusterName": "prod",
+    }
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("s" * 253, swr=swr))

@@ -411,6 +411,36 @@ def test_operator_runs_a_trigger_through_its_lifecycle(
     assert toy.deleted == ["t1"]
 
 
+def test_generation_is_kept_where_the_api_server_keeps_it(
+    kube: KubeServer, api: kubernetes.client.ApiClient
+) -> None:
+    """metadata.generation as the real registry strategies keep it: a custom resource has one (1 on
+    create, +1 for a change outside metadata: apiextensions-apiserver customresource/strategy.go
+    PrepareForUpdate), a Secret has none, and the first deletionTimestamp of an object with
+    finalizers bumps it (apiserver registry/generic/registry/store.go markAsDeleting)."""
+    custom, core = CustomObjectsApi(api), CoreV1Api(api)
+    custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1"))
+    meta = {"finalizers": [FINALIZER], "labels": {"a": "b"}, "annotations": {"c": "d"}}
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", {"metadata": meta})
+    assert must_get(kube, TRIGGERS, "t1")["metadata"]["generation"] == 1  # metadata only
+    change = {"spec": {"gitlab": {"project": "group/api"}}}
+    custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", change)
+    assert must_get(kube, TRIGGERS, "t1")["metadata"]["generation"] == 2
+
+    core.create_namespaced_secret(NS, {"metadata": {"name": "s", "finalizers": [FINALIZER]}, "data": {}})
+    core.patch_namespaced_secret("s", NS, {"data": {"k": base64.b64encode(b"v").decode()}})
+    assert "generation" not in must_get(kube, "v1/secrets", "s")["metadata"]
+
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1")
+    core.delete_namespaced_secret("s", NS)
+    deleting = must_get(kube, TRIGGERS, "t1")["metadata"]
+    assert deleting["deletionTimestamp"] and deleting["generation"] == 3
+    custom.delete_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1")  # already being deleted
+    assert must_get(kube, TRIGGERS, "t1")["metadata"]["generation"] == 3
+    secret = must_get(kube, "v1/secrets", "s")["metadata"]
+    assert secret["deletionTimestamp"] and "generation" not in secret
+
+
 @pytest.mark.parametrize("namespaces", [None, [NS]], ids=["clusterwide", "namespaced"])
 def test_operator_handles_triggers_created_before_it_started(
     kube: KubeServer, api: kubernetes.client.ApiClient, namespaces: list[str] | None

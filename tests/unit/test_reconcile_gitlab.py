@@ -221,6 +221,22 @@ def test_observe_only_never_writes(world: World) -> None:
     assert world.writes() == 0
 
 
+def test_a_name_too_long_for_the_default_secret_is_an_invalid_spec(world: World) -> None:
+    # The CRD refuses this at apply (models.ROOT_RULES); a Trigger stored under an older CRD must not
+    # get a provider trigger whose token no Secret can hold (a real API server refuses the name).
+    long = "w" * 246
+    world.kube.apply(NS, long, world.spec())
+    world.rec.reconcile(NS, long)
+    assert world.sb.calls() == []
+    ready = world.kube.cond(NS, long)
+    assert ready["reason"] == "InvalidSpec" and "set spec.secretName" in ready["message"]
+    assert "secretName" not in world.kube.status(NS, long)
+    world.kube.apply(NS, long, world.spec(secretName="web-token"))
+    world.rec.reconcile(NS, long)
+    assert world.kube.cond(NS, long)["status"] == "True"
+    assert world.kube.read_secret(NS, "web-token") is not None
+
+
 def test_invalid_spec_makes_no_provider_call(world: World) -> None:
     ack = {"regionId": "cn-beijing", "clusterId": "c1", "projectId": "default/web"}
     world.kube.apply(NS, "bad", {**world.spec(), "ack": ack})

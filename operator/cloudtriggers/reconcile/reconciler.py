@@ -23,6 +23,7 @@ from ..kube import Kube, now_rfc3339
 from ..logs import register_secret
 from ..metrics import CIRCUITS, RECONCILE_SECONDS, RECONCILES, Timer
 from ..models import (
+    SECRET_NAME_TOO_LONG,
     TriggerSpec,
     default_description,
     default_secret_name,
@@ -383,6 +384,11 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
         )
         if status["secretName"] is None:
             status.pop("secretName")
+        elif len(status["secretName"]) > 253:  # a CRD from before the rule that refuses it (ROOT_RULES)
+            status.pop("secretName")
+            conditions(False, "InvalidSpec", False, "InvalidSpec", f"invalid spec: {SECRET_NAME_TOO_LONG}")
+            self._flush(p)
+            return Outcome(None, "InvalidSpec")
         try:
             creds, secret_ref = self._credentials(p, spec)
         except _CredentialsMissing as e:

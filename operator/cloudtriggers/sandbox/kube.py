@@ -40,7 +40,7 @@ import kubernetes.client
 from kmock._internal import parsing
 from kmock._internal.filtering import K8sCriteria
 
-from ..apiserver import admission
+from ..apiserver import admission, objectmeta
 from ..crd import build_crd
 from . import crds, namespaces, openapi
 from .crds import CRDS, ApiError, group_resource
@@ -87,6 +87,31 @@ _SERVER_META: Final = (
     "resourceVersion",
 )
 
+
+# Built-in kinds whose registry strategy gives them a metadata.generation (PrepareForCreate sets 1,
+# PrepareForUpdate bumps it when the spec changes): the workload controllers (pkg/registry/apps,
+# batch, core/replicationcontroller), policy's PodDisruptionBudget, networking's Ingress and
+# NetworkPolicy, admissionregistration's webhook configurations and policies. Every other built-in
+# kind (Secret, ConfigMap, Namespace, Event, Lease, ...) has none: its generation stays unset (0).
+# Custom resources and CRDs have one too (_has_generation).
+_GENERATION_KINDS: Final = frozenset(
+    {
+        ("apps", "deployments"),
+        ("apps", "statefulsets"),
+        ("apps", "daemonsets"),
+        ("apps", "replicasets"),
+        ("", "replicationcontrollers"),
+        ("batch", "jobs"),
+        ("batch", "cronjobs"),
+        ("policy", "poddisruptionbudgets"),
+        ("networking.k8s.io", "ingresses"),
+        ("networking.k8s.io", "networkpolicies"),
+        ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicies"),
+        ("admissionregistration.k8s.io", "validatingadmissionpolicybindings"),
+    }
+)
 
 _clock: tuple[int, str] = (-1, "")
 
@@ -338,7 +363,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     * Server-side metadata (E2, E3): a global ``resourceVersion`` counter bumped on every write
       (deletions too), ``uid``, ``namespace`` from the URL, ``creationTimestamp``,
-      ``generation`` (1 on create, +1 when a main-endpoint PATCH/PUT changes ``spec``), a name from
+      ``generation`` for the kinds that have one (1 on create, +1 when a main-endpoint PATCH/PUT
+      changes a custom resource outside its metadata or a built-in's ``spec``, +1 when a deletion
+      first marks it), a name from
       ``generateName``, ``apiVersion``/``kind``; a Secret's ``stringData`` is folded into ``data``.
     * PATCH takes its patch type from the Content-Type, as the API server does: JSON patch, JSON
       merge patch, strategic merge patch (built-in kinds only, approximated by a merge patch);
@@ -359,11 +386,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
       the dangling reference is dropped), as Kubernetes' garbage collector does in background mode.
     * The API server's own rules, in their own modules: CRDs are validated, served and deleted as
       apiextensions-apiserver does it, and custom resources are pruned, defaulted and validated
-      against their CRD (sandbox/crds.py); namespaces, their admission and their controller are
-      sandbox/namespaces.py (``namespace_seed``, ``namespace_requeue``); an object being deleted
-      takes no new finalizer; a dependent whose owners are all absent is collected; ``/openapi/v3``
-      tells kubectl that the server validates fields (sandbox/openapi.py). The namespaces every
-      cluster has (default, kube-system, kube-public, kube-node-lease) exist from the start.
+      against their CRD (sandbox/crds.py); every write's metadata and a Secret's data are checked as
+      apimachinery and the core strategies check them (apiserver/objectmeta.py); namespaces, their
+      admission and their controller are sandbox/namespaces.py (``namespace_seed``,
+      ``namespace_requeue``); an object being deleted takes no new finalizer; a dependent whose
+      owners are all absent is collected; ``/openapi/v3`` tells kubectl that the server validates
+      fields (sandbox/openapi.py). The namespaces every cluster has (default, kube-system,
+      kube-public, kube-node-lease) exist from the start.
     * LIST (E6) returns the current resourceVersion, honours label/field selectors and
       ``limit``/``continue``.
     * WATCH (E6, E7): without ``resourceVersion`` (or with ``0``) it sends ADDED for the current
@@ -680,7 +709,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 raise _error(422, "Invalid", "metadata.name or metadata.generateName is required")
             while True:
                 alphabet = string.ascii_lowercase + string.digits
-                name = prefix + "".join(random.choices(alphabet, k=5))
+                name = objectmeta.generated_name(prefix, "".join(random.choices(alphabet, k=5)))
                 if self._live((resource, namespace, name)) is None:
                     break
             meta["name"] = name
@@ -697,7 +726,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             meta["namespace"] = namespace
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = _now()
-        meta["generation"] = 1
+        if self._has_generation(resource):
+            meta["generation"] = 1
         meta["resourceVersion"] = self._next_rv()
         body["apiVersion"] = _api_version(resource)
         body["kind"] = info.kind or body.get("kind") or str(resource.plural).capitalize()
@@ -772,7 +802,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if new == old:
             return old  # a no-op write changes nothing, like in the real API server
 
-        if subresource is None and new.get("spec") != old.get("spec"):
+        if subresource is None and self._has_generation(resource) and self._spec_changed(resource, old, new):
             new_meta["generation"] = old_meta.get("generation", 0) + 1
         new_meta["resourceVersion"] = self._next_rv()
         gone = resource != NAMESPACES or namespaces.finalized(new)
@@ -800,6 +830,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             resource == NAMESPACES and not namespaces.finalized(body)
         ):
             return await self._remove(key, body)
+        # store.go markAsDeleting: the first deletionTimestamp bumps a generation the object has.
+        if _meta(body).get("generation"):
+            body["metadata"]["generation"] += 1
         body["metadata"]["deletionTimestamp"] = _now()
         body["metadata"]["deletionGracePeriodSeconds"] = 0
         if resource == CRDS:
@@ -901,9 +934,30 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             body = crds.admit_custom_resource(
                 crd, resource, body, old, strict=strict, status_write=status_write
             )
+        self._validate_meta(resource, body, old)
         if subresource is None and self._bindings:
             self._validating_policies(resource, body, old)
         return body
+
+    def _validate_meta(self, resource: kmock.resource, body: Body, old: Body | None) -> None:
+        """The metadata rules of every write, and a Secret's own (apiserver/objectmeta.py). A custom
+        resource's name rule is resources.admit's, a namespace's namespaces.prepare_create's; a CRD's
+        metadata is crd_validation's."""
+        if resource == CRDS:
+            return
+        group, plural = str(resource.group or ""), str(resource.plural)
+        custom = resource in self._crds
+        name_fn = (
+            objectmeta.path_segment_name
+            if custom or resource == NAMESPACES
+            else objectmeta.name_rule(group, plural)
+        )
+        errors = objectmeta.validate_meta(body, old, name_fn, core=not group and not custom)
+        if not group and plural == "secrets":
+            errors += objectmeta.validate_secret(body, old)
+        if errors:
+            kind = self._info(resource).kind or plural
+            raise ApiError(objectmeta.invalid(group, kind, str(_meta(body).get("name") or ""), errors))
 
     def _validating_policies(self, resource: kmock.resource, body: Body, old: Body | None) -> None:
         """ValidatingAdmissionPolicies, after the object's own validation, as the API server runs
@@ -1047,6 +1101,23 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         """Store a namespace (before the server runs, like install_crd)."""
         self._seed(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
+    def _has_generation(self, resource: kmock.resource) -> bool:
+        """Whether objects of this resource carry metadata.generation (see _GENERATION_KINDS)."""
+        if resource in self._crds or resource == CRDS:
+            return True
+        return (resource.group or "", resource.plural) in _GENERATION_KINDS
+
+    def _spec_changed(self, resource: kmock.resource, old: Body, new: Body) -> bool:
+        """What bumps the generation. A custom resource: any change outside metadata (its status is
+        the stored one by then, with the status subresource); apiextensions-apiserver
+        pkg/registry/customresource/strategy.go PrepareForUpdate compares copyNonMetadata of both.
+        The built-in kinds (and CRDs): their spec."""
+        if resource in self._crds:
+            return {k: v for k, v in new.items() if k != "metadata"} != {
+                k: v for k, v in old.items() if k != "metadata"
+            }
+        return new.get("spec") != old.get("spec")
+
     def _seed(self, resource: kmock.resource, body: Body) -> Body:
         """A cluster-scoped object stored through the same checks as a create, without a request."""
         try:
@@ -1054,9 +1125,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         except ApiError as e:
             raise _refusal(e) from None
         meta = body.setdefault("metadata", {})
-        meta.update(
-            uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1, resourceVersion=self._next_rv()
-        )
+        meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), resourceVersion=self._next_rv())
+        if self._has_generation(resource):
+            meta["generation"] = 1
         return self._add((resource, None, meta["name"]), body)
 
     # ---- reads --------------------------------------------------------------------------------
@@ -1313,6 +1384,20 @@ def _check_finalizers(kind: str, name: str, old: Mapping[str, Any], new: Mapping
         )
 
 
+# apiserver/pkg/server/config.go: MaxRequestBodyBytes, 3 MiB (aiohttp's own default is 1 MiB, so
+# a Secret near its 1 MiB data limit was a 413 here and a 422 or a 201 there).
+MAX_REQUEST_BODY: Final = 3 * 1024 * 1024
+
+
+def _request_factory(loop: asyncio.AbstractEventLoop) -> Callable[..., aiohttp.web.BaseRequest]:
+    def make(message: Any, payload: Any, protocol: Any, writer: Any, task: Any) -> aiohttp.web.BaseRequest:
+        return aiohttp.web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=MAX_REQUEST_BODY
+        )
+
+    return make
+
+
 class KubeServer:
     """A ClusterEmulator served over loopback HTTP from a daemon thread with its own event loop.
 
@@ -1388,7 +1473,9 @@ class KubeServer:
         sock.bind(("127.0.0.1", 0))
         self._port = sock.getsockname()[1]
         # handler_cancellation: a client that closes a watch must cancel its server-side stream.
-        server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
+        server = aiohttp.web.Server(
+            self.emulator, handler_cancellation=True, request_factory=_request_factory(self._loop)
+        )
         runner = aiohttp.web.ServerRunner(server, shutdown_timeout=1)
         async with self.emulator:  # starts kmock's stream feeder, accumulates request errors
             await runner.setup()

@@ -1,0 +1,341 @@
+"""The metadata checks every write goes through on a real API server, and the Secret's own.
+
+k8s.io/apiserver registry/rest/create.go BeforeCreate and update.go validateCommonFields run
+apimachinery's ValidateObjectMetaAccessor (api/validation/objectmeta.go) on every object, after the
+kind's own strategy: name (and generateName), labels, annotations, owner references, finalizers;
+an update adds ValidateObjectMetaAccessorUpdate (no new finalizer while deleting, immutable uid).
+A core kind's strategy runs pkg/apis/core/validation ValidateObjectMeta first, with the kind's
+name rule (a DNS subdomain for most) and validateKubeFinalizerName. The Secret strategy adds
+ValidateSecret / ValidateSecretUpdate (data keys, 1 MiB, type and `immutable`).
+
+The messages are apimachinery/pkg/util/validation's; a refusal is NewInvalid's 422 Status.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from .crd_validation import OMIT, FieldError, GoRepr, _aggregate, _forbidden, _go_quote, _invalid, _required
+
+# apimachinery/pkg/util/validation/validation.go
+_QNAME_CHAR: Final = "[A-Za-z0-9]"
+_QNAME_EXT_CHAR: Final = "[-A-Za-z0-9_.]"
+_QUALIFIED_NAME_FMT: Final = f"({_QNAME_CHAR}{_QNAME_EXT_CHAR}*)?{_QNAME_CHAR}"
+_QUALIFIED_NAME_MSG: Final = (
+    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
+    "alphanumeric character"
+)
+_LABEL_VALUE_FMT: Final = f"({_QUALIFIED_NAME_FMT})?"
+_LABEL_VALUE_MSG: Final = (
+    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
+    "and must start and end with an alphanumeric character"
+)
+_DNS1123_LABEL_FMT: Final = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_SUBDOMAIN_FMT: Final = f"{_DNS1123_LABEL_FMT}(\\.{_DNS1123_LABEL_FMT})*"
+_DNS1123_SUBDOMAIN_MSG: Final = (
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character"
+)
+_DNS1035_LABEL_FMT: Final = "[a-z]([-a-z0-9]*[a-z0-9])?"
+_DNS1035_LABEL_MSG: Final = (
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
+    "alphabetic character, and end with an alphanumeric character"
+)
+_CONFIG_KEY_FMT: Final = "[-._a-zA-Z0-9]+"
+_CONFIG_KEY_MSG: Final = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
+
+TOTAL_ANNOTATION_SIZE: Final = 256 * 1024  # api/validation TotalAnnotationSizeLimitB
+MAX_SECRET_SIZE: Final = 1024 * 1024  # core.MaxSecretSize
+# pkg/apis/core/helper IsStandardFinalizerName: the only core finalizer names without a domain.
+_STANDARD_FINALIZERS: Final = frozenset({"kubernetes", "orphan", "foregroundDeletion"})
+
+NameFn = Callable[[str, bool], list[str]]
+
+
+def regex_error(msg: str, fmt: str, *examples: str) -> str:
+    """validation.RegexError, spacing included."""
+    if not examples:
+        return f"{msg} (regex used for validation is '{fmt}')"
+    msg += " (e.g. "
+    for i, example in enumerate(examples):
+        msg += (" or " if i else "") + f"'{example}', "
+    return msg + f"regex used for validation is '{fmt}')"
+
+
+def _max_len(n: int) -> str:
+    return f"must be no more than {n} characters"
+
+
+def is_dns1123_subdomain(value: str) -> list[str]:
+    errs = [_max_len(253)] if len(value) > 253 else []
+    if not re.fullmatch(_DNS1123_SUBDOMAIN_FMT, value):
+        errs.append(regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT, "example.com"))
+    return errs
+
+
+def is_dns1035_label(value: str) -> list[str]:
+    errs = [_max_len(63)] if len(value) > 63 else []
+    if not re.fullmatch(_DNS1035_LABEL_FMT, value):
+        errs.append(regex_error(_DNS1035_LABEL_MSG, _DNS1035_LABEL_FMT, "my-name", "abc-123"))
+    return errs
+
+
+def is_qualified_name(value: str) -> list[str]:
+    errs: list[str] = []
+    parts = value.split("/")
+    if len(parts) == 1:
+        name = parts[0]
+    elif len(parts) == 2:
+        prefix, name = parts
+        if not prefix:
+            errs.append("prefix part must be non-empty")
+        else:
+            errs += ["prefix part " + m for m in is_dns1123_subdomain(prefix)]
+    else:
+        example = regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
+        return [
+            f"a qualified name {example} with an optional DNS subdomain prefix and '/' "
+            "(e.g. 'example.com/MyName')"
+        ]
+    if not name:
+        errs.append("name part must be non-empty")
+    elif len(name) > 63:
+        errs.append("name part " + _max_len(63))
+    if not re.fullmatch(_QUALIFIED_NAME_FMT, name):
+        errs.append(
+            "name part "
+            + regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
+        )
+    return errs
+
+
+def is_valid_label_value(value: str) -> list[str]:
+    errs = [_max_len(63)] if len(value) > 63 else []
+    if not re.fullmatch(_LABEL_VALUE_FMT, value):
+        errs.append(regex_error(_LABEL_VALUE_MSG, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
+    return errs
+
+
+def is_config_map_key(value: str) -> list[str]:
+    errs = [_max_len(253)] if len(value) > 253 else []
+    if not re.fullmatch(_CONFIG_KEY_FMT, value):
+        errs.append(regex_error(_CONFIG_KEY_MSG, _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name"))
+    if value == ".":
+        errs.append("must not be '.'")
+    elif value == "..":
+        errs.append("must not be '..'")
+    elif value.startswith(".."):
+        errs.append("must not start with '..'")
+    return errs
+
+
+# -- name rules (a ValidateNameFunc: the name, and whether it is a generateName prefix) -----------
+
+
+def _mask_trailing_dash(name: str) -> str:
+    """api/validation maskTrailingDash: a generateName may end in '-'."""
+    return name[:-2] + "a" if len(name) > 1 and name.endswith("-") else name
+
+
+def name_is_dns_subdomain(name: str, prefix: bool) -> list[str]:
+    return is_dns1123_subdomain(_mask_trailing_dash(name) if prefix else name)
+
+
+def name_is_dns1035_label(name: str, prefix: bool) -> list[str]:
+    return is_dns1035_label(_mask_trailing_dash(name) if prefix else name)
+
+
+def path_segment_name(name: str, prefix: bool) -> list[str]:
+    """api/validation/path ValidatePathSegmentName: what any object's name must be."""
+    errs: list[str] = []
+    if not prefix and name in (".", ".."):
+        errs.append(f"may not be '{name}'")
+    for bad in ("/", "%"):
+        if bad in name:
+            errs.append(f"may not contain '{bad}'")
+    return errs
+
+
+# Core kinds whose strategy names no DNS rule (legacyValidateEvent checks the namespace only).
+_PATH_SEGMENT_ONLY: Final = frozenset({("", "events"), ("events.k8s.io", "events")})
+_DNS1035: Final = frozenset({("", "services")})
+
+
+def name_rule(group: str, plural: str) -> NameFn:
+    """The name rule of a built-in kind (most kinds: a DNS subdomain)."""
+    if (group, plural) in _PATH_SEGMENT_ONLY:
+        return path_segment_name
+    if (group, plural) in _DNS1035:
+        return name_is_dns1035_label
+    return name_is_dns_subdomain
+
+
+# -- ObjectMeta -----------------------------------------------------------------------------------
+
+
+def _labels(labels: Mapping[str, Any]) -> list[FieldError]:
+    """meta/v1/validation ValidateLabels."""
+    errs: list[FieldError] = []
+    for k, v in labels.items():
+        errs += [_invalid("metadata.labels", k, m) for m in is_qualified_name(k)]
+        errs += [_invalid("metadata.labels", v, m) for m in is_valid_label_value(str(v))]
+    return errs
+
+
+def _annotations(annotations: Mapping[str, Any]) -> list[FieldError]:
+    errs: list[FieldError] = []
+    for k in annotations:
+        errs += [_invalid("metadata.annotations", k, m) for m in is_qualified_name(k.lower())]
+    if sum(len(k.encode()) + len(str(v).encode()) for k, v in annotations.items()) > TOTAL_ANNOTATION_SIZE:
+        errs.append(
+            FieldError(
+                "Too long",
+                "metadata.annotations",
+                f"may not be more than {TOTAL_ANNOTATION_SIZE} bytes",
+                OMIT,
+            )
+        )
+    return errs
+
+
+def _owner_references(refs: list[Any]) -> list[FieldError]:
+    errs: list[FieldError] = []
+    path = "metadata.ownerReferences"
+    controller = ""
+    for ref in refs:
+        api_version = str(ref.get("apiVersion") or "")
+        version = api_version.rpartition("/")[2]
+        if not version:
+            errs.append(_invalid(f"{path}.apiVersion", api_version, "version must not be empty"))
+        for field in ("kind", "name", "uid"):
+            if not ref.get(field):
+                errs.append(
+                    _invalid(f"{path}.{field}", str(ref.get(field) or ""), f"{field} must not be empty")
+                )
+        if api_version == "v1" and ref.get("kind") == "Event":
+            errs.append(
+                _invalid(
+                    path,
+                    GoRepr("metav1.OwnerReference{...}"),
+                    "/v1, Kind=Event is disallowed from being an owner",
+                )
+            )
+        if ref.get("controller") is True:
+            current = f"{ref.get('kind')}/{ref.get('name')}"
+            if controller:
+                detail = (
+                    'Only one reference can have Controller set to true. Found "true" in references for '
+                    f"{controller} and {current}"
+                )
+                errs.append(_invalid(path, GoRepr("[]v1.OwnerReference{...}"), detail))
+            else:
+                controller = current
+    return errs
+
+
+def _finalizers(finalizers: list[Any], core: bool) -> list[FieldError]:
+    errs: list[FieldError] = []
+    for i, name in enumerate(finalizers):
+        errs += [_invalid("metadata.finalizers", name, m) for m in is_qualified_name(str(name))]
+        if core and "/" not in str(name) and name not in _STANDARD_FINALIZERS:
+            detail = "name is neither a standard finalizer name nor is it fully qualified"
+            errs.append(_invalid(f"metadata.finalizers[{i}]", name, detail))
+    if "orphan" in finalizers and "foregroundDeletion" in finalizers:
+        detail = "finalizer orphan and foregroundDeletion cannot be both set"
+        errs.append(_invalid("metadata.finalizers", GoRepr(_go_strings(finalizers)), detail))
+    return errs
+
+
+def _go_strings(values: list[Any]) -> str:
+    return "[]string{" + ", ".join(_go_quote(str(v)) for v in values) + "}"
+
+
+def validate_meta(
+    body: Mapping[str, Any], old: Mapping[str, Any] | None, name_fn: NameFn, *, core: bool
+) -> list[FieldError]:
+    """ValidateObjectMetaAccessor (create; on update too, from validateCommonFields) and, for an
+    update, what ValidateObjectMetaAccessorUpdate adds that the emulator does not already enforce.
+    `core`: a core/v1 kind, whose finalizer names without a domain must be standard ones."""
+    meta = body.get("metadata") or {}
+    errs: list[FieldError] = []
+    generate = str(meta.get("generateName") or "")
+    if generate and old is None:
+        errs += [_invalid("metadata.generateName", generate, m) for m in name_fn(generate, True)]
+    name = str(meta.get("name") or "")
+    if not name:
+        errs.append(_required("metadata.name", "name or generateName is required"))
+    else:
+        check = name_fn if old is None else path_segment_name
+        errs += [_invalid("metadata.name", name, m) for m in check(name, False)]
+    errs += _labels(meta.get("labels") or {})
+    errs += _annotations(meta.get("annotations") or {})
+    errs += _owner_references(list(meta.get("ownerReferences") or []))
+    errs += _finalizers(list(meta.get("finalizers") or []), core)
+    if old is not None:
+        old_uid, uid = (old.get("metadata") or {}).get("uid"), meta.get("uid")
+        if uid and old_uid and uid != old_uid:
+            errs.append(_invalid("metadata.uid", uid, "field is immutable"))
+    return errs
+
+
+def generated_name(generate_name: str, suffix: str) -> str:
+    """storage/names SimpleNameGenerator: the prefix cut to 58 characters, then 5 random ones."""
+    return generate_name[:58] + suffix
+
+
+# -- Secret ---------------------------------------------------------------------------------------
+
+
+def validate_secret(body: Mapping[str, Any], old: Mapping[str, Any] | None) -> list[FieldError]:
+    """ValidateSecret, and ValidateSecretUpdate's own rules for an update (the metadata rules are
+    validate_meta's). `data` as stored: base64 text, as in the v1 JSON."""
+    errs: list[FieldError] = []
+    data = body.get("data") or {}
+    total = 0
+    for key, value in data.items():
+        errs += [_invalid(f"data[{key}]", key, m) for m in is_config_map_key(key)]
+        total += _decoded_size(value)
+    if total > MAX_SECRET_SIZE:
+        errs.append(FieldError("Too long", "data", f"may not be more than {MAX_SECRET_SIZE} bytes", OMIT))
+    if old is not None:
+        if body.get("type") != old.get("type"):
+            errs.append(_invalid("type", body.get("type"), "field is immutable"))
+        if old.get("immutable") is True:
+            if body.get("immutable") is not True:
+                errs.append(_forbidden("immutable", "field is immutable when `immutable` is set"))
+            if (body.get("data") or {}) != (old.get("data") or {}):
+                errs.append(_forbidden("data", "field is immutable when `immutable` is set"))
+    return errs
+
+
+def _decoded_size(value: Any) -> int:
+    try:
+        return len(base64.b64decode(str(value), validate=True))
+    except (binascii.Error, ValueError):
+        return len(str(value))
+
+
+# -- the refusal ----------------------------------------------------------------------------------
+
+
+def invalid(group: str, kind: str, name: str, errors: list[FieldError]) -> dict[str, Any]:
+    """apierrors.NewInvalid: 422 `<Kind>[.<group>] "<name>" is invalid: <errors>`."""
+    qualified = f"{kind}.{group}" if group else kind
+    details: dict[str, Any] = {"name": name, "kind": kind}
+    if group:
+        details["group"] = group
+    details["causes"] = [{"reason": e.reason, "message": e.body(), "field": e.field} for e in errors]
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"{qualified} {_go_quote(name)} is invalid: {_aggregate(errors)}",
+        "reason": "Invalid",
+        "details": details,
+        "code": 422,
+    }
