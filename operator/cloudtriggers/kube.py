@@ -154,6 +154,7 @@ class KubeApiError(Exception):
         super().__init__(f"{status}: {text[:300]}")
         self.status = status
         self.causes = _causes(text)
+        self.message = _message(text)[:500]  # the Status's own message, for a condition
 
     @property
     def refused_terminating(self) -> bool:
@@ -163,6 +164,15 @@ class KubeApiError(Exception):
 
 
 NAMESPACE_TERMINATING = "NamespaceTerminating"  # corev1.NamespaceTerminatingCause
+
+
+def _message(text: str) -> str:
+    """A Status answer's message; the text itself when it is not one."""
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return text
+    return str(got.get("message") or text) if isinstance(got, dict) else text
 
 
 def _causes(text: str) -> tuple[str, ...]:

@@ -5,8 +5,11 @@ old token stops working once the overlap has run."""
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from typing import Any
+
+import pytest
 
 from cloudtriggers.reconcile import ROTATE_ANNOTATION
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
@@ -49,3 +52,46 @@ def test_on_demand_rotation_within_seconds_and_the_old_token_after_the_overlap()
         wait_for(lambda: "pendingDelete" not in status(), timeout=10, what="pendingDelete gone")
         assert status()["rotation"]["requested"] == "2026-12-03T16:00:00Z"
         assert [t for _, t in kit.objects(w)] == [token()]
+
+
+def test_a_secret_the_api_server_refuses_to_change_is_said_and_nothing_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A user made the output Secret immutable: a real API server refuses any change of its data
+    # (pkg/apis/core/validation ValidateSecretUpdate), so a rotation's new token cannot be written.
+    kit = KITS["gitlab"]
+    caplog.set_level(logging.INFO)
+    with LocalWorld(Settings(credentials_poll=0.5, slow_backoff=(0.5, 1.0))) as w:
+        kit.setup(w)
+        w.start_operator()
+        w.create_trigger(trigger_obj(w, kit, "web", rotation={"overlap": "0s"}))
+        wait_for(lambda: condition(w.trigger(NS, "web")).get("reason") == "Available")
+
+        def token() -> str:
+            secret = w.secret(NS, "web-trigger") or {}
+            return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
+
+        first = token()
+        w.core.patch_namespaced_secret("web-trigger", NS, {"immutable": True})
+        w.patch_trigger(NS, "web", {"metadata": {"annotations": {ROTATE_ANNOTATION: "2026-12-06T18:00:00Z"}}})
+        refused = wait_for(
+            lambda: (c := condition(w.trigger(NS, "web"))).get("reason") == "SecretRefused" and c,
+            timeout=15,
+            what="SecretRefused",
+        )
+        assert refused["status"] == "False"
+        assert refused["message"] == (
+            'the API server refused the output Secret web-trigger: Secret "web-trigger" is invalid: '
+            "data: Forbidden: field is immutable when `immutable` is set"
+        )
+        time.sleep(3)  # a few retries: the new trigger is adopted each time, never made again
+        live = [t for _, t in kit.objects(w)]
+        assert len(live) == 2 and first in live and token() == first  # the old token still works
+
+        # The user deletes the Secret; the next pass writes it and finishes the rotation.
+        w.core.delete_namespaced_secret("web-trigger", NS)
+        wait_for(lambda: token() not in ("", first), timeout=15, what="the new token written")
+        wait_for(lambda: [t for _, t in kit.objects(w)] == [token()], timeout=15, what="old token deleted")
+        wait_for(lambda: condition(w.trigger(NS, "web")).get("reason") == "Available", timeout=10)
+    errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
+    assert errors == []  # no traceback: a refusal is the condition's to say

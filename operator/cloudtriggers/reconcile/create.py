@@ -13,10 +13,11 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from ..kube import SecretConflict, now_rfc3339
+from ..kube import KubeApiError, SecretConflict, now_rfc3339
 from ..logs import register_secret
 from ..models import TriggerSpec, parse_time, token_sha256
 from ..providers.base import ErrorClass, Observed, Provider, ProviderError, Target
+from ..redaction import redact
 from .passes import (
     CLOCK_SKEW,
     INTENT_ANNOTATION,
@@ -72,6 +73,19 @@ class CreatePhase(_Base):
             self.kube.write_output_secret(p.obj, name, dict(outputs), dict(annotations or {}))
         except SecretConflict as e:
             raise _Stop("Conflict", str(e), requeue=None) from None
+        except KubeApiError as e:
+            if e.status not in (400, 403, 422):
+                raise
+            # Refused as written (an admission policy or webhook, a Secret made immutable): the
+            # same write will be refused again, so say why where `kubectl describe` shows it. What
+            # the provider made stays recorded (externalId, or the create's intent) for the retry.
+            message = f"the API server refused the output Secret {name}: {e.message}"
+            raise _Stop(
+                "SecretRefused",
+                redact(message, outputs.values()),
+                requeue=self._backoff(p.meta["uid"], "slow"),
+                synced=False,
+            ) from None
 
     def _create(
         self,

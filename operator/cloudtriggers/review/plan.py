@@ -41,6 +41,7 @@ BLOCKERS = frozenset(
         "TargetNotFound",
         "NotFound",
         "TokenUnavailable",
+        "SecretRefused",
         "EndpointNotAllowed",
         "ProviderError",
         "Throttled",
