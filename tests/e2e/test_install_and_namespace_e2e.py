@@ -163,3 +163,27 @@ def test_the_charts_admission_policy_refuses_at_apply(world: World) -> None:
         )
     finally:
         kubectl("delete", "--ignore-not-found", "-f", "-", stdin=rendered)
+
+
+def test_a_trigger_name_too_long_for_its_secret_is_refused_at_apply(world: World) -> None:
+    """The CRD's rule on the whole object: "<name>-trigger" must fit a Secret's name (253), else the
+    API server would refuse the output Secret on every pass; kubectl says so at apply."""
+
+    def apply(name: str) -> subprocess.CompletedProcess[str]:
+        spec = {"gitlab": {"url": "https://gitlab.example.com", "project": "g/w"}}
+        doc = {"apiVersion": "cloudtriggers.io/v1alpha1", "kind": "Trigger", "spec": spec}
+        doc["metadata"] = {"name": name, "namespace": world.ns}
+        return subprocess.run(
+            [tool("kubectl"), "apply", "--dry-run=server", "-f", "-"],
+            input=yaml.safe_dump(doc),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env={**os.environ, "KUBECONFIG": KUBECONFIG},
+        )
+
+    refused = apply("t" * 246)
+    assert refused.returncode != 0
+    assert "set spec.secretName" in refused.stderr
+    assert apply("t" * 245).returncode == 0
