@@ -1019,6 +1019,78 @@ class _Compiled:
     program: Any = None
     error: str | None = None
     uses_old_self: bool = False
+    # The field paths under self/oldSelf the expression reads, when it reads them only through
+    # member selections (`self.spec.x`, `has(self.a.b)`); None when it uses self otherwise.
+    paths: frozenset[tuple[str, ...]] | None = None
+
+
+def _selected(tree: Any) -> tuple[str, list[str]] | None:
+    """(the identifier, the names) of a member-selection chain such as self.spec.secretName."""
+    names: list[str] = []
+    node = tree
+    while True:
+        if node.data == "member_dot" and len(node.children) == 2:
+            names.append(str(node.children[1]))
+            node = node.children[0]
+        elif (
+            node.data in ("member", "primary")
+            and len(node.children) == 1
+            and hasattr(node.children[0], "data")
+        ):
+            node = node.children[0]
+        elif node.data == "ident" and node.children:
+            return str(node.children[0]), names[::-1]
+        else:
+            return None
+
+
+def _self_paths(ast: Any) -> frozenset[tuple[str, ...]] | None:
+    paths: set[tuple[str, ...]] = set()
+    chained = 0
+
+    def visit(node: Any) -> None:
+        nonlocal chained
+        if not hasattr(node, "data"):
+            return
+        if node.data == "member_dot":
+            chain = _selected(node)
+            # An escaped name (foo__dash__bar is the property foo-bar) is left to the full value.
+            if chain is not None and chain[0] in ("self", "oldSelf") and not any("__" in n for n in chain[1]):
+                paths.add(tuple(chain[1]))
+                chained += 1
+                return
+        for child in node.children:
+            visit(child)
+
+    visit(ast)
+    uses = sum(
+        1
+        for n in ast.iter_subtrees()
+        if n.data == "ident" and n.children and str(n.children[0]) in ("self", "oldSelf")
+    )
+    return frozenset(paths) if uses == chained else None
+
+
+def project(value: Any, paths: frozenset[tuple[str, ...]]) -> Any:
+    """The parts of an object that these member selections can reach (whole subtrees at their ends):
+    a rule that reads self only through them gives the same result on it as on the object."""
+    if not isinstance(value, dict):
+        return value
+    out: dict[str, Any] = {}
+    for path in sorted(paths, key=len, reverse=True):  # a shorter path, kept whole, wins
+        src: Any = value
+        dst = out
+        for i, name in enumerate(path):
+            if not isinstance(src, dict) or name not in src:
+                break
+            if i == len(path) - 1 or not isinstance(src[name], dict):
+                dst[name] = src[name]
+                break
+            if not isinstance(dst.get(name), dict) or dst.get(name) is src[name]:
+                dst[name] = {}
+            dst = dst[name]
+            src = src[name]
+    return out
 
 
 _COMPILED: dict[str, _Compiled] = {}
@@ -1042,6 +1114,7 @@ def _compile(source: str) -> _Compiled:
         result.uses_old_self = any(
             n.data == "ident" and n.children and str(n.children[0]) == "oldSelf" for n in ast.iter_subtrees()
         )
+        result.paths = _self_paths(ast)
     _COMPILED[source] = result
     return result
 
@@ -1709,6 +1782,19 @@ def _schema_key(schema: Schema) -> str:
     return got[1]
 
 
+def _read_paths(rules: list[Any]) -> frozenset[tuple[str, ...]] | None:
+    """The paths that a node's rules (and their messageExpressions) read; None: they may read all."""
+    paths: set[tuple[str, ...]] = set()
+    for rule in rules:
+        sources = [rule.get("rule"), rule.get("messageExpression")] if isinstance(rule, dict) else [None]
+        for source in sources[:1] + [m for m in sources[1:] if m]:
+            compiled = _compile(str(source or ""))
+            if compiled.paths is None or compiled.error is not None:
+                return None
+            paths |= compiled.paths
+    return frozenset(paths)
+
+
 @dataclass
 class _Eval:
     out: list[str]
@@ -1722,22 +1808,32 @@ class _Eval:
         if rules:
             # CRD validation ratcheting: rules without oldSelf are skipped where nothing changed.
             unchanged = self.ratcheting and has_old and old == value
+            # What the rules can read of the node: on a root rule that reads a few fields, the
+            # whole object (status too) is neither serialized for the cache nor converted for CEL.
+            paths = _read_paths(rules)
+            seen = value if paths is None else project(value, paths)
+            seen_old = old if paths is None or not has_old else project(old, paths)
             # CEL is pure, so the same rules over the same values give the same errors: an API
             # server sees the same spec on every status write, and a benchmark 500 equal specs.
+            # Rules without oldSelf never see the old value: a create and the writes after it that
+            # leave what the rules read alone (status writes, for a root rule) share one entry.
+            transition = any(
+                _compile(str(r.get("rule", ""))).uses_old_self for r in rules if isinstance(r, dict)
+            )
             key = (
                 _schema_key(schema),
                 path,
                 self.server,
                 unchanged,
-                has_old,
-                _js(value),
-                _js(old) if has_old else "",
+                has_old and transition,
+                _js(seen),
+                _js(seen_old) if has_old and transition else "",
                 schema.get("type"),
             )
             cached = _RESULTS.get(key)
             if cached is None:
-                self_val = _to_cel(value, schema, root=root)
-                old_val = _to_cel(old, schema, root=root) if has_old else None
+                self_val = _to_cel(seen, schema, root=root)
+                old_val = _to_cel(seen_old, schema, root=root) if has_old else None
                 mark = len(self.out)
                 for rule in rules:
                     self.rule(
