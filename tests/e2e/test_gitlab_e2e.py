@@ -24,6 +24,7 @@ from integration.test_gitlab_operator import (  # noqa: E402
     World,
     assert_no_secret_in_logs,
     setup_world,
+    test_a_delete_with_a_propagation_policy_deletes_the_provider_trigger,
     test_create_becomes_ready_with_id_and_secret,
     test_delete_removes_provider_trigger_and_finalizer,
     test_deleted_at_provider_is_recreated_with_new_secret_and_event,
@@ -39,6 +40,7 @@ from integration.test_gitlab_operator import (  # noqa: E402
 )
 
 __all__ = [
+    "test_a_delete_with_a_propagation_policy_deletes_the_provider_trigger",
     "test_create_becomes_ready_with_id_and_secret",
     "test_delete_removes_provider_trigger_and_finalizer",
     "test_deleted_at_provider_is_recreated_with_new_secret_and_event",

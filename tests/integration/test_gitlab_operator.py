@@ -187,6 +187,32 @@ def test_delete_removes_provider_trigger_and_finalizer(world: World) -> None:
     wait_for(lambda: world.secret(world.ns, "web-trigger") is None, what="the output Secret to be collected")
 
 
+@pytest.mark.parametrize("policy", ["Foreground", "Orphan"])
+def test_a_delete_with_a_propagation_policy_deletes_the_provider_trigger(
+    world: World, policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`kubectl delete --cascade=foreground` (Argo CD prunes so by default) and `--cascade=orphan`:
+    the API server adds the garbage collector's finalizer beside ours (the emulated API does, as
+    store.go does), and the collector takes it off when it is done; ours is not affected."""
+    world.create_trigger(world.trigger_obj("web"))
+    world.ready("web")
+    world.custom.delete_namespaced_custom_object(
+        "cloudtriggers.io", "v1alpha1", world.ns, "triggers", "web", propagation_policy=policy
+    )
+    wait_for(lambda: world.trigger(world.ns, "web") is None, what="the Trigger to be gone")
+    assert world.gitlab.triggers(world.pid) == []
+    if policy == "Foreground":
+        assert world.secret(world.ns, "web-trigger") is None  # deleted before the Trigger went
+    else:  # kept, without its owner, as asked
+        assert not (world.secret(world.ns, "web-trigger") or {})["metadata"].get("ownerReferences")
+    noisy = [
+        r.getMessage()
+        for r in caplog.get_records("call")
+        if r.levelno >= logging.WARNING and r.name.startswith("cloudtriggers")
+    ]
+    assert noisy == []
+
+
 def test_orphan_keeps_provider_trigger(world: World) -> None:
     world.create_trigger(world.trigger_obj("web", deletionPolicy="Orphan"))
     ext = world.ready("web")["status"]["externalId"]

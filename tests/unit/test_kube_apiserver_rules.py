@@ -484,3 +484,93 @@ def test_a_trigger_name_too_long_for_its_default_secret_is_refused_at_apply(api:
         "clusterName": "prod",
     }
     custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("s" * 253, swr=swr))
+
+
+def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> None:
+    # store.go deletionFinalizersForGarbageCollection turns propagationPolicy into the GC's
+    # finalizers; pkg/controller/garbagecollector acts on them: Foreground deletes the dependents
+    # first (only blockOwnerDeletion ones hold the owner), Orphan strips the owner's references.
+    custom, core = CustomObjectsApi(api), CoreV1Api(api)
+    path = f"{kube.url}/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}"
+
+    def owned(name: str, **extra: Any) -> str:
+        meta = {"name": name, "finalizers": ["cloudtriggers.io/finalizer"]}
+        obj = custom.create_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, {**trigger(name), "metadata": meta}
+        )
+        ref = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "Trigger",
+            "name": name,
+            "uid": obj["metadata"]["uid"],
+            **extra,
+        }
+        core.create_namespaced_secret(
+            "default", {"metadata": {"name": f"{name}-out", "ownerReferences": [ref]}}
+        )
+        return str(obj["metadata"]["uid"])
+
+    def release(name: str) -> None:  # what the operator does once its finalize is done
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, "default", PLURAL, name, {"metadata": {"finalizers": []}}
+        )
+
+    # Foreground: the Secret goes while the operator's finalizer still holds the Trigger.
+    owned("fg")
+    rsp = requests.delete(f"{path}/fg", json={"propagationPolicy": "Foreground"}, timeout=5)
+    assert rsp.status_code == 200  # endpoints/handlers/delete.go: 202 only with orphanDependents=false
+    assert "foregroundDeletion" in rsp.json()["metadata"]["finalizers"]
+    wait_for(lambda: kube.get("v1/secrets", "default", "fg-out") is None, what="dependent deleted first")
+    wait_for(
+        lambda: (
+            kube.get(TRIGGERS, "default", "fg")["metadata"]["finalizers"] == ["cloudtriggers.io/finalizer"]
+        ),
+        what="foregroundDeletion taken off",
+    )
+    release("fg")
+    wait_for(lambda: kube.get(TRIGGERS, "default", "fg") is None, what="owner gone")
+
+    # A dependent with blockOwnerDeletion holds the owner until it is gone itself.
+    owned("blk", blockOwnerDeletion=True)
+    core.patch_namespaced_secret("blk-out", "default", {"metadata": {"finalizers": ["example.com/hold"]}})
+    requests.delete(f"{path}/blk", params={"propagationPolicy": "Foreground"}, timeout=5).raise_for_status()
+    wait_for(
+        lambda: kube.get("v1/secrets", "default", "blk-out")["metadata"].get("deletionTimestamp"),
+        what="deleting",
+    )
+    time.sleep(0.3)
+    assert "foregroundDeletion" in kube.get(TRIGGERS, "default", "blk")["metadata"]["finalizers"]
+    core.patch_namespaced_secret("blk-out", "default", {"metadata": {"finalizers": []}})
+    wait_for(
+        lambda: "foregroundDeletion" not in kube.get(TRIGGERS, "default", "blk")["metadata"]["finalizers"],
+        what="unblocked",
+    )
+    release("blk")
+
+    # Orphan: the Secret stays, without the reference; the owner goes once nothing else holds it.
+    uid = owned("orph")
+    release("orph")  # only the GC's own finalizer will hold it
+    requests.delete(f"{path}/orph", json={"propagationPolicy": "Orphan"}, timeout=5).raise_for_status()
+    wait_for(lambda: kube.get(TRIGGERS, "default", "orph") is None, what="owner gone")
+    secret = kube.get("v1/secrets", "default", "orph-out")
+    assert secret is not None and uid not in json.dumps(secret["metadata"].get("ownerReferences") or [])
+
+    # Background (kubectl's default): the owner goes, then the collector takes the dependent.
+    owned("bg")
+    release("bg")
+    requests.delete(f"{path}/bg", timeout=5).raise_for_status()
+    wait_for(lambda: kube.get("v1/secrets", "default", "bg-out") is None, what="dependent collected")
+
+    # ValidateDeleteOptions and the preconditions.
+    owned("bad")
+    rsp = requests.delete(f"{path}/bad", json={"propagationPolicy": "Sideways"}, timeout=5)
+    assert rsp.status_code == 422
+    assert rsp.json()["message"] == (
+        'DeleteOptions.meta.k8s.io "" is invalid: propagationPolicy: Unsupported value: "Sideways": '
+        'supported values: "Foreground", "Background", "Orphan", "nil"'
+    )
+    rsp = requests.delete(f"{path}/bad", json={"preconditions": {"uid": "not-it"}}, timeout=5)
+    assert (
+        rsp.status_code == 409 and "Precondition failed: UID in precondition: not-it" in rsp.json()["message"]
+    )
+    assert kube.get(TRIGGERS, "default", "bad")["metadata"].get("deletionTimestamp") is None

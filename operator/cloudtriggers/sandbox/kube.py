@@ -42,7 +42,7 @@ from kmock._internal.filtering import K8sCriteria
 
 from ..apiserver import admission, objectmeta
 from ..crd import build_crd
-from . import crds, namespaces, openapi
+from . import crds, namespaces, openapi, propagation
 from .crds import CRDS, ApiError, group_resource
 from .namespaces import NAMESPACES
 
@@ -384,6 +384,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
       (``metadata.ownerReferences`` naming its uid; same namespace, any namespace for a cluster-scoped
       owner) are deleted the same way, recursively, unless another owner is still alive (then only
       the dangling reference is dropped), as Kubernetes' garbage collector does in background mode.
+      A DELETE's propagationPolicy (body or query) adds the collector's finalizer as store.go does
+      (sandbox/propagation.py): Foreground deletes the dependents first, holding the owner only for
+      those with blockOwnerDeletion; Orphan strips the owner's references; preconditions are checked.
     * The API server's own rules, in their own modules: CRDs are validated, served and deleted as
       apiextensions-apiserver does it, and custom resources are pruned, defaulted and validated
       against their CRD (sandbox/crds.py); every write's metadata and a Secret's data are checked as
@@ -506,10 +509,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             result = self._results.get(request)
             if result is not None and response.status == 200 and not response.prepared:
                 # The kubernetes client deserializes a create only from 201 (its response map has
-                # no 200 there); a DELETE that only set deletionTimestamp answers 202, as in k8s.
+                # no 200 there).
                 if request.action == kmock.action.CREATE:
                     response.set_status(201)
-                elif request.action == kmock.action.DELETE and _meta(result).get("deletionTimestamp"):
+                elif (
+                    request.action == kmock.action.DELETE
+                    and _meta(result).get("deletionTimestamp")
+                    and propagation.delete_options(request.data, request.params).get("orphanDependents")
+                    is False
+                ):
+                    # endpoints/handlers/delete.go: 202 only for an object not deleted at once whose
+                    # DELETE set orphanDependents=false (kept so for old clients); else 200.
                     response.set_status(202)
             return response
         finally:
@@ -572,7 +582,11 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if obj is None:
                 raise _error(404, "NotFound", f'{group_resource(resource)} "{key[2]}" not found', name=key[2])
             if request.action == kmock.action.DELETE:
-                return await self._delete(key)
+                options = propagation.delete_options(request.data, request.params)
+                if (refused := propagation.refused(options)) is not None:
+                    raise _error(422, "Invalid", refused)
+                self._check_delete_preconditions(key, obj.raw, options.get("preconditions") or {})
+                return await self._delete(key, options)
             old = obj.raw
             new = self._apply_write(request, key[2], old, patch_type)
             strict = request.params.get("fieldValidation") == "Strict"
@@ -814,13 +828,42 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._stored(key, new)
         return new
 
-    async def _delete(self, key: ObjKey) -> Body:
+    def _check_delete_preconditions(self, key: ObjKey, obj: Body, preconditions: Mapping[str, Any]) -> None:
+        """DeleteOptions.preconditions (store.go Delete): uid and resourceVersion must match, else 409."""
+        meta = _meta(obj)
+        for field, label in (("uid", "UID"), ("resourceVersion", "ResourceVersion")):
+            want = preconditions.get(field)
+            if want is not None and want != meta.get(field):
+                what = group_resource(key[0])
+                message = (
+                    f'Operation cannot be fulfilled on {what} "{key[2]}": Precondition failed: '
+                    f"{label} in precondition: {want}, {label} in object meta: {meta.get(field)}"
+                )
+                raise _error(409, "Conflict", message, name=key[2])
+
+    async def _delete(self, key: ObjKey, options: Mapping[str, Any] | None = None) -> Body:
+        """A DELETE: at once, or (finalizers left, the GC's included) marked as being deleted."""
         obj = self._live(key)
         assert obj is not None
         body = copy.deepcopy(obj.raw)
-        if _meta(body).get("deletionTimestamp"):
-            return body  # already being deleted
         resource = key[0]
+        gc = resource not in (NAMESPACES, CRDS)  # both have deletions of their own
+        if gc:
+            before = _meta(body).get("finalizers") or []
+            after = propagation.deletion_finalizers(before, options or {})
+            if after != before:
+                body["metadata"]["finalizers"] = after
+        if _meta(obj.raw).get("deletionTimestamp"):
+            # Already being deleted: a custom resource or a Secret has no graceful deletion, so a
+            # new policy still changes the GC's finalizers (updateForGracefulDeletionAndFinalizers).
+            if body == obj.raw:
+                return body
+            body["metadata"]["resourceVersion"] = self._next_rv()
+            self._store(key, body)
+            self._emit(resource, "MODIFIED", body, obj.raw)
+            self._reindex(key, body)
+            self._propagate(key, body)
+            return body
         if resource == NAMESPACES:
             namespaces.admit_delete(key[2])
             namespaces.mark_terminating(body)
@@ -844,7 +887,97 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self._spawn(self._finalize_namespace(key[2]))
         elif resource == CRDS:
             self._spawn(self._clean_up_crd(key))
+        else:
+            self._propagate(key, body)
         return body
+
+    def _propagate(self, key: ObjKey, body: Body) -> None:
+        """The garbage collector's part of a deletion in the foreground, or with orphaning."""
+        finalizers = _meta(body).get("finalizers") or []
+        uid = str(_meta(body).get("uid") or "")
+        if propagation.ORPHAN in finalizers:
+            self._spawn(self._orphan(key, uid))
+        elif propagation.FOREGROUND in finalizers:
+            self._spawn(self._foreground(key, uid))
+
+    async def _drop_gc_finalizer(self, key: ObjKey, uid: str, finalizer: str) -> None:
+        obj = self._live(key)
+        if obj is None or _meta(obj.raw).get("uid") != uid:
+            return
+        new = dict(obj.raw, metadata=dict(_meta(obj.raw)))
+        new["metadata"]["finalizers"] = [f for f in _meta(obj.raw).get("finalizers") or [] if f != finalizer]
+        await self._update(key, obj.raw, new, subresource=None)
+
+    async def _orphan(self, key: ObjKey, uid: str) -> None:
+        """garbagecollector.orphanDependents: every dependent loses its reference to the owner, then
+        the owner its `orphan` finalizer (and goes, if no other finalizer holds it)."""
+        await asyncio.sleep(0)
+        async with self._lock:
+            for dkey in sorted(self._dependents.get(uid, ()), key=str):
+                dep = self._live(dkey)
+                if dep is None:
+                    continue
+                new = dict(dep.raw, metadata=dict(_meta(dep.raw)))
+                refs = _meta(dep.raw).get("ownerReferences") or []
+                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
+                await self._update(dkey, dep.raw, new, subresource=None)
+            await self._drop_gc_finalizer(key, uid, propagation.ORPHAN)
+
+    async def _foreground(self, key: ObjKey, uid: str) -> None:
+        """garbagecollector.attemptToDeleteItem and processDeletingDependentsItem: an owner deleted
+        in the foreground. A dependent with no other solid owner (one not itself waiting for its
+        dependents) is deleted, in the foreground when it has dependents of its own, else by its
+        own finalizers' policy; one with another solid owner only stops blocking this one. Once no
+        dependent with blockOwnerDeletion is left, `foregroundDeletion` comes off the owner. The
+        owner's other finalizers (an operator's) still hold it afterwards: they are not the GC's."""
+        while True:
+            await asyncio.sleep(0)
+            async with self._lock:
+                owner = self._live(key)
+                if owner is None or _meta(owner.raw).get("uid") != uid:
+                    return
+                if propagation.FOREGROUND not in (_meta(owner.raw).get("finalizers") or []):
+                    return
+                blocking = False
+                for dkey in sorted(self._dependents.get(uid, ()), key=str):
+                    dep = self._live(dkey)
+                    if dep is None:
+                        continue
+                    refs = _meta(dep.raw).get("ownerReferences") or []
+                    if any(r.get("uid") != uid and self._solid_owner(str(r.get("uid"))) for r in refs):
+                        if any(r.get("uid") == uid and r.get("blockOwnerDeletion") for r in refs):
+                            new = dict(dep.raw, metadata=dict(_meta(dep.raw)))
+                            new["metadata"]["ownerReferences"] = [
+                                {**r, "blockOwnerDeletion": False} if r.get("uid") == uid else r for r in refs
+                            ]
+                            await self._update(dkey, dep.raw, new, subresource=None)
+                        continue
+                    if not _meta(dep.raw).get("deletionTimestamp"):
+                        policy = (
+                            "Foreground" if self._dependents.get(str(_meta(dep.raw).get("uid"))) else None
+                        )
+                        await self._delete(dkey, {"propagationPolicy": policy} if policy else {})
+                    still = self._live(dkey)
+                    if still is not None and any(
+                        r.get("uid") == uid and r.get("blockOwnerDeletion")
+                        for r in _meta(still.raw).get("ownerReferences") or []
+                    ):
+                        blocking = True
+                if not blocking:
+                    await self._drop_gc_finalizer(key, uid, propagation.FOREGROUND)
+                    return
+            await asyncio.sleep(0.05)
+
+    def _solid_owner(self, uid: str) -> bool:
+        """classifyReferences: an owner that exists and is not being deleted in the foreground."""
+        key = self._by_uid.get(uid)
+        obj = self._live(key) if key is not None else None
+        if obj is None:
+            return False
+        meta = _meta(obj.raw)
+        return not (
+            meta.get("deletionTimestamp") and propagation.FOREGROUND in (meta.get("finalizers") or [])
+        )
 
     async def _remove(self, key: ObjKey, body: Body) -> Body:
         """Remove the object for good, then garbage-collect its dependents."""
