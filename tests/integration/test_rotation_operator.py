@@ -17,6 +17,12 @@ from cloudtriggers.settings import Settings
 from faults.faultkit import KITS, NS, trigger_obj
 
 
+def token_in(w: LocalWorld) -> str:
+    """The token the output Secret holds now ("" when there is none)."""
+    secret = w.secret(NS, "web-trigger") or {}
+    return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
+
+
 def test_on_demand_rotation_within_seconds_and_the_old_token_after_the_overlap() -> None:
     kit = KITS["gitlab"]
     with LocalWorld(Settings(credentials_poll=0.5)) as w:
@@ -26,8 +32,7 @@ def test_on_demand_rotation_within_seconds_and_the_old_token_after_the_overlap()
         wait_for(lambda: condition(w.trigger(NS, "web")).get("reason") == "Available")
 
         def token() -> str:
-            secret = w.secret(NS, "web-trigger") or {}
-            return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
+            return token_in(w)
 
         first = token()
         asked = time.monotonic()
@@ -67,11 +72,7 @@ def test_a_secret_the_api_server_refuses_to_change_is_said_and_nothing_is_lost(
         w.create_trigger(trigger_obj(w, kit, "web", rotation={"overlap": "0s"}))
         wait_for(lambda: condition(w.trigger(NS, "web")).get("reason") == "Available")
 
-        def token() -> str:
-            secret = w.secret(NS, "web-trigger") or {}
-            return base64.b64decode((secret.get("data") or {}).get("token", "")).decode()
-
-        first = token()
+        first = token_in(w)
         w.core.patch_namespaced_secret("web-trigger", NS, {"immutable": True})
         w.patch_trigger(NS, "web", {"metadata": {"annotations": {ROTATE_ANNOTATION: "2026-12-06T18:00:00Z"}}})
         refused = wait_for(
@@ -86,12 +87,14 @@ def test_a_secret_the_api_server_refuses_to_change_is_said_and_nothing_is_lost(
         )
         time.sleep(3)  # a few retries: the new trigger is adopted each time, never made again
         live = [t for _, t in kit.objects(w)]
-        assert len(live) == 2 and first in live and token() == first  # the old token still works
+        assert len(live) == 2 and first in live and token_in(w) == first  # the old token still works
 
         # The user deletes the Secret; the next pass writes it and finishes the rotation.
         w.core.delete_namespaced_secret("web-trigger", NS)
-        wait_for(lambda: token() not in ("", first), timeout=15, what="the new token written")
-        wait_for(lambda: [t for _, t in kit.objects(w)] == [token()], timeout=15, what="old token deleted")
+        wait_for(lambda: token_in(w) not in ("", first), timeout=15, what="the new token written")
+        wait_for(
+            lambda: [t for _, t in kit.objects(w)] == [token_in(w)], timeout=15, what="old token deleted"
+        )
         wait_for(lambda: condition(w.trigger(NS, "web")).get("reason") == "Available", timeout=10)
     errors = [r for r in caplog.get_records("call") if r.levelno >= logging.ERROR]
     assert errors == []  # no traceback: a refusal is the condition's to say

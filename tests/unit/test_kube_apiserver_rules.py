@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 from cloudtriggers.crd import build_crd
 from cloudtriggers.sandbox.kube import TRIGGERS, ClusterEmulator, KubeServer, kube_client
 from cloudtriggers.sandbox.local import wait_for
+from unit.test_models import SWR
 
 GROUP, VERSION, PLURAL = "cloudtriggers.io", "v1alpha1", "triggers"
 CRD_NAME = "triggers.cloudtriggers.io"
@@ -475,15 +476,7 @@ def test_a_trigger_name_too_long_for_its_default_secret_is_refused_at_apply(api:
     custom.create_namespaced_custom_object(
         GROUP, VERSION, "default", PLURAL, trigger(long, secretName="web-token", gitlab=GITLAB)
     )
-    swr = {
-        "region": "cn-north-4",
-        "organization": "group",
-        "repository": "web",
-        "application": "web",
-        "clusterNamespace": "default",
-        "clusterName": "prod",
-    }
-    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("s" * 253, swr=swr))
+    custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("s" * 253, swr=SWR))
 
 
 def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> None:
