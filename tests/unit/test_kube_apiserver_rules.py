@@ -567,3 +567,81 @@ def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> N
         rsp.status_code == 409 and "Precondition failed: UID in precondition: not-it" in rsp.json()["message"]
     )
     assert kube.get(TRIGGERS, "default", "bad")["metadata"].get("deletionTimestamp") is None
+
+
+def test_an_update_is_checked_as_the_store_and_the_patch_handler_check_it(kube: KubeServer, api: Any) -> None:
+    # store.go Update: the written resourceVersion is the precondition (409 with NewConflict's
+    # message), and a replace without one is refused by the kinds that do not allow unconditional
+    # updates (custom resources, Leases: 422); patch.go checkName: a patch may not rename (400).
+    custom = CustomObjectsApi(api)
+    obj = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("web"))
+    url = f"{kube.url}/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}/web"
+    json_patch = {"Content-Type": "application/json-patch+json"}
+
+    stale = [{"op": "replace", "path": "/metadata/resourceVersion", "value": "1"}]
+    rsp = requests.patch(url, data=json.dumps(stale), headers=json_patch, timeout=5)
+    assert rsp.status_code == 409
+    assert rsp.json()["message"] == (
+        'Operation cannot be fulfilled on triggers.cloudtriggers.io "web": the object has been '
+        "modified; please apply your changes to the latest version and try again"
+    )
+    unconditional = {k: v for k, v in obj.items()}
+    unconditional["metadata"] = {k: v for k, v in obj["metadata"].items() if k != "resourceVersion"}
+    rsp = requests.put(url, json=unconditional, timeout=5)
+    assert rsp.status_code == 422
+    assert rsp.json()["message"] == (
+        'triggers.cloudtriggers.io "web" is invalid: metadata.resourceVersion: Invalid value: 0: '
+        "must be specified for an update"
+    )
+    assert requests.put(url, json=obj, timeout=5).status_code == 200  # with it: fine
+    # A Secret's strategy allows an unconditional replace.
+    CoreV1Api(api).create_namespaced_secret("default", {"metadata": {"name": "s"}})
+    secret_url = f"{kube.url}/api/v1/namespaces/default/secrets/s"
+    assert (
+        requests.put(secret_url, json={"metadata": {"name": "s"}, "data": {}}, timeout=5).status_code == 200
+    )
+
+    rename = [{"op": "replace", "path": "/metadata/name", "value": "other"}]
+    rsp = requests.patch(url, data=json.dumps(rename), headers=json_patch, timeout=5)
+    assert rsp.status_code == 400
+    assert rsp.json()["message"] == "the name of the object (other) does not match the name on the URL (web)"
+    move = {"metadata": {"namespace": "kube-system"}}
+    merge = {"Content-Type": "application/merge-patch+json"}
+    rsp = requests.patch(url, data=json.dumps(move), headers=merge, timeout=5)
+    assert rsp.status_code == 400
+    assert (
+        custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "web")["metadata"]["name"]
+        == "web"
+    )
+
+
+def test_an_event_is_validated_as_legacy_validate_event_does(kube: KubeServer) -> None:
+    # pkg/apis/core/validation/events.go legacyValidateEvent: the involved object's namespace must be
+    # the Event's; an Event with an eventTime must name its reporting controller, instance and action.
+    url = f"{kube.url}/api/v1/namespaces/default/events"
+    involved = {"kind": "Trigger", "name": "web", "namespace": "default"}
+    event = {
+        "metadata": {"generateName": "web."},
+        "involvedObject": involved,
+        "reason": "Created",
+        "message": "m",
+    }
+    assert requests.post(url, json=event, timeout=5).status_code == 201
+    elsewhere = {**event, "involvedObject": {**involved, "namespace": "apps"}}
+    rsp = requests.post(url, json=elsewhere, timeout=5)
+    assert rsp.status_code == 422
+    assert (
+        'involvedObject.namespace: Invalid value: "apps": does not match event.namespace'
+        in rsp.json()["message"]
+    )
+    timed = {**event, "eventTime": "2026-12-06T18:00:00.000000Z", "action": "Create"}
+    rsp = requests.post(url, json=timed, timeout=5)
+    assert rsp.status_code == 422 and "reportingController: Required value" in rsp.json()["message"]
+    reported = {**timed, "reportingComponent": "kopf", "reportingInstance": "dev"}
+    assert requests.post(url, json=reported, timeout=5).status_code == 201
+    long = {**reported, "message": "é" * 600}  # 1,200 bytes: Go's len counts bytes
+    rsp = requests.post(url, json=long, timeout=5)
+    assert (
+        rsp.status_code == 422
+        and 'message: Invalid value: "": can have at most 1024 characters' in rsp.json()["message"]
+    )

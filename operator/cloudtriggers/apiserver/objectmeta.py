@@ -6,7 +6,8 @@ kind's own strategy: name (and generateName), labels, annotations, owner referen
 an update adds ValidateObjectMetaAccessorUpdate (no new finalizer while deleting, immutable uid).
 A core kind's strategy runs pkg/apis/core/validation ValidateObjectMeta first, with the kind's
 name rule (a DNS subdomain for most) and validateKubeFinalizerName. The Secret strategy adds
-ValidateSecret / ValidateSecretUpdate (data keys, 1 MiB, type and `immutable`).
+ValidateSecret / ValidateSecretUpdate (data keys, 1 MiB, type and `immutable`), the Event strategy
+legacyValidateEvent (namespaces; an eventTime Event's reporting fields).
 
 The messages are apimachinery/pkg/util/validation's; a refusal is NewInvalid's 422 Status.
 """
@@ -317,6 +318,39 @@ def _decoded_size(value: Any) -> int:
         return len(base64.b64decode(str(value), validate=True))
     except (binascii.Error, ValueError):
         return len(str(value))
+
+
+# -- Event ----------------------------------------------------------------------------------------
+
+_EVENT_LIMITS: Final = (("reportingInstance", 128), ("action", 128), ("reason", 128), ("message", 1024))
+
+
+def validate_event(body: Mapping[str, Any]) -> list[FieldError]:
+    """pkg/apis/core/validation/events.go legacyValidateEvent, for a core/v1 Event: without an
+    eventTime only the namespaces are checked; with one (the events.k8s.io shape) the reporting
+    fields are required and the texts limited (in bytes, as Go's len counts)."""
+    errs: list[FieldError] = []
+    namespace = str((body.get("metadata") or {}).get("namespace") or "")
+    involved = str((body.get("involvedObject") or {}).get("namespace") or "")
+    mismatch = "does not match event.namespace"
+    if not body.get("eventTime"):
+        if (not involved and namespace not in ("", "default")) or (involved and involved != namespace):
+            errs.append(_invalid("involvedObject.namespace", involved, mismatch))
+    else:
+        if not involved and namespace not in ("default", "kube-system"):
+            errs.append(_invalid("involvedObject.namespace", involved, mismatch))
+        controller = str(body.get("reportingComponent") or "")
+        if not controller:
+            errs.append(_required("reportingController"))
+        errs += [_invalid("reportingController", controller, m) for m in is_qualified_name(controller)]
+        for field, limit in _EVENT_LIMITS:
+            text = str(body.get(field) or "")
+            if not text and field != "message":
+                errs.append(_required(field))
+            if len(text.encode()) > limit:
+                errs.append(_invalid(field, "", f"can have at most {limit} characters"))
+    errs += [_invalid("namespace", namespace, m) for m in is_dns1123_subdomain(namespace)]
+    return errs
 
 
 # -- the refusal ----------------------------------------------------------------------------------

@@ -59,6 +59,7 @@ Body = dict[str, Any]
 ObjKey = tuple[kmock.resource, str | None, str]
 
 TRIGGERS: Final = "cloudtriggers.io/v1alpha1/triggers"
+LEASES: Final = kmock.resource("coordination.k8s.io/v1/leases")
 VAPS: Final = kmock.resource("admissionregistration.k8s.io/v1/validatingadmissionpolicies")
 VAP_BINDINGS: Final = kmock.resource("admissionregistration.k8s.io/v1/validatingadmissionpolicybindings")
 
@@ -625,6 +626,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
 
     def _apply_write(self, request: kmock.Request, name: str, old: Body, patch_type: str | None) -> Body:
         """The object after a PUT (patch_type None) or a PATCH of `patch_type` (see _patch_type)."""
+        assert request.resource is not None
+        resource = request.resource
         data = request.data
         result: Body
         if request.method == kmock.method.PUT:
@@ -632,7 +635,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 raise _error(400, "BadRequest", "the body of a replace must be a JSON object")
             if data.get("metadata", {}).get("name", name) != name:
                 raise _error(400, "BadRequest", "the name of the object does not match the URL", name=name)
-            self._check_precondition(data, name, old)
+            self._check_precondition(resource, data, name, old, replace=True)
             result = copy.deepcopy(data)
             return result
         if data is None and request.text.strip() == "null":
@@ -660,6 +663,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError) as exc:
                 # kopf postpones the change on 422 but blindly retries a 5xx (E4).
                 raise _error(422, "Invalid", f"the JSON patch cannot be applied: {exc}", name=name) from exc
+            self._check_precondition(resource, result, name, old)  # a patched resourceVersion, too
+            self._check_name(result, name, request.namespace)
             return result
         if patch_type == STRATEGIC_MERGE_PATCH:
             # Built-in kinds only (_patch_type refuses it for custom resources). Approximated by a
@@ -687,18 +692,54 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         elif not isinstance(data, dict):
             # gopkg.in/evanphx/json-patch.v4 MergePatch: errBadJSONPatch -> errors.NewBadRequest.
             raise _error(400, "BadRequest", "Invalid JSON Patch")
-        self._check_precondition(data, name, old)
+        self._check_precondition(resource, data, name, old)
         result = _merge_patch(old, data)
+        self._check_name(result, name, request.namespace)
         return result
 
     @staticmethod
-    def _check_precondition(data: Mapping[str, Any], name: str, old: Body) -> None:
+    def _check_name(result: Body, name: str, namespace: str | None) -> None:
+        """patch.go: a patch may not rename the object or move it (checkName, then
+        EnsureObjectNamespaceMatchesRequestNamespace): 400."""
+        meta = _meta(result)
+        if meta.get("name", name) != name:
+            message = (
+                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+            )
+            raise _error(400, "BadRequest", message, name=name)
+        if namespace is not None and meta.get("namespace", namespace) != namespace:
+            message = "the namespace of the provided object does not match the namespace sent on the request"
+            raise _error(400, "BadRequest", message, name=name)
+
+    def _check_precondition(
+        self,
+        resource: kmock.resource,
+        data: Mapping[str, Any],
+        name: str,
+        old: Body,
+        *,
+        replace: bool = False,
+    ) -> None:
+        """store.go Update: the written object's resourceVersion is the precondition (409 when it is
+        not the stored one); a replace without one is refused by the kinds whose strategy does not
+        AllowUnconditionalUpdate (custom resources, CRDs, Leases): 422."""
         wanted = (data.get("metadata") or {}).get("resourceVersion")
+        if replace and not wanted and (resource in self._crds or resource in (CRDS, LEASES)):
+            # NewInvalid with the resource as the kind (store.go's TODO says why).
+            what = group_resource(resource)
+            raise _error(
+                422,
+                "Invalid",
+                f'{what} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0: '
+                "must be specified for an update",
+                name=name,
+            )
         if wanted and wanted != _meta(old).get("resourceVersion"):
             raise _error(
                 409,
                 "Conflict",
-                "the object has been modified; please apply your changes to the latest version and try again",
+                f'Operation cannot be fulfilled on {group_resource(resource)} "{name}": the object has '
+                "been modified; please apply your changes to the latest version and try again",
                 name=name,
             )
 
@@ -1088,6 +1129,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         errors = objectmeta.validate_meta(body, old, name_fn, core=not group and not custom)
         if not group and plural == "secrets":
             errors += objectmeta.validate_secret(body, old)
+        elif not group and plural == "events":
+            errors += objectmeta.validate_event(body)
         if errors:
             kind = self._info(resource).kind or plural
             raise ApiError(objectmeta.invalid(group, kind, str(_meta(body).get("name") or ""), errors))
