@@ -210,6 +210,31 @@ def test_a_namespaced_view_watches_its_namespaces_only(kube: KubeServer) -> None
         outputs.stop()
 
 
+def test_a_bookmark_carries_the_view_past_writes_it_does_not_watch() -> None:
+    """The API server bookmarks a watch that allows it about once a minute (cache_watcher.go), with
+    the version the watcher is up to date through. Writes the view does not select (other Secrets)
+    move the event history on; resumed from the bookmark's version, the watch needs none of them,
+    where a watch resumed from its last event's version would get 410 and list again."""
+    with KubeServer(ClusterEmulator(event_log_limit=3, bookmark_interval=0.2)) as kube:
+        core = CoreV1Api(kube_client(kube.url))
+        c = client(kube, 0, "ops")
+        outputs = c.watch_outputs([])
+        outputs.start()
+        try:
+            assert outputs.synced.wait(5)
+            c.write_output_secret(_owner(kube, "web"), "web-trigger", {"token": "t1"})
+            for n in range(6):  # not ours: no label, so not in the view's selection
+                core.create_namespaced_secret("default", {"metadata": {"name": f"other-{n}"}})
+            time.sleep(0.5)  # a bookmark or two
+            before = gets(kube, "ops")
+            kube.disturb_watches()
+            core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t2"}})
+            _until("the edit", lambda: _holds(c, "web-trigger", {"token": "t2"}))
+            assert gets(kube, "ops") == before + 1  # resumed, not listed again
+        finally:
+            outputs.stop()
+
+
 def test_a_view_whose_version_is_compacted_away_lists_again() -> None:
     """410 Gone on resumption (the API server's event history no longer reaches back): list again."""
     with KubeServer(ClusterEmulator(event_log_limit=2)) as kube:

@@ -334,6 +334,33 @@ def test_no_write_changes_a_stored_version_in_place(
     assert [len(v) for v in versions().values()] == [4, 6]  # every write above made a version
 
 
+def test_a_watch_that_allows_bookmarks_gets_them_with_the_current_version() -> None:
+    # apiserver/pkg/storage/cacher cache_watcher.go: a watch with allowWatchBookmarks=true gets a
+    # BOOKMARK about every minute (here bookmark_interval): an object of the watched kind with only
+    # the resourceVersion the watcher is up to date through; none without the parameter.
+    with KubeServer(ClusterEmulator(bookmark_interval=0.1)) as kube:
+        core = CoreV1Api(kube_client(kube.url))
+        core.create_namespaced_secret(NS, {"metadata": {"name": "s"}})
+        url = f"{kube.url}/api/v1/namespaces/{NS}/secrets"
+        with requests.get(
+            url,
+            params={"watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": "1"},
+            stream=True,
+            timeout=5,
+        ) as rsp:
+            events = [json.loads(line) for line in rsp.iter_lines() if line]
+        marks = [e for e in events if e["type"] == "BOOKMARK"]
+        assert events[0]["type"] == "ADDED" and len(marks) >= 5
+        assert marks[-1]["object"]["kind"] == "Secret" and marks[-1]["object"]["apiVersion"] == "v1"
+        assert marks[-1]["object"]["metadata"] == {
+            "resourceVersion": must_get(kube, "v1/secrets", "s")["metadata"]["resourceVersion"]
+        }
+        with requests.get(
+            url, params={"watch": "true", "timeoutSeconds": "1"}, stream=True, timeout=5
+        ) as rsp:
+            assert [json.loads(line)["type"] for line in rsp.iter_lines() if line] == ["ADDED"]
+
+
 def test_a_selector_watch_sees_objects_enter_and_leave_the_selection(
     kube: KubeServer, api: kubernetes.client.ApiClient
 ) -> None:

@@ -403,13 +403,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
       objects, with ``resourceVersion=N`` it replays the logged events after N (``410 Gone`` if the
       log no longer reaches back to N). The watcher is registered under the same lock as the
       snapshot, so no event falls between them. ``timeoutSeconds`` ends the stream,
-      ``sendInitialEvents=true`` ends the initial ADDED events with a BOOKMARK.
+      ``sendInitialEvents=true`` ends the initial ADDED events with a BOOKMARK, and
+      ``allowWatchBookmarks=true`` gets one every ``bookmark_interval`` (a minute, as the watch cache).
     """
 
     #: How many past versions each object keeps in ``objects[...].history`` (None: unlimited).
     history_limit: int | None = 100
     #: How many watch events are kept for ``?resourceVersion=N`` resumption.
     event_log_limit: int = 10_000
+    #: Seconds between the BOOKMARK events of a watch that allows them (the watch cache's, about a
+    #: minute: apiserver/pkg/storage/cacher, cache_watcher.go nextBookmarkTime).
+    bookmark_interval: float = 60.0
 
     _rv: int = attrs.field(default=0, init=False)
     _event_log: collections.deque[tuple[int, kmock.resource, Body, Body | None]] = attrs.field(
@@ -1390,27 +1394,39 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     if rv > int(since)
                 )
                 initial = [event for event in seen if event is not None]
+        loop = asyncio.get_running_loop()
+        bookmarks = params.get("allowWatchBookmarks") == "true"
+        next_bookmark = loop.time() + self.bookmark_interval
         try:
             for event in initial:
                 yield event
                 if event["type"] == "ERROR":
                     return
             while True:
-                if deadline is None:
-                    event = await watcher.queue.get()
-                else:
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    if remaining <= 0:
+                wake = [t for t in (deadline, next_bookmark if bookmarks else None) if t is not None]
+                try:
+                    if not wake:
+                        event = await watcher.queue.get()
+                    else:
+                        event = await asyncio.wait_for(watcher.queue.get(), max(0.0, min(wake) - loop.time()))
+                except TimeoutError:
+                    if deadline is not None and loop.time() >= deadline:
                         return
-                    try:
-                        event = await asyncio.wait_for(watcher.queue.get(), remaining)
-                    except TimeoutError:
-                        return
+                    # Nothing is queued for this watcher, and every write enqueues its event in the
+                    # step that takes its resourceVersion: the watcher has seen all up to this one.
+                    next_bookmark = loop.time() + self.bookmark_interval
+                    yield self._bookmark(request.resource)
+                    continue
                 if event is _END_OF_STREAM:
                     return
                 yield event
         finally:
             self._watchers.discard(watcher)
+
+    def _bookmark(self, resource: kmock.resource) -> Body:
+        """A BOOKMARK: an object of the watched kind with only its resourceVersion."""
+        obj = {"kind": self._info(resource).kind or "", "apiVersion": _api_version(resource)}
+        return {"type": "BOOKMARK", "object": {**obj, "metadata": {"resourceVersion": str(self._rv)}}}
 
     # ---- helpers --------------------------------------------------------------------------------
 
