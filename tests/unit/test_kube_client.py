@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -210,50 +211,48 @@ def test_a_namespaced_view_watches_its_namespaces_only(kube: KubeServer) -> None
         outputs.stop()
 
 
+@contextlib.contextmanager
+def _view(emulator: ClusterEmulator) -> Iterator[tuple[KubeServer, CoreV1Api, KubeClient]]:
+    """A client whose output-Secrets view is synced and holds web-trigger (token t1)."""
+    with KubeServer(emulator) as kube:
+        core = CoreV1Api(kube_client(kube.url))
+        c = client(kube, 0, "ops")
+        outputs = c.watch_outputs([])
+        outputs.start()
+        try:
+            assert outputs.synced.wait(5)
+            c.write_output_secret(_owner(kube, "web"), "web-trigger", {"token": "t1"})
+            yield kube, core, c
+        finally:
+            outputs.stop()
+
+
 def test_a_bookmark_carries_the_view_past_writes_it_does_not_watch() -> None:
     """The API server bookmarks a watch that allows it about once a minute (cache_watcher.go), with
     the version the watcher is up to date through. Writes the view does not select (other Secrets)
     move the event history on; resumed from the bookmark's version, the watch needs none of them,
     where a watch resumed from its last event's version would get 410 and list again."""
-    with KubeServer(ClusterEmulator(event_log_limit=3, bookmark_interval=0.2)) as kube:
-        core = CoreV1Api(kube_client(kube.url))
-        c = client(kube, 0, "ops")
-        outputs = c.watch_outputs([])
-        outputs.start()
-        try:
-            assert outputs.synced.wait(5)
-            c.write_output_secret(_owner(kube, "web"), "web-trigger", {"token": "t1"})
-            for n in range(6):  # not ours: no label, so not in the view's selection
-                core.create_namespaced_secret("default", {"metadata": {"name": f"other-{n}"}})
-            time.sleep(0.5)  # a bookmark or two
-            before = gets(kube, "ops")
-            kube.disturb_watches()
-            core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t2"}})
-            _until("the edit", lambda: _holds(c, "web-trigger", {"token": "t2"}))
-            assert gets(kube, "ops") == before + 1  # resumed, not listed again
-        finally:
-            outputs.stop()
+    with _view(ClusterEmulator(event_log_limit=3, bookmark_interval=0.2)) as (kube, core, c):
+        for n in range(6):  # not ours: no label, so not in the view's selection
+            core.create_namespaced_secret("default", {"metadata": {"name": f"other-{n}"}})
+        time.sleep(0.5)  # a bookmark or two
+        before = gets(kube, "ops")
+        kube.disturb_watches()
+        core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": "t2"}})
+        _until("the edit", lambda: _holds(c, "web-trigger", {"token": "t2"}))
+        assert gets(kube, "ops") == before + 1  # resumed, not listed again
 
 
 def test_a_view_whose_version_is_compacted_away_lists_again() -> None:
     """410 Gone on resumption (the API server's event history no longer reaches back): list again."""
-    with KubeServer(ClusterEmulator(event_log_limit=2)) as kube:
-        core = CoreV1Api(kube_client(kube.url))
-        c = client(kube, 0, "ops")
-        outputs = c.watch_outputs([])
-        outputs.start()
-        try:
-            assert outputs.synced.wait(5)
-            c.write_output_secret(_owner(kube, "web"), "web-trigger", {"token": "t1"})
-            kube.disturb_watches(silence=True)  # open, but it hears nothing of what follows
-            for token in ("t2", "t3", "t4"):
-                core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": token}})
-            held = outputs.get("default", "web-trigger")
-            assert held is not None and held.holds({"token": "t1"})  # nothing heard yet
-            kube.disturb_watches()
-            _until("the relist", lambda: _holds(c, "web-trigger", {"token": "t4"}))
-        finally:
-            outputs.stop()
+    with _view(ClusterEmulator(event_log_limit=2)) as (kube, core, c):
+        kube.disturb_watches(silence=True)  # open, but it hears nothing of what follows
+        for token in ("t2", "t3", "t4"):
+            core.patch_namespaced_secret("web-trigger", "default", {"stringData": {"token": token}})
+        held = c.outputs.get("default", "web-trigger") if c.outputs else None
+        assert held is not None and held.holds({"token": "t1"})  # nothing heard yet
+        kube.disturb_watches()
+        _until("the relist", lambda: _holds(c, "web-trigger", {"token": "t4"}))
 
 
 # -- an API server that turns requests away (priority and fairness, max-inflight, shutdown) ----------

@@ -42,7 +42,8 @@ from kmock._internal.filtering import K8sCriteria
 
 from ..apiserver import admission, objectmeta
 from ..crd import build_crd
-from . import crds, namespaces, openapi, propagation
+from . import collector, crds, namespaces, openapi
+from .collector import GarbageCollector
 from .crds import CRDS, ApiError, group_resource
 from .namespaces import NAMESPACES
 
@@ -359,7 +360,7 @@ def _presign(response: Any) -> None:
 
 
 @attrs.define(kw_only=True)
-class ClusterEmulator(kmock.KubernetesEmulator):
+class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
     """kmock's KubernetesEmulator behaving like a real API server where kopf and the operator care.
 
     * Server-side metadata (E2, E3): a global ``resourceVersion`` counter bumped on every write
@@ -385,9 +386,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):
       (``metadata.ownerReferences`` naming its uid; same namespace, any namespace for a cluster-scoped
       owner) are deleted the same way, recursively, unless another owner is still alive (then only
       the dangling reference is dropped), as Kubernetes' garbage collector does in background mode.
-      A DELETE's propagationPolicy (body or query) adds the collector's finalizer as store.go does
-      (sandbox/propagation.py): Foreground deletes the dependents first, holding the owner only for
-      those with blockOwnerDeletion; Orphan strips the owner's references; preconditions are checked.
+      A DELETE's propagationPolicy (body or query) adds the collector's finalizer as store.go does,
+      and the collector (sandbox/collector.py) acts on it: Foreground deletes the dependents first,
+      holding the owner only for those with blockOwnerDeletion; Orphan strips the owner's
+      references. A DELETE's preconditions are checked.
     * The API server's own rules, in their own modules: CRDs are validated, served and deleted as
       apiextensions-apiserver does it, and custom resources are pruned, defaulted and validated
       against their CRD (sandbox/crds.py); every write's metadata and a Secret's data are checked as
@@ -520,7 +522,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 elif (
                     request.action == kmock.action.DELETE
                     and _meta(result).get("deletionTimestamp")
-                    and propagation.delete_options(request.data, request.params).get("orphanDependents")
+                    and collector.delete_options(request.data, request.params).get("orphanDependents")
                     is False
                 ):
                     # endpoints/handlers/delete.go: 202 only for an object not deleted at once whose
@@ -587,8 +589,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if obj is None:
                 raise _error(404, "NotFound", f'{group_resource(resource)} "{key[2]}" not found', name=key[2])
             if request.action == kmock.action.DELETE:
-                options = propagation.delete_options(request.data, request.params)
-                if (refused := propagation.refused(options)) is not None:
+                options = collector.delete_options(request.data, request.params)
+                if (refused := collector.refused(options)) is not None:
                     raise _error(422, "Invalid", refused)
                 self._check_delete_preconditions(key, obj.raw, options.get("preconditions") or {})
                 return await self._delete(key, options)
@@ -895,7 +897,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         gc = resource not in (NAMESPACES, CRDS)  # both have deletions of their own
         if gc:
             before = _meta(body).get("finalizers") or []
-            after = propagation.deletion_finalizers(before, options or {})
+            after = collector.deletion_finalizers(before, options or {})
             if after != before:
                 body["metadata"]["finalizers"] = after
         if _meta(obj.raw).get("deletionTimestamp"):
@@ -936,94 +938,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             self._propagate(key, body)
         return body
 
-    def _propagate(self, key: ObjKey, body: Body) -> None:
-        """The garbage collector's part of a deletion in the foreground, or with orphaning."""
-        finalizers = _meta(body).get("finalizers") or []
-        uid = str(_meta(body).get("uid") or "")
-        if propagation.ORPHAN in finalizers:
-            self._spawn(self._orphan(key, uid))
-        elif propagation.FOREGROUND in finalizers:
-            self._spawn(self._foreground(key, uid))
-
-    async def _drop_gc_finalizer(self, key: ObjKey, uid: str, finalizer: str) -> None:
-        obj = self._live(key)
-        if obj is None or _meta(obj.raw).get("uid") != uid:
-            return
-        new = dict(obj.raw, metadata=dict(_meta(obj.raw)))
-        new["metadata"]["finalizers"] = [f for f in _meta(obj.raw).get("finalizers") or [] if f != finalizer]
-        await self._update(key, obj.raw, new, subresource=None)
-
-    async def _orphan(self, key: ObjKey, uid: str) -> None:
-        """garbagecollector.orphanDependents: every dependent loses its reference to the owner, then
-        the owner its `orphan` finalizer (and goes, if no other finalizer holds it)."""
-        await asyncio.sleep(0)
-        async with self._lock:
-            for dkey in sorted(self._dependents.get(uid, ()), key=str):
-                dep = self._live(dkey)
-                if dep is None:
-                    continue
-                new = dict(dep.raw, metadata=dict(_meta(dep.raw)))
-                refs = _meta(dep.raw).get("ownerReferences") or []
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                await self._update(dkey, dep.raw, new, subresource=None)
-            await self._drop_gc_finalizer(key, uid, propagation.ORPHAN)
-
-    async def _foreground(self, key: ObjKey, uid: str) -> None:
-        """garbagecollector.attemptToDeleteItem and processDeletingDependentsItem: an owner deleted
-        in the foreground. A dependent with no other solid owner (one not itself waiting for its
-        dependents) is deleted, in the foreground when it has dependents of its own, else by its
-        own finalizers' policy; one with another solid owner only stops blocking this one. Once no
-        dependent with blockOwnerDeletion is left, `foregroundDeletion` comes off the owner. The
-        owner's other finalizers (an operator's) still hold it afterwards: they are not the GC's."""
-        while True:
-            await asyncio.sleep(0)
-            async with self._lock:
-                owner = self._live(key)
-                if owner is None or _meta(owner.raw).get("uid") != uid:
-                    return
-                if propagation.FOREGROUND not in (_meta(owner.raw).get("finalizers") or []):
-                    return
-                blocking = False
-                for dkey in sorted(self._dependents.get(uid, ()), key=str):
-                    dep = self._live(dkey)
-                    if dep is None:
-                        continue
-                    refs = _meta(dep.raw).get("ownerReferences") or []
-                    if any(r.get("uid") != uid and self._solid_owner(str(r.get("uid"))) for r in refs):
-                        if any(r.get("uid") == uid and r.get("blockOwnerDeletion") for r in refs):
-                            new = dict(dep.raw, metadata=dict(_meta(dep.raw)))
-                            new["metadata"]["ownerReferences"] = [
-                                {**r, "blockOwnerDeletion": False} if r.get("uid") == uid else r for r in refs
-                            ]
-                            await self._update(dkey, dep.raw, new, subresource=None)
-                        continue
-                    if not _meta(dep.raw).get("deletionTimestamp"):
-                        policy = (
-                            "Foreground" if self._dependents.get(str(_meta(dep.raw).get("uid"))) else None
-                        )
-                        await self._delete(dkey, {"propagationPolicy": policy} if policy else {})
-                    still = self._live(dkey)
-                    if still is not None and any(
-                        r.get("uid") == uid and r.get("blockOwnerDeletion")
-                        for r in _meta(still.raw).get("ownerReferences") or []
-                    ):
-                        blocking = True
-                if not blocking:
-                    await self._drop_gc_finalizer(key, uid, propagation.FOREGROUND)
-                    return
-            await asyncio.sleep(0.05)
-
-    def _solid_owner(self, uid: str) -> bool:
-        """classifyReferences: an owner that exists and is not being deleted in the foreground."""
-        key = self._by_uid.get(uid)
-        obj = self._live(key) if key is not None else None
-        if obj is None:
-            return False
-        meta = _meta(obj.raw)
-        return not (
-            meta.get("deletionTimestamp") and propagation.FOREGROUND in (meta.get("finalizers") or [])
-        )
-
     async def _remove(self, key: ObjKey, body: Body) -> Body:
         """Remove the object for good, then garbage-collect its dependents."""
         body = copy.deepcopy(body)
@@ -1042,47 +956,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         if _meta(body).get("uid"):
             await self._collect_dependents(key[1], body["metadata"]["uid"])
         return body
-
-    def _reindex(self, key: ObjKey, body: Body | None) -> None:
-        """Keep _by_uid and _dependents in step with the object stored under key (None: removed)."""
-        before = self._indexed.pop(key, None)
-        if before is not None:
-            uid, owners = before
-            if self._by_uid.get(uid) == key:
-                del self._by_uid[uid]
-            for owner in owners:
-                left = self._dependents.get(owner)
-                if left is not None:
-                    left.discard(key)
-                    if not left:
-                        del self._dependents[owner]
-        if body is None:
-            return
-        meta = _meta(body)
-        uid = str(meta.get("uid") or "")
-        owners = frozenset(str(r.get("uid")) for r in meta.get("ownerReferences") or [] if r.get("uid"))
-        self._indexed[key] = (uid, owners)
-        if uid:
-            self._by_uid[uid] = key
-        for owner in owners:
-            self._dependents.setdefault(owner, set()).add(key)
-
-    async def _collect_dependents(self, namespace: str | None, owner_uid: str) -> None:
-        dependents: list[tuple[ObjKey, Body]] = []
-        for dkey in sorted(self._dependents.get(owner_uid, ()), key=str):
-            obj = self._live(dkey)
-            if obj is not None and (namespace is None or dkey[1] == namespace):
-                dependents.append((dkey, obj.raw))
-        for dkey, body in dependents:
-            if self._live(dkey) is None:
-                continue  # already collected through another owner in this cascade
-            refs = body["metadata"]["ownerReferences"]
-            if any(ref.get("uid") != owner_uid and ref.get("uid") in self._by_uid for ref in refs):
-                new = copy.deepcopy(body)
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
-                await self._update(dkey, body, new, subresource=None)
-            else:
-                await self._delete(dkey)
 
     # ---- what the API server checks, and what its controllers do (sandbox/crds.py, namespaces.py) --
 
@@ -1192,13 +1065,6 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             await coro
         except Exception as e:  # kept for the tests: a controller must never fail silently
             self.controller_errors.append(e)
-
-    async def _collect(self, key: ObjKey, uid: str) -> None:
-        await asyncio.sleep(0)
-        async with self._lock:
-            obj = self._live(key)
-            if obj is not None and _meta(obj.raw).get("uid") == uid:
-                await self._delete(key)
 
     async def _finalize_namespace(self, name: str) -> None:
         """The namespace controller's deletion of a namespace's content (see sandbox/namespaces.py)."""
