@@ -28,6 +28,7 @@ from cloudtriggers.sandbox.local import LocalWorld  # noqa: E402
 from cloudtriggers.settings import Settings  # noqa: E402
 from deploy.deploykit import CHART, CRD, MANIFESTS, RELEASE, helm_template, tool  # noqa: E402
 from faults.faultkit import KITS  # noqa: E402
+from integration.test_rotation_operator import REFUSED_SETTINGS, refused_secret_scenario  # noqa: E402
 from nsdeletion import delete_namespace, populate  # noqa: E402
 
 PER_PROVIDER = 10  # as in the report: 10 Triggers of each provider, 30 in all
@@ -187,3 +188,14 @@ def test_a_trigger_name_too_long_for_its_secret_is_refused_at_apply(world: World
     assert refused.returncode != 0
     assert "set spec.secretName" in refused.stderr
     assert apply("t" * 245).returncode == 0
+
+
+def test_an_output_secret_the_api_server_refuses_is_said_on_the_trigger() -> None:
+    """A real API server's ValidateSecretUpdate refuses a new token in a Secret made immutable: the
+    Trigger says SecretRefused with the server's message, nothing is lost or made twice."""
+    w = World(REFUSED_SETTINGS)
+    w.start()
+    try:
+        refused_secret_scenario(w, w.ns)
+    finally:
+        w.stop()
