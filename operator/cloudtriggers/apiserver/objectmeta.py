@@ -16,38 +16,17 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from .crd_validation import OMIT, FieldError, GoRepr, _aggregate, _forbidden, _go_quote, _invalid, _required
-
-# apimachinery/pkg/util/validation/validation.go
-_QNAME_CHAR: Final = "[A-Za-z0-9]"
-_QNAME_EXT_CHAR: Final = "[-A-Za-z0-9_.]"
-_QUALIFIED_NAME_FMT: Final = f"({_QNAME_CHAR}{_QNAME_EXT_CHAR}*)?{_QNAME_CHAR}"
-_QUALIFIED_NAME_MSG: Final = (
-    "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an "
-    "alphanumeric character"
+from .names import (
+    is_config_map_key,
+    is_dns1035_label,
+    is_dns1123_subdomain,
+    is_qualified_name,
+    is_valid_label_value,
 )
-_LABEL_VALUE_FMT: Final = f"({_QUALIFIED_NAME_FMT})?"
-_LABEL_VALUE_MSG: Final = (
-    "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', "
-    "and must start and end with an alphanumeric character"
-)
-_DNS1123_LABEL_FMT: Final = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_DNS1123_SUBDOMAIN_FMT: Final = f"{_DNS1123_LABEL_FMT}(\\.{_DNS1123_LABEL_FMT})*"
-_DNS1123_SUBDOMAIN_MSG: Final = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-    "and must start and end with an alphanumeric character"
-)
-_DNS1035_LABEL_FMT: Final = "[a-z]([-a-z0-9]*[a-z0-9])?"
-_DNS1035_LABEL_MSG: Final = (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-    "alphabetic character, and end with an alphanumeric character"
-)
-_CONFIG_KEY_FMT: Final = "[-._a-zA-Z0-9]+"
-_CONFIG_KEY_MSG: Final = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
 
 TOTAL_ANNOTATION_SIZE: Final = 256 * 1024  # api/validation TotalAnnotationSizeLimitB
 MAX_SECRET_SIZE: Final = 1024 * 1024  # core.MaxSecretSize
@@ -55,83 +34,6 @@ MAX_SECRET_SIZE: Final = 1024 * 1024  # core.MaxSecretSize
 _STANDARD_FINALIZERS: Final = frozenset({"kubernetes", "orphan", "foregroundDeletion"})
 
 NameFn = Callable[[str, bool], list[str]]
-
-
-def regex_error(msg: str, fmt: str, *examples: str) -> str:
-    """validation.RegexError, spacing included."""
-    if not examples:
-        return f"{msg} (regex used for validation is '{fmt}')"
-    msg += " (e.g. "
-    for i, example in enumerate(examples):
-        msg += (" or " if i else "") + f"'{example}', "
-    return msg + f"regex used for validation is '{fmt}')"
-
-
-def _max_len(n: int) -> str:
-    return f"must be no more than {n} characters"
-
-
-def is_dns1123_subdomain(value: str) -> list[str]:
-    errs = [_max_len(253)] if len(value) > 253 else []
-    if not re.fullmatch(_DNS1123_SUBDOMAIN_FMT, value):
-        errs.append(regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT, "example.com"))
-    return errs
-
-
-def is_dns1035_label(value: str) -> list[str]:
-    errs = [_max_len(63)] if len(value) > 63 else []
-    if not re.fullmatch(_DNS1035_LABEL_FMT, value):
-        errs.append(regex_error(_DNS1035_LABEL_MSG, _DNS1035_LABEL_FMT, "my-name", "abc-123"))
-    return errs
-
-
-def is_qualified_name(value: str) -> list[str]:
-    errs: list[str] = []
-    parts = value.split("/")
-    if len(parts) == 1:
-        name = parts[0]
-    elif len(parts) == 2:
-        prefix, name = parts
-        if not prefix:
-            errs.append("prefix part must be non-empty")
-        else:
-            errs += ["prefix part " + m for m in is_dns1123_subdomain(prefix)]
-    else:
-        example = regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
-        return [
-            f"a qualified name {example} with an optional DNS subdomain prefix and '/' "
-            "(e.g. 'example.com/MyName')"
-        ]
-    if not name:
-        errs.append("name part must be non-empty")
-    elif len(name) > 63:
-        errs.append("name part " + _max_len(63))
-    if not re.fullmatch(_QUALIFIED_NAME_FMT, name):
-        errs.append(
-            "name part "
-            + regex_error(_QUALIFIED_NAME_MSG, _QUALIFIED_NAME_FMT, "MyName", "my.name", "123-abc")
-        )
-    return errs
-
-
-def is_valid_label_value(value: str) -> list[str]:
-    errs = [_max_len(63)] if len(value) > 63 else []
-    if not re.fullmatch(_LABEL_VALUE_FMT, value):
-        errs.append(regex_error(_LABEL_VALUE_MSG, _LABEL_VALUE_FMT, "MyValue", "my_value", "12345"))
-    return errs
-
-
-def is_config_map_key(value: str) -> list[str]:
-    errs = [_max_len(253)] if len(value) > 253 else []
-    if not re.fullmatch(_CONFIG_KEY_FMT, value):
-        errs.append(regex_error(_CONFIG_KEY_MSG, _CONFIG_KEY_FMT, "key.name", "KEY_NAME", "key-name"))
-    if value == ".":
-        errs.append("must not be '.'")
-    elif value == "..":
-        errs.append("must not be '..'")
-    elif value.startswith(".."):
-        errs.append("must not start with '..'")
-    return errs
 
 
 # -- name rules (a ValidateNameFunc: the name, and whether it is a generateName prefix) -----------

@@ -18,12 +18,14 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any, Final
 
 import kmock
 
+from ..apiserver import objectmeta
+from ..apiserver.crd_validation import FieldError
+from ..apiserver.names import is_dns1123_label
 from .crds import ApiError, group_resource, status_body
 
 NAMESPACES: Final = kmock.resource("v1/namespaces")
@@ -33,38 +35,14 @@ IMMORTAL: Final = frozenset({"default", "kube-system", "kube-public"})
 #: namespace_controller.go: ``t := estimate.Estimate/2 + 1`` with finalizerEstimateSeconds = 15.
 REQUEUE_SECONDS: Final = 15 // 2 + 1
 
-_DNS1123_LABEL: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_LABEL_MESSAGE: Final = (
-    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must "
-    "start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for "
-    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-)
-
 
 def prepare_create(body: dict[str, Any]) -> None:
     """PrepareForCreate and ValidateNamespace for a new namespace."""
     name = str((body.get("metadata") or {}).get("name") or "")
-    if len(name) > 63 or not _DNS1123_LABEL.fullmatch(name):
-        detail = _LABEL_MESSAGE if len(name) <= 63 else "must be no more than 63 characters"
-        message = f"metadata.name: Invalid value: {json.dumps(name)}: {detail}"
-        raise ApiError(
-            status_body(
-                422,
-                "Invalid",
-                f"Namespace {json.dumps(name)} is invalid: {message}",
-                {
-                    "name": name,
-                    "kind": "Namespace",
-                    "causes": [
-                        {
-                            "reason": "FieldValueInvalid",
-                            "message": message.partition(": ")[2],
-                            "field": "metadata.name",
-                        }
-                    ],
-                },
-            )
-        )
+    # core ValidateNamespace: ValidateNamespaceName, a DNS label.
+    errors = [FieldError("Invalid value", "metadata.name", m, name) for m in is_dns1123_label(name)]
+    if errors:
+        raise ApiError(objectmeta.invalid("", "Namespace", name, errors))
     # The NamespaceDefaultLabelName defaulting (always on since 1.22).
     body["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
     spec = body.setdefault("spec", {})
