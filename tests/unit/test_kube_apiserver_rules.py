@@ -645,3 +645,16 @@ def test_an_event_is_validated_as_legacy_validate_event_does(kube: KubeServer) -
         rsp.status_code == 422
         and 'message: Invalid value: "": can have at most 1024 characters' in rsp.json()["message"]
     )
+
+
+def test_a_custom_resource_name_longer_than_253_is_refused(api: Any) -> None:
+    # customresource/validator.go NameIsDNSSubdomain -> IsDNS1123Subdomain: the length too, not only
+    # the pattern (a 254-character name of valid characters was taken).
+    custom = CustomObjectsApi(api)
+    status = refusal(
+        lambda: custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("a" * 254))
+    )
+    assert (
+        'metadata.name: Invalid value: "' + "a" * 254 + '": must be no more than 253 characters'
+        in status["message"]
+    )

@@ -11,19 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from typing import Any, Final
 
 from . import cel
-
-# k8s.io/apimachinery/pkg/util/validation IsDNS1123Subdomain: what metadata.name of a custom resource
-# must be (apiextensions-apiserver pkg/registry/customresource/validator.go uses NameIsDNSSubdomain).
-_DNS1123_SUBDOMAIN: Final = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_SUBDOMAIN_MESSAGE: Final = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-    "and must start and end with an alphanumeric character (e.g. 'example.com', regex used for "
-    "validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-)
+from .names import is_dns1123_subdomain
 
 
 class Refused(Exception):
@@ -67,8 +58,11 @@ def admit(
     meta = body.get("metadata") or {}
     name = str(meta.get("name") or "")
     errors: list[str] = []
-    if old is None and not _DNS1123_SUBDOMAIN.fullmatch(name):
-        errors.append(f"metadata.name: Invalid value: {json.dumps(name)}: {_SUBDOMAIN_MESSAGE}")
+    if old is None:
+        # customresource/validator.go: metadata.name is a DNS subdomain (NameIsDNSSubdomain).
+        errors += [
+            f"metadata.name: Invalid value: {json.dumps(name)}: {m}" for m in is_dns1123_subdomain(name)
+        ]
     if not errors:
         result = cel.admit(crd, body, old, version, status_write=status_write)
         if strict and result.unknown:
