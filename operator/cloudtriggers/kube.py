@@ -153,8 +153,11 @@ class KubeApiError(Exception):
     def __init__(self, status: int, text: str) -> None:
         super().__init__(f"{status}: {text[:300]}")
         self.status = status
-        self.causes = _causes(text)
-        self.message = _message(text)[:500]  # the Status's own message, for a condition
+        answer = _status(text)
+        causes = (answer.get("details") or {}).get("causes") if answer else None
+        # StatusCause.Type is `reason` in JSON.
+        self.causes = tuple(str(c.get("reason") or "") for c in causes or () if isinstance(c, dict))
+        self.message = str((answer or {}).get("message") or text)[:500]  # the Status's own, for a condition
 
     @property
     def refused_terminating(self) -> bool:
@@ -166,24 +169,13 @@ class KubeApiError(Exception):
 NAMESPACE_TERMINATING = "NamespaceTerminating"  # corev1.NamespaceTerminatingCause
 
 
-def _message(text: str) -> str:
-    """A Status answer's message; the text itself when it is not one."""
+def _status(text: str) -> dict[str, Any] | None:
+    """A Status answer as a dict; None when the text is not one (a proxy's page, plain text)."""
     try:
         got = json.loads(text)
     except ValueError:
-        return text
-    return str(got.get("message") or text) if isinstance(got, dict) else text
-
-
-def _causes(text: str) -> tuple[str, ...]:
-    """The reasons of a Status answer's details.causes (StatusCause.Type is `reason` in JSON)."""
-    if '"causes"' not in text:
-        return ()
-    try:
-        details = json.loads(text).get("details") or {}
-        return tuple(str(c.get("reason") or "") for c in details.get("causes") or () if isinstance(c, dict))
-    except (ValueError, AttributeError):
-        return ()
+        return None
+    return got if isinstance(got, dict) else None
 
 
 class KubeClient:

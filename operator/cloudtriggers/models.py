@@ -27,6 +27,7 @@ URL_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
 DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?$"
 # Kubernetes object names (DNS subdomain), for the output Secret.
 DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_NAME_MAX = 253  # a Secret's name is a DNS subdomain of at most 253 characters
 # SWR trigger names: a letter first; letters, digits, '_' and '-'; no doubled or trailing separator.
 SWR_NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9]*([-_][A-Za-z0-9]+)*$"
 SWR_NAME_MAX = 64
@@ -193,7 +194,7 @@ class SwrSpec(_Model):
 class SecretRef(_Model):
     """A Secret in the Trigger's own namespace."""
 
-    name: str = _nonempty("Name of the Secret.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=253)
+    name: str = _nonempty("Name of the Secret.", pattern=DNS_SUBDOMAIN_PATTERN, max_length=SECRET_NAME_MAX)
 
 
 def parse_duration(text: str) -> float:
@@ -303,7 +304,7 @@ class TriggerSpec(_Model):
         None,
         description='Secret that receives the secret outputs (token, url); default "<name>-trigger".',
         pattern=DNS_SUBDOMAIN_PATTERN,
-        max_length=253,
+        max_length=SECRET_NAME_MAX,
     )
     resync_period: str | None = Field(
         None,
@@ -452,11 +453,11 @@ def default_description(namespace: str, name: str) -> str:
 
 
 SECRET_SUFFIX = "-trigger"
-# A Secret's name is a DNS subdomain of at most 253 characters (and a Trigger's name may be as long).
-DEFAULT_SECRET_NAME_FITS = 253 - len(SECRET_SUFFIX)
+# A Trigger's name may be as long as a Secret's (SECRET_NAME_MAX): the suffix may not fit.
+DEFAULT_SECRET_NAME_FITS = SECRET_NAME_MAX - len(SECRET_SUFFIX)
 SECRET_NAME_TOO_LONG = (
     f"metadata.name is longer than {DEFAULT_SECRET_NAME_FITS} characters, so the default output Secret "
-    f'name (metadata.name + "{SECRET_SUFFIX}") would be longer than 253; set spec.secretName'
+    f'name (metadata.name + "{SECRET_SUFFIX}") would be longer than {SECRET_NAME_MAX}; set spec.secretName'
 )
 # Rules on the whole object (CEL sees metadata.name there): refused at kubectl apply.
 ROOT_RULES: list[Any] = [

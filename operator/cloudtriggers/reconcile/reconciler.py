@@ -23,6 +23,7 @@ from ..kube import Kube, now_rfc3339
 from ..logs import register_secret
 from ..metrics import CIRCUITS, RECONCILE_SECONDS, RECONCILES, Timer
 from ..models import (
+    SECRET_NAME_MAX,
     SECRET_NAME_TOO_LONG,
     TriggerSpec,
     default_description,
@@ -384,7 +385,7 @@ class Reconciler(ObservePhase, CreatePhase, ReplacePhase, RotatePhase, DeletePha
         )
         if status["secretName"] is None:
             status.pop("secretName")
-        elif len(status["secretName"]) > 253:  # a CRD from before the rule that refuses it (ROOT_RULES)
+        elif len(status["secretName"]) > SECRET_NAME_MAX:  # a CRD from before ROOT_RULES refused it
             status.pop("secretName")
             conditions(False, "InvalidSpec", False, "InvalidSpec", f"invalid spec: {SECRET_NAME_TOO_LONG}")
             self._flush(p)
