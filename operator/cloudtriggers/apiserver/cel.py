@@ -1782,17 +1782,27 @@ def _schema_key(schema: Schema) -> str:
     return got[1]
 
 
-def _read_paths(rules: list[Any]) -> frozenset[tuple[str, ...]] | None:
-    """The paths that a node's rules (and their messageExpressions) read; None: they may read all."""
-    paths: set[tuple[str, ...]] = set()
+def _read_paths(rules: list[Any]) -> tuple[frozenset[tuple[str, ...]] | None, bool]:
+    """The paths that a node's rules (and their messageExpressions) read (None: they may read all),
+    and whether any is a transition rule (uses oldSelf)."""
+    paths: set[tuple[str, ...]] | None = set()
+    transition = False
     for rule in rules:
-        sources = [rule.get("rule"), rule.get("messageExpression")] if isinstance(rule, dict) else [None]
-        for source in sources[:1] + [m for m in sources[1:] if m]:
-            compiled = _compile(str(source or ""))
-            if compiled.paths is None or compiled.error is not None:
-                return None
-            paths |= compiled.paths
-    return frozenset(paths)
+        if not isinstance(rule, dict):
+            paths = None
+            continue
+        transition = transition or _compile(str(rule.get("rule", ""))).uses_old_self
+        sources = [
+            rule.get("rule") or "",
+            *([rule["messageExpression"]] if rule.get("messageExpression") else []),
+        ]
+        for source in sources:
+            compiled = _compile(str(source))
+            if paths is None or compiled.paths is None or compiled.error is not None:
+                paths = None
+            else:
+                paths |= compiled.paths
+    return (None if paths is None else frozenset(paths)), transition
 
 
 @dataclass
@@ -1810,16 +1820,13 @@ class _Eval:
             unchanged = self.ratcheting and has_old and old == value
             # What the rules can read of the node: on a root rule that reads a few fields, the
             # whole object (status too) is neither serialized for the cache nor converted for CEL.
-            paths = _read_paths(rules)
+            paths, transition = _read_paths(rules)
             seen = value if paths is None else project(value, paths)
             seen_old = old if paths is None or not has_old else project(old, paths)
             # CEL is pure, so the same rules over the same values give the same errors: an API
             # server sees the same spec on every status write, and a benchmark 500 equal specs.
             # Rules without oldSelf never see the old value: a create and the writes after it that
             # leave what the rules read alone (status writes, for a root rule) share one entry.
-            transition = any(
-                _compile(str(r.get("rule", ""))).uses_old_self for r in rules if isinstance(r, dict)
-            )
             key = (
                 _schema_key(schema),
                 path,

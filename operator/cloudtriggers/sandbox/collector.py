@@ -14,7 +14,6 @@ the owner's references from its dependents, then takes the finalizer off.
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -27,6 +26,11 @@ ObjKey = tuple[kmock.resource, str | None, str]
 def _meta(body: Mapping[str, Any]) -> Body:
     meta = body.get("metadata")
     return meta if isinstance(meta, dict) else {}
+
+
+def _with_meta(body: Body, **changes: Any) -> Body:
+    """A copy of body with these metadata fields changed (stored versions are never changed in place)."""
+    return dict(body, metadata={**_meta(body), **changes})
 
 
 ORPHAN: Final = "orphan"  # metav1.FinalizerOrphanDependents
@@ -134,9 +138,8 @@ class GarbageCollector:
         obj = self._live(key)
         if obj is None or _meta(obj.raw).get("uid") != uid:
             return
-        new = dict(obj.raw, metadata=dict(_meta(obj.raw)))
-        new["metadata"]["finalizers"] = [f for f in _meta(obj.raw).get("finalizers") or [] if f != finalizer]
-        await self._update(key, obj.raw, new, subresource=None)
+        finalizers = [f for f in _meta(obj.raw).get("finalizers") or [] if f != finalizer]
+        await self._update(key, obj.raw, _with_meta(obj.raw, finalizers=finalizers), subresource=None)
 
     async def _orphan(self, key: ObjKey, uid: str) -> None:
         """garbagecollector.orphanDependents: every dependent loses its reference to the owner, then
@@ -147,10 +150,8 @@ class GarbageCollector:
                 dep = self._live(dkey)
                 if dep is None:
                     continue
-                new = dict(dep.raw, metadata=dict(_meta(dep.raw)))
-                refs = _meta(dep.raw).get("ownerReferences") or []
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != uid]
-                await self._update(dkey, dep.raw, new, subresource=None)
+                refs = [r for r in _meta(dep.raw).get("ownerReferences") or [] if r.get("uid") != uid]
+                await self._update(dkey, dep.raw, _with_meta(dep.raw, ownerReferences=refs), subresource=None)
             await self._drop_gc_finalizer(key, uid, ORPHAN)
 
     async def _foreground(self, key: ObjKey, uid: str) -> None:
@@ -176,10 +177,10 @@ class GarbageCollector:
                     refs = _meta(dep.raw).get("ownerReferences") or []
                     if any(r.get("uid") != uid and self._solid_owner(str(r.get("uid"))) for r in refs):
                         if any(r.get("uid") == uid and r.get("blockOwnerDeletion") for r in refs):
-                            new = dict(dep.raw, metadata=dict(_meta(dep.raw)))
-                            new["metadata"]["ownerReferences"] = [
+                            unblocked = [
                                 {**r, "blockOwnerDeletion": False} if r.get("uid") == uid else r for r in refs
                             ]
+                            new = _with_meta(dep.raw, ownerReferences=unblocked)
                             await self._update(dkey, dep.raw, new, subresource=None)
                         continue
                     if not _meta(dep.raw).get("deletionTimestamp"):
@@ -242,9 +243,8 @@ class GarbageCollector:
                 continue  # already collected through another owner in this cascade
             refs = body["metadata"]["ownerReferences"]
             if any(ref.get("uid") != owner_uid and ref.get("uid") in self._by_uid for ref in refs):
-                new = copy.deepcopy(body)
-                new["metadata"]["ownerReferences"] = [r for r in refs if r.get("uid") != owner_uid]
-                await self._update(dkey, body, new, subresource=None)
+                kept = [r for r in refs if r.get("uid") != owner_uid]
+                await self._update(dkey, body, _with_meta(body, ownerReferences=kept), subresource=None)
             else:
                 await self._delete(dkey)
 
