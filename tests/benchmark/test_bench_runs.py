@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from bench.run import Config, markdown, parse_mix, run, save
+from bench.run import Config, Phase, markdown, parse_mix, run, save
 
 
 def test_parse_mix() -> None:
@@ -61,7 +61,7 @@ def test_every_phase_of_a_small_mixed_run(tmp_path: Path) -> None:
 
 
 def test_repeated_runs_report_the_median_run() -> None:
-    from bench.run import Phase, _median
+    from bench.run import _median
 
     runs = [
         Phase(seconds=3.0, cpu_seconds=3),
@@ -72,6 +72,49 @@ def test_repeated_runs_report_the_median_run() -> None:
     assert chosen.seconds == 2.0 and chosen.cpu_seconds == 2 and chosen.extra["runs"] == [3.0, 1.0, 2.0]
     assert _median([Phase(seconds=1.0), Phase(seconds=5.0)]).seconds == 1.0  # the lower of two
     assert "runs" not in _median([Phase(seconds=1.0)]).extra
+
+
+def test_repeated_rounds_interleave_the_operators(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each round runs ours, then the floor, then the shape floor: a drift of the machine's speed
+    over minutes falls on each alike, and each round's own ratio is reported beside the medians."""
+    import bench.run as bench_run
+
+    order: list[str] = []
+    ours = iter([2.0, 3.0, 2.4])
+    floors = iter([1.0, 2.0, 1.5])
+
+    def fake_operator(cfg: Config) -> dict[str, Phase]:
+        order.append("ours" if cfg.steady else "ours-once")
+        return {"create": Phase(seconds=next(ours))}
+
+    def fake_floor(cfg: Config, script: Path = bench_run.FLOOR) -> Phase:
+        order.append("shape" if script == bench_run.SHAPE else "floor")
+        return Phase(seconds=next(floors) if script != bench_run.SHAPE else 9.0)
+
+    monkeypatch.setattr(bench_run, "run_operator", fake_operator)
+    monkeypatch.setattr(bench_run, "run_floor", fake_floor)
+    result = run(Config(n=1, repeat=3))
+    assert order == ["ours", "floor", "shape", "ours-once", "floor", "shape", "ours-once", "floor", "shape"]
+    assert result["ratio_by_round"] == [2.0, 1.5, 1.6]
+    assert result["ratio_median_of_rounds"] == 1.6
+    assert result["ratio_to_floor"] == round(2.4 / 1.5, 2)  # the medians' ratio, as before
+    assert "each round" in markdown(result)
+
+
+def test_the_api_servers_cpu_is_read_when_its_process_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from bench.run import _server_cpu
+
+    monkeypatch.delenv("BENCH_SERVER_PID", raising=False)
+    assert _server_cpu() is None
+    monkeypatch.setenv("BENCH_SERVER_PID", str(os.getpid()))
+    before = _server_cpu()
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:
+        pass
+    after = _server_cpu()
+    assert before is not None and after is not None and after >= before + 0.02
 
 
 def test_the_bench_runs_on_any_api_server_from_a_kubeconfig(tmp_path: Path) -> None:
