@@ -15,6 +15,7 @@ the urllib3 path raises them, so callers catch one family either way.
 from __future__ import annotations
 
 import http.client
+import re
 import socket
 import ssl
 import threading
@@ -54,6 +55,69 @@ class _TLS(http.client.HTTPSConnection):
         assert self._pool.context is not None
         self.sock = self._pool.context.wrap_socket(self.sock, server_hostname=self._pool.server_hostname)
         self._pool.prepare(self.sock)
+
+
+class Heads:
+    """A request's head as http.client writes it (HTTPConnection._send_request: the request line,
+    Host, Accept-Encoding, Content-Length, then the headers given), its checks included, without its
+    cost per header (putheader's encoding and two regular expressions for each, ~7 a request: most of
+    an exchange's own CPU). The API server's headers repeat (Accept, User-Agent, the token, the
+    content type), so each name and value is checked and encoded once and kept;
+    tests/unit/test_kube_http.py compares the bytes with http.client's."""
+
+    MAX_KEPT = 64  # lines kept; a token refreshed for ever would otherwise add one each time
+
+    def __init__(self, host: str, port: int, default_port: int) -> None:
+        # putrequest's Host: the name IDNA-encoded when it is not ASCII, an IPv6 address bracketed,
+        # the port only when it is not the scheme's.
+        try:
+            name = host.encode("ascii")
+        except UnicodeEncodeError:
+            name = host.encode("idna")
+        if b":" in name:
+            name = b"[" + name + b"]"
+        self._host = b"Host: " + (name if port == default_port else name + b":%d" % port)
+        self._lines: dict[tuple[str, str], bytes] = {}
+
+    def head(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
+        if _BAD_METHOD.search(method):
+            raise ValueError(f"method can't contain control characters. {method!r}")
+        if _BAD_TARGET.search(target):
+            raise http.client.InvalidURL(f"URL can't contain control characters. {target!r}")
+        lines = [f"{method} {target} HTTP/1.1".encode("ascii"), self._host, b"Accept-Encoding: identity"]
+        if body is not None:
+            lines.append(b"Content-Length: %d" % len(body))
+        elif method.upper() in _EXPECTING_BODY:
+            lines.append(b"Content-Length: 0")
+        for item in headers.items():
+            line = self._lines.get(item)
+            if line is None:
+                line = self._line(*item)
+            lines.append(line)
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines)
+
+    def _line(self, name: str, value: str) -> bytes:
+        # putheader's checks and encodings, once per name and value.
+        raw_name = name.encode("ascii")
+        if not _LEGAL_NAME.fullmatch(raw_name):
+            raise ValueError(f"Invalid header name {raw_name!r}")
+        raw_value = value.encode("latin-1")
+        if _ILLEGAL_VALUE.search(raw_value):
+            raise ValueError(f"Invalid header value {raw_value!r}")
+        line = raw_name + b": " + raw_value
+        if len(self._lines) >= self.MAX_KEPT:
+            self._lines.clear()
+        self._lines[name, value] = line
+        return line
+
+
+# http.client's own patterns and set (private there: copied, and pinned by the byte comparison test).
+_LEGAL_NAME = re.compile(rb"[^:\s][^:\r\n]*")
+_ILLEGAL_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])")
+_BAD_TARGET = re.compile("[\x00-\x20\x7f]")
+_BAD_METHOD = re.compile("[\x00-\x1f]")
+_EXPECTING_BODY = frozenset({"PATCH", "POST", "PUT"})
 
 
 class Reply(NamedTuple):
@@ -126,6 +190,7 @@ class Connections(IdleConnections):
         self.socket_options = socket_options or []
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self.heads = Heads(self.host, self.port, 443 if self.tls else 80)
         super().__init__(maxsize)
 
     @classmethod
@@ -163,10 +228,15 @@ class Connections(IdleConnections):
 
     def request(self, method: str, path: str, body: bytes | None, headers: dict[str, str]) -> Reply:
         """One exchange: the answer's status and body (and Retry-After, where it may count)."""
+        head = self.heads.head(method, self.prefix + path, headers, body)
         conn = self.take()
         try:
-            conn.request(method, self.prefix + path, body=body, headers=headers)
-            resp = conn.getresponse()
+            if conn.sock is None:
+                conn.connect()
+            assert conn.sock is not None
+            conn.sock.sendall(head + body if body else head)
+            resp = conn.response_class(conn.sock, method=method)
+            resp.begin()
             data = resp.read()
         except (OSError, http.client.HTTPException) as e:
             conn.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -346,8 +347,10 @@ class TriggerSpec(_Model):
             )
         return self
 
-    @property
+    @cached_property
     def provider(self) -> str:
+        # Asked about a dozen times a pass; the model is frozen, so once is enough (model_copy with
+        # update= would carry it over, but that skips validation anyway and nothing here uses it).
         return next(p for p in PROVIDERS if getattr(self, p) is not None)
 
     @property

@@ -9,6 +9,7 @@ in test_policy_session_direct.py. The certificates in tls/ are the test CA's (tl
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import socket
 import socketserver
@@ -469,3 +470,37 @@ def test_closing_the_session_closes_the_transports_connections(raw: RawServer) -
     while raw.closed < 1 and time.monotonic() < deadline:  # the server saw the connection end
         time.sleep(0.01)
     assert raw.closed == 1
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.writes.append(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("method", "body"), [("POST", b'{"description":"d"}'), ("GET", None), ("DELETE", b"")]
+)
+def test_a_request_goes_in_one_write_with_the_bytes_urllib3_would_send(
+    method: str, body: bytes | None
+) -> None:
+    """The head and the body in one write (http.client writes them apart: two segments with
+    TCP_NODELAY); the bytes are those of the two writes together."""
+    from cloudtriggers.providers.transport import _Origin
+
+    prepared = requests.Request(
+        method, "http://127.0.0.1:8080/api/v4/projects/1/triggers", data=body, headers={"PRIVATE-TOKEN": "t"}
+    ).prepare()
+    conn = _Origin(LOCAL, "http", "127.0.0.1", 8080, True).new_connection()
+    ours = _Recorder()
+    conn.sock = ours  # type: ignore[assignment]
+    Transport._write(conn, prepared)
+    plain = http.client.HTTPConnection("127.0.0.1", 8080)
+    theirs = _Recorder()
+    plain.sock = theirs  # type: ignore[assignment]
+    Transport._write(plain, prepared)
+    assert len(ours.writes) == 1
+    assert len(theirs.writes) == (2 if body else 1)
+    assert ours.writes[0] == b"".join(theirs.writes)
