@@ -135,7 +135,8 @@ def test_scope_is_an_enum() -> None:
 
 
 def test_plural_must_be_a_dns_label() -> None:
-    """ValidateCustomResourceDefinitionNames with utilvalidation.IsDNS1035Label."""
+    """ValidateCustomResourceDefinitionNames with utilvalidation.IsDNS1035Label, whose message is
+    RegexError's, its spacing included: each example is followed by "', " and then " or "."""
     crd = _crd(names={"kind": "Widget", "plural": "Widgets", "singular": "widget", "listKind": "WidgetList"})
     crd["metadata"]["name"] = "Widgets.example.com"
     found = errors(crd)
@@ -143,7 +144,7 @@ def test_plural_must_be_a_dns_label() -> None:
         'spec.names.plural: Invalid value: "Widgets": a DNS-1035 label must consist of lower case '
         "alphanumeric "
         "characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. "
-        "'my-name' or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+        "'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
     ) in found
 
 

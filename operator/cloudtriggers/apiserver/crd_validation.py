@@ -59,7 +59,7 @@ from . import celcost
 from .cel import _OPTIONAL_NS as _CEL_OPTIONAL
 from .cel import _SETS as _CEL_SETS
 from .cel import _Checker, _compile, _evaluate, _Optional, _schema_type, _to_cel
-from .names import is_dns1123_subdomain
+from .names import is_dns1035_label, is_dns1123_subdomain
 
 Schema = dict[str, Any]
 
@@ -311,31 +311,6 @@ def _index(path: str, i: int) -> str:
 
 def _key(path: str, k: str) -> str:
     return f"{path}[{k}]"
-
-
-# --------------------------------------------------------------------------------------------------
-# apimachinery/pkg/util/validation
-# --------------------------------------------------------------------------------------------------
-
-# (names.py holds the rest.) This copy of IsDNS1035Label joins its two examples without RegexError's
-# own spacing (Go prints "'my-name',  or 'abc-123', "); the CRD tests pin its text as it is.
-_DNS1035_LABEL_FMT = "[a-z]([-a-z0-9]*[a-z0-9])?"
-_DNS1035_LABEL_MSG = (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an "
-    "alphabetic character, and end with an alphanumeric character"
-)
-
-
-def is_dns1035_label(value: str) -> list[str]:
-    errs = []
-    if len(value) > 63:
-        errs.append("must be no more than 63 characters")
-    if not re.fullmatch(_DNS1035_LABEL_FMT, value):
-        examples = "'my-name' or 'abc-123', "
-        errs.append(
-            f"{_DNS1035_LABEL_MSG} (e.g. {examples}regex used for validation is '{_DNS1035_LABEL_FMT}')"
-        )
-    return errs
 
 
 # --------------------------------------------------------------------------------------------------
