@@ -100,6 +100,8 @@ class Heads:
     def _line(self, name: str, value: str) -> bytes:
         # putheader's checks and encodings, once per name and value.
         raw_name = name.encode("ascii")
+        if name.lower() in _OWN:
+            raise ValueError(f"{name} is the connection's to write")  # http.client would skip its own
         if not _LEGAL_NAME.fullmatch(raw_name):
             raise ValueError(f"Invalid header name {raw_name!r}")
         raw_value = value.encode("latin-1")
@@ -118,6 +120,7 @@ _ILLEGAL_VALUE = re.compile(rb"\n(?![ \t])|\r(?![ \t\n])")
 _BAD_TARGET = re.compile("[\x00-\x20\x7f]")
 _BAD_METHOD = re.compile("[\x00-\x1f]")
 _EXPECTING_BODY = frozenset({"PATCH", "POST", "PUT"})
+_OWN = frozenset({"host", "accept-encoding", "content-length", "transfer-encoding"})
 
 
 class Reply(NamedTuple):

@@ -341,6 +341,8 @@ def test_a_request_head_refuses_what_http_client_refuses() -> None:
         heads.head("GET", "/x", {"Authorization": "Bearer a\r\nX-Injected: 1"}, None)
     with pytest.raises(ValueError, match="header name"):
         heads.head("GET", "/x", {"Bad:Name": "v"}, None)
+    with pytest.raises(ValueError, match="connection's to write"):  # never written twice
+        heads.head("GET", "/x", {"host": "elsewhere"}, None)
 
 
 class _Counting:
