@@ -273,25 +273,30 @@ def _aggregate(errors: list[FieldError]) -> str:
     return "[" + ", ".join(seen) + "]"
 
 
-def invalid_status(crd_name: str, errors: list[FieldError]) -> dict[str, Any]:
-    """The Status a real API server answers with (apierrors.NewInvalid for the CRD kind)."""
-    kind = "CustomResourceDefinition"
-    group = "apiextensions.k8s.io"
+def invalid(group: str, kind: str, name: str, errors: list[FieldError]) -> dict[str, Any]:
+    """apierrors.NewInvalid as the Status a real API server answers with: 422
+    `<Kind>[.<group>] "<name>" is invalid: <errors>` (a core kind has no group)."""
+    qualified = f"{kind}.{group}" if group else kind
+    details: dict[str, Any] = {"name": name}
+    if group:
+        details["group"] = group
+    details["kind"] = kind
+    details["causes"] = [{"reason": e.reason, "message": e.body(), "field": e.field} for e in errors]
     return {
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
-        "message": f"{kind}.{group} {_go_quote(crd_name)} is invalid: {_aggregate(errors)}",
+        "message": f"{qualified} {_go_quote(name)} is invalid: {_aggregate(errors)}",
         "reason": "Invalid",
-        "details": {
-            "name": crd_name,
-            "group": group,
-            "kind": kind,
-            "causes": [{"reason": e.reason, "message": e.body(), "field": e.field} for e in errors],
-        },
+        "details": details,
         "code": 422,
     }
+
+
+def invalid_status(crd_name: str, errors: list[FieldError]) -> dict[str, Any]:
+    """NewInvalid for the CRD kind."""
+    return invalid("apiextensions.k8s.io", "CustomResourceDefinition", crd_name, errors)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ name rule (a DNS subdomain for most) and validateKubeFinalizerName. The Secret s
 ValidateSecret / ValidateSecretUpdate (data keys, 1 MiB, type and `immutable`), the Event strategy
 legacyValidateEvent (namespaces; an eventTime Event's reporting fields).
 
-The messages are apimachinery/pkg/util/validation's; a refusal is NewInvalid's 422 Status.
+The messages are apimachinery/pkg/util/validation's; a refusal is NewInvalid's 422 Status
+(crd_validation.invalid, as every emulated check answers).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import binascii
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .crd_validation import OMIT, FieldError, GoRepr, _aggregate, _forbidden, _go_quote, _invalid, _required
+from .crd_validation import OMIT, FieldError, GoRepr, _forbidden, _go_quote, _invalid, _required
 from .names import (
     is_config_map_key,
     is_dns1035_label,
@@ -253,25 +254,3 @@ def validate_event(body: Mapping[str, Any]) -> list[FieldError]:
                 errs.append(_invalid(field, "", f"can have at most {limit} characters"))
     errs += [_invalid("namespace", namespace, m) for m in is_dns1123_subdomain(namespace)]
     return errs
-
-
-# -- the refusal ----------------------------------------------------------------------------------
-
-
-def invalid(group: str, kind: str, name: str, errors: list[FieldError]) -> dict[str, Any]:
-    """apierrors.NewInvalid: 422 `<Kind>[.<group>] "<name>" is invalid: <errors>`."""
-    qualified = f"{kind}.{group}" if group else kind
-    details: dict[str, Any] = {"name": name, "kind": kind}
-    if group:
-        details["group"] = group
-    details["causes"] = [{"reason": e.reason, "message": e.body(), "field": e.field} for e in errors]
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": f"{qualified} {_go_quote(name)} is invalid: {_aggregate(errors)}",
-        "reason": "Invalid",
-        "details": details,
-        "code": 422,
-    }

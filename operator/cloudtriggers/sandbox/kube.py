@@ -41,6 +41,7 @@ from kmock._internal import parsing
 from kmock._internal.filtering import K8sCriteria
 
 from ..apiserver import admission, objectmeta
+from ..apiserver.crd_validation import invalid
 from ..crd import build_crd
 from . import collector, crds, namespaces, openapi
 from .collector import GarbageCollector
@@ -1010,7 +1011,7 @@ class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
             errors += objectmeta.validate_event(body)
         if errors:
             kind = self._info(resource).kind or plural
-            raise ApiError(objectmeta.invalid(group, kind, str(_meta(body).get("name") or ""), errors))
+            raise ApiError(invalid(group, kind, str(_meta(body).get("name") or ""), errors))
 
     def _validating_policies(self, resource: kmock.resource, body: Body, old: Body | None) -> None:
         """ValidatingAdmissionPolicies, after the object's own validation, as the API server runs

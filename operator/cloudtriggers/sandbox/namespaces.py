@@ -23,8 +23,7 @@ from typing import Any, Final
 
 import kmock
 
-from ..apiserver import objectmeta
-from ..apiserver.crd_validation import FieldError
+from ..apiserver.crd_validation import FieldError, invalid
 from ..apiserver.names import is_dns1123_label
 from .crds import ApiError, group_resource, status_body
 
@@ -42,7 +41,7 @@ def prepare_create(body: dict[str, Any]) -> None:
     # core ValidateNamespace: ValidateNamespaceName, a DNS label.
     errors = [FieldError("Invalid value", "metadata.name", m, name) for m in is_dns1123_label(name)]
     if errors:
-        raise ApiError(objectmeta.invalid("", "Namespace", name, errors))
+        raise ApiError(invalid("", "Namespace", name, errors))
     # The NamespaceDefaultLabelName defaulting (always on since 1.22).
     body["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
     spec = body.setdefault("spec", {})
