@@ -44,7 +44,7 @@ from ..apiserver import admission, objectmeta
 from ..apiserver.crd_validation import invalid
 from ..crd import build_crd
 from . import collector, crds, namespaces, openapi
-from .collector import GarbageCollector
+from .collector import Body, GarbageCollector, ObjKey, _meta
 from .crds import CRDS, ApiError, group_resource
 from .namespaces import NAMESPACES
 
@@ -57,8 +57,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-Body = dict[str, Any]
-ObjKey = tuple[kmock.resource, str | None, str]
 
 TRIGGERS: Final = "cloudtriggers.io/v1alpha1/triggers"
 LEASES: Final = kmock.resource("coordination.k8s.io/v1/leases")
@@ -190,11 +188,6 @@ def throttle(retry_after: int = 1) -> None:
 def _gvr(resource: kmock.resource) -> str:
     """``v1/secrets``, ``cloudtriggers.io/v1alpha1/triggers``: as the rest of this module names them."""
     return f"{_api_version(resource)}/{resource.plural}"
-
-
-def _meta(body: Mapping[str, Any]) -> Body:
-    meta = body.get("metadata")
-    return meta if isinstance(meta, dict) else {}
 
 
 def _merge_patch(target: Any, patch: Any) -> Any:
