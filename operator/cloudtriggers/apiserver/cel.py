@@ -1782,6 +1782,9 @@ def _schema_key(schema: Schema) -> str:
     return got[1]
 
 
+_READS: dict[str, tuple[frozenset[tuple[str, ...]] | None, bool]] = {}  # schema key -> _read_paths
+
+
 def _read_paths(rules: list[Any]) -> tuple[frozenset[tuple[str, ...]] | None, bool]:
     """The paths that a node's rules (and their messageExpressions) read (None: they may read all),
     and whether any is a transition rule (uses oldSelf)."""
@@ -1791,17 +1794,14 @@ def _read_paths(rules: list[Any]) -> tuple[frozenset[tuple[str, ...]] | None, bo
         if not isinstance(rule, dict):
             paths = None
             continue
-        transition = transition or _compile(str(rule.get("rule", ""))).uses_old_self
-        sources = [
-            rule.get("rule") or "",
-            *([rule["messageExpression"]] if rule.get("messageExpression") else []),
-        ]
-        for source in sources:
-            compiled = _compile(str(source))
-            if paths is None or compiled.paths is None or compiled.error is not None:
+        compiled = _compile(str(rule.get("rule") or ""))
+        transition = transition or compiled.uses_old_self
+        message = rule.get("messageExpression")
+        for each in (compiled, *([_compile(str(message))] if message else [])):
+            if paths is None or each.paths is None or each.error is not None:
                 paths = None
             else:
-                paths |= compiled.paths
+                paths |= each.paths
     return (None if paths is None else frozenset(paths)), transition
 
 
@@ -1820,7 +1820,13 @@ class _Eval:
             unchanged = self.ratcheting and has_old and old == value
             # What the rules can read of the node: on a root rule that reads a few fields, the
             # whole object (status too) is neither serialized for the cache nor converted for CEL.
-            paths, transition = _read_paths(rules)
+            schema_key = _schema_key(schema)
+            reads = _READS.get(schema_key)
+            if reads is None:  # a node's rules are its schema's: read them once, not on every write
+                if len(_READS) >= _RESULTS_MAX:
+                    _READS.clear()
+                reads = _READS[schema_key] = _read_paths(rules)
+            paths, transition = reads
             seen = value if paths is None else project(value, paths)
             seen_old = old if paths is None or not has_old else project(old, paths)
             # CEL is pure, so the same rules over the same values give the same errors: an API
@@ -1828,7 +1834,7 @@ class _Eval:
             # Rules without oldSelf never see the old value: a create and the writes after it that
             # leave what the rules read alone (status writes, for a root rule) share one entry.
             key = (
-                _schema_key(schema),
+                schema_key,
                 path,
                 self.server,
                 unchanged,
