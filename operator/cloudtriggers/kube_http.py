@@ -106,7 +106,8 @@ class Heads:
             raise ValueError(f"Invalid header name {raw_name!r}")
         raw_value = value.encode("latin-1")
         if _ILLEGAL_VALUE.search(raw_value):
-            raise ValueError(f"Invalid header value {raw_value!r}")
+            # Not the value: it may be the bearer token (http.client's own message would show it).
+            raise ValueError(f"Invalid header value for {name}: a line break not followed by a blank")
         line = raw_name + b": " + raw_value
         if len(self._lines) >= self.MAX_KEPT:
             self._lines.clear()
