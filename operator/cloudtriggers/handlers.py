@@ -103,6 +103,8 @@ class Runtime:
         self.sweeper: asyncio.Task[None] | None = None
         self.scheduler = Scheduler(reconciler, self.call, settings.workers, settings.credentials_poll)
         SCHEDULER.source = self.scheduler.stats
+        if events is not None:
+            events.busy = self.scheduler.busy  # Events wait while passes are busy (event_poster.py)
         self.scheduling: asyncio.Task[None] | None = None
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 
 Call = Callable[..., Awaitable[Any]]
 
+# Seconds without a pass running or due after which the scheduler is quiet: Events wait for that
+# (event_poster.py), so that in a burst of creates the API server takes the status writes first.
+QUIET = 0.1
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -79,6 +83,7 @@ class Scheduler:
     _wakeup: asyncio.Event | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _active: int = 0  # passes running (at most `workers`)
+    _busy_at: float = float("-inf")  # loop time a pass last ran or was due
 
     # -- what the watch shows (kopf's event handler) -------------------------------------------------
 
@@ -138,6 +143,8 @@ class Scheduler:
                 task = loop.create_task(self._run_one(e))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            if self._active or (self._heap and self._heap[0][0] <= now):
+                self._busy_at = now
             if not self._heap or (self._active >= self.workers and self._heap[0][0] <= now):
                 timeout = None  # until something is scheduled or a pass ends
             else:
@@ -182,6 +189,7 @@ class Scheduler:
         finally:
             e.running = False
             self._active -= 1
+            self._busy_at = self._now()
             if self._wakeup is not None:
                 self._wakeup.set()  # a worker is free
         if self.entries.get(e.uid) is not e:
@@ -197,6 +205,11 @@ class Scheduler:
         if e.watch is not None and (e.due is None or self._now() < e.due) and not e.again:
             return await self._poll(e)
         return await self._pass(e)
+
+    def busy(self) -> bool:
+        """Whether a pass ran or was due within the last QUIET seconds (asked from the Events'
+        thread: two reads under the GIL; the loop's clock is time.monotonic)."""
+        return self._active > 0 or time.monotonic() - self._busy_at < QUIET
 
     def stats(self) -> tuple[int, int, float]:
         """Passes due but waiting for a worker, passes running, and how long the oldest has waited

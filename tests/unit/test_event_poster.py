@@ -1,13 +1,16 @@
 """Events from a thread of their own (event_poster.py), as client-go's EventBroadcaster posts them: the
 pass that records an Event does not wait for the API server, the order is kept, memory is bounded
-without losing an Event, and shutdown posts what is queued within a time limit."""
+without losing an Event, Events wait (a bounded time) while the passes are busy, and shutdown posts
+what is queued within a time limit."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
 import time
+from typing import Any
 
 import pytest
 from kubernetes import client as k8s
@@ -238,3 +241,110 @@ def test_a_thread_stuck_past_shutdown_does_not_post_for_the_next_term() -> None:
     assert len(posters()) == 1  # the old one ended
     assert sorted(api.posted) == [b"new", b"old"]  # "old" was already on the wire; nothing twice
     poster.stop()
+
+
+class Busy:
+    """The passes' state as the poster asks it (Scheduler.busy), set by the test."""
+
+    def __init__(self) -> None:
+        self.value = True
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.value
+
+
+def _posted_within(api: Api, count: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while len(api.posted) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(api.posted) >= count
+
+
+def test_events_wait_while_the_passes_are_busy_and_go_in_order_once_they_are_not() -> None:
+    """In a burst of creates an Event's write would compete at the API server with the status
+    writes of the Triggers still being made: it waits until the passes go quiet."""
+    api, busy = Api(), Busy()
+    poster = EventPoster(api.post, busy=busy, hold_max=30.0)
+    poster.start()
+    try:
+        for i in range(3):
+            assert poster.put("/events", str(i).encode(), f"e{i}")
+        assert not _posted_within(api, 1, 0.4)
+        assert busy.asked >= 2  # it looked again while holding, not once for ever
+        assert poster.queued() == 3
+        busy.value = False
+        assert _posted_within(api, 3, 5.0)
+        assert api.posted == [b"0", b"1", b"2"]
+    finally:
+        poster.stop()
+
+
+def test_an_event_waits_for_busy_passes_at_most_hold_max() -> None:
+    """Under load that does not end (ten thousand Triggers applied at once), Events still go, each
+    at most hold_max after it was recorded: the queue does not only grow."""
+    api, busy = Api(), Busy()
+    poster = EventPoster(api.post, busy=busy, hold_max=0.3)
+    poster.start()
+    try:
+        started = time.monotonic()
+        poster.put("/events", b"first", "first")
+        assert _posted_within(api, 1, 5.0)
+        assert 0.25 <= time.monotonic() - started < 3.0
+        started = time.monotonic()
+        poster.put("/events", b"second", "second")
+        assert _posted_within(api, 2, 5.0)
+        assert 0.25 <= time.monotonic() - started < 3.0
+    finally:
+        poster.stop()
+
+
+def test_flush_and_shutdown_do_not_wait_for_busy_passes() -> None:
+    api, busy = Api(), Busy()
+    poster = EventPoster(api.post, busy=busy, hold_max=60.0)
+    poster.start()
+    poster.put("/events", b"a", "a")
+    started = time.monotonic()
+    assert poster.flush(5.0) and api.posted == [b"a"]
+    poster.put("/events", b"b", "b")
+    poster.stop(timeout=5.0)
+    assert api.posted == [b"a", b"b"]
+    assert time.monotonic() - started < 3.0
+
+
+def test_the_scheduler_is_busy_while_a_pass_runs_or_waits_and_quiet_soon_after() -> None:
+    """Scheduler.busy, which the poster asks from its thread: a pass running or due is busy; QUIET
+    seconds after the last one ended, quiet."""
+    from cloudtriggers.scheduler import QUIET, Scheduler
+
+    async def scenario() -> list[bool]:
+        release = asyncio.Event()
+        started = asyncio.Event()
+
+        async def call(fn: Any, *args: Any) -> Any:
+            started.set()
+            await release.wait()
+
+        class _Rec:
+            def error_backoff(self, uid: str) -> float:
+                return 1.0
+
+        sched = Scheduler(_Rec(), call, workers=1, credentials_poll=15.0)  # type: ignore[arg-type]
+        sched._pass = lambda e: call(None)  # type: ignore[method-assign]
+        seen = [sched.busy()]  # nothing has run yet
+        runner = asyncio.get_running_loop().create_task(sched.run())
+        meta = {"uid": "a", "namespace": "apps", "name": "a", "finalizers": ["cloudtriggers.io/finalizer"]}
+        sched.observe({"metadata": meta}, lambda: 0.0)
+        await started.wait()
+        await asyncio.sleep(QUIET * 3)
+        seen.append(sched.busy())  # the pass still runs
+        release.set()
+        await asyncio.sleep(0.01)
+        seen.append(sched.busy())  # just ended
+        await asyncio.sleep(QUIET * 2)
+        seen.append(sched.busy())
+        runner.cancel()
+        return seen
+
+    assert asyncio.run(scenario()) == [False, True, True, False]
