@@ -195,6 +195,48 @@ def test_an_invalid_trigger_is_refused_with_the_servers_message(api: Any) -> Non
     )
 
 
+def test_a_trigger_with_several_errors_is_refused_as_new_invalid_writes_it() -> None:
+    """apimachinery/pkg/api/errors NewInvalid: one cause per error (type, ErrorBody(), field), the
+    message `<Kind>.<group> "<name>" is invalid: ` and ErrorList.ToAggregate() (one error as-is,
+    several as [e1, e2], a repeated text once); details name, group, kind, causes in that order.
+    The same builder as the CRD and metadata refusals (crd_validation.invalid)."""
+    from cloudtriggers.apiserver.resources import Refused, admit
+
+    bad = trigger("web", gitlab={"url": "ftp://gitlab.example.com", "project": "group/web"})
+    bad["spec"]["gitlab"]["description"] = "x" * 300
+    bad["spec"]["resyncPeriod"] = "soon"
+    with pytest.raises(Refused) as refused:
+        admit(build_crd(), bad, None, VERSION, strict=False)
+    status = refused.value.status
+    causes = status["details"]["causes"]
+    assert [(c["reason"], c["field"]) for c in causes] == [
+        ("FieldValueInvalid", "spec.gitlab.url"),
+        ("FieldValueTooLong", "spec.gitlab.description"),
+        ("FieldValueInvalid", "spec.resyncPeriod"),
+    ]
+    assert causes[2]["message"].startswith('Invalid value: "soon": spec.resyncPeriod in body should match')
+    texts = [f"{c['field']}: {c['message']}" for c in causes]
+    assert status["message"] == 'Trigger.cloudtriggers.io "web" is invalid: [' + ", ".join(texts) + "]"
+    assert list(status["details"]) == ["name", "group", "kind", "causes"]
+    assert (status["code"], status["reason"], status["status"]) == (422, "Invalid", "Failure")
+
+
+def test_a_field_error_read_back_from_its_text_renders_the_same() -> None:
+    from cloudtriggers.apiserver.crd_validation import FieldError
+
+    for text, reason in [
+        ('spec.x: Invalid value: "object": exactly one provider block', "FieldValueInvalid"),
+        ("spec.items[0].name: Required value", "FieldValueRequired"),
+        ("spec.y: Forbidden: may not be set", "FieldValueForbidden"),
+        ('spec.z: Unsupported value: "c": supported values: "a", "b"', "FieldValueNotSupported"),
+        ("spec.l: Too many: 3: must have at most 2 items", "FieldValueTooMany"),
+    ]:
+        error = FieldError.parse(text)
+        assert (str(error), error.reason, error.field) == (text, reason, text.split(": ")[0])
+    with pytest.raises(ValueError):
+        FieldError.parse("spec.x: something else")
+
+
 def test_unknown_fields_are_pruned_or_refused_under_strict_validation_and_defaults_apply(
     kube: KubeServer, api: Any
 ) -> None:

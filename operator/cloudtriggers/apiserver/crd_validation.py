@@ -140,6 +140,16 @@ class FieldError:
     def __str__(self) -> str:
         return f"{self.field}: {self.body()}"
 
+    @classmethod
+    def parse(cls, text: str) -> FieldError:
+        """Back from its ``Error()`` text (``<field>: <type>[: ...]``), for errors known only as text
+        (cel.py's): the same text and cause again, the bad value kept as rendered."""
+        field, _, body = text.partition(": ")
+        type_ = next((t for t in _REASONS if body == t or body.startswith(t + ": ")), None)
+        if type_ is None:
+            raise ValueError(f"not a field error: {text!r}")
+        return cls(type_, field, body[len(type_) + 2 :], OMIT)
+
 
 def _required(path: str, detail: str = "") -> FieldError:
     return FieldError("Required value", path, detail, "")

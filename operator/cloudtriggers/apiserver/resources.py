@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Final
+from typing import Any
 
 from . import cel
+from .crd_validation import FieldError, invalid
 from .names import is_dns1123_subdomain
 
 
@@ -70,35 +71,7 @@ def admit(
             raise Refused(status_body(400, "BadRequest", f"strict decoding error: {fields}"))
         errors = result.errors
     if errors:
-        raise Refused(_invalid(kind, group, name, errors))
+        raise Refused(invalid(group, kind, name, [FieldError.parse(e) for e in errors]))
     stored = result.body
     stored["metadata"] = copy.deepcopy(meta)
     return stored
-
-
-_CAUSE_REASONS: Final = {
-    "Invalid value": "FieldValueInvalid",
-    "Required value": "FieldValueRequired",
-    "Forbidden": "FieldValueForbidden",
-    "Unsupported value": "FieldValueNotSupported",
-    "Duplicate value": "FieldValueDuplicate",
-    "Too long": "FieldValueTooLong",
-    "Too many": "FieldValueTooMany",
-}
-
-
-def _invalid(kind: str, group: str, name: str, errors: list[str]) -> dict[str, Any]:
-    """apierrors.NewInvalid(schema.GroupKind{group, kind}, name, errs) as a Status."""
-    unique = list(dict.fromkeys(errors))
-    aggregate = unique[0] if len(unique) == 1 else "[" + ", ".join(unique) + "]"
-    causes = []
-    for e in unique:
-        field, _, message = e.partition(": ")
-        reason = next((r for t, r in _CAUSE_REASONS.items() if message.startswith(t)), "FieldValueInvalid")
-        causes.append({"reason": reason, "message": message, "field": field})
-    return status_body(
-        422,
-        "Invalid",
-        f"{kind}.{group} {json.dumps(name)} is invalid: {aggregate}",
-        {"name": name, "group": group, "kind": kind, "causes": causes},
-    )
