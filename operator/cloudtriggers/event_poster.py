@@ -62,7 +62,8 @@ class EventPoster:
             if self._thread is None or self._stopping or len(self._queue) >= self._limit:
                 return False
             self._queue.append((time.monotonic(), path, data, what))
-            self._cond.notify()
+            if len(self._queue) == 1:  # the thread waits for one; behind the first, its wait stands
+                self._cond.notify_all()  # flush() callers wait on the same condition
             return True
 
     def queued(self) -> int:
