@@ -52,25 +52,24 @@ def _max_len(n: int) -> str:
     return f"must be no more than {n} characters"
 
 
-def is_dns1123_label(value: str) -> list[str]:
-    errs = [_max_len(63)] if len(value) > 63 else []
-    if not re.fullmatch(_DNS1123_LABEL_FMT, value):
-        errs.append(regex_error(_DNS1123_LABEL_MSG, _DNS1123_LABEL_FMT, "my-name", "123-abc"))
+def _dns_name(value: str, max_len: int, fmt: str, msg: str, *examples: str) -> list[str]:
+    """The shape IsDNS1123Label, IsDNS1123Subdomain and IsDNS1035Label share: too long, then the regex."""
+    errs = [_max_len(max_len)] if len(value) > max_len else []
+    if not re.fullmatch(fmt, value):
+        errs.append(regex_error(msg, fmt, *examples))
     return errs
+
+
+def is_dns1123_label(value: str) -> list[str]:
+    return _dns_name(value, 63, _DNS1123_LABEL_FMT, _DNS1123_LABEL_MSG, "my-name", "123-abc")
 
 
 def is_dns1123_subdomain(value: str) -> list[str]:
-    errs = [_max_len(253)] if len(value) > 253 else []
-    if not re.fullmatch(_DNS1123_SUBDOMAIN_FMT, value):
-        errs.append(regex_error(_DNS1123_SUBDOMAIN_MSG, _DNS1123_SUBDOMAIN_FMT, "example.com"))
-    return errs
+    return _dns_name(value, 253, _DNS1123_SUBDOMAIN_FMT, _DNS1123_SUBDOMAIN_MSG, "example.com")
 
 
 def is_dns1035_label(value: str) -> list[str]:
-    errs = [_max_len(63)] if len(value) > 63 else []
-    if not re.fullmatch(_DNS1035_LABEL_FMT, value):
-        errs.append(regex_error(_DNS1035_LABEL_MSG, _DNS1035_LABEL_FMT, "my-name", "abc-123"))
-    return errs
+    return _dns_name(value, 63, _DNS1035_LABEL_FMT, _DNS1035_LABEL_MSG, "my-name", "abc-123")
 
 
 def is_qualified_name(value: str) -> list[str]:
