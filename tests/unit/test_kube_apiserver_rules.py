@@ -635,6 +635,18 @@ def test_an_update_is_checked_as_the_store_and_the_patch_handler_check_it(kube: 
         'triggers.cloudtriggers.io "web" is invalid: metadata.resourceVersion: Invalid value: 0: '
         "must be specified for an update"
     )
+    assert rsp.json()["details"] == {
+        "name": "web",
+        "group": GROUP,
+        "kind": PLURAL,
+        "causes": [
+            {
+                "reason": "FieldValueInvalid",
+                "message": "Invalid value: 0: must be specified for an update",
+                "field": "metadata.resourceVersion",
+            }
+        ],
+    }
     assert requests.put(url, json=obj, timeout=5).status_code == 200  # with it: fine
     # A Secret's strategy allows an unconditional replace.
     CoreV1Api(api).create_namespaced_secret("default", {"metadata": {"name": "s"}})

@@ -41,7 +41,7 @@ from kmock._internal import parsing
 from kmock._internal.filtering import K8sCriteria
 
 from ..apiserver import admission, objectmeta
-from ..apiserver.crd_validation import invalid
+from ..apiserver.crd_validation import FieldError, invalid
 from ..crd import build_crd
 from . import collector, crds, namespaces, openapi
 from .collector import Body, GarbageCollector, ObjKey, _meta
@@ -726,14 +726,10 @@ class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
         wanted = (data.get("metadata") or {}).get("resourceVersion")
         if replace and not wanted and (resource in self._crds or resource in (CRDS, LEASES)):
             # NewInvalid with the resource as the kind (store.go's TODO says why).
-            what = group_resource(resource)
-            raise _error(
-                422,
-                "Invalid",
-                f'{what} "{name}" is invalid: metadata.resourceVersion: Invalid value: 0: '
-                "must be specified for an update",
-                name=name,
+            error = FieldError(
+                "Invalid value", "metadata.resourceVersion", "must be specified for an update", 0
             )
+            raise ApiError(invalid(resource.group or "", str(resource.plural), name, [error]))
         if wanted and wanted != _meta(old).get("resourceVersion"):
             raise _error(
                 409,
