@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kmock
 from kubernetes import client as k8s
@@ -39,6 +39,8 @@ from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
 from cloudtriggers.sandbox.kube import KubeServer, kube_client
 from cloudtriggers.sandbox.swr import SwrSandbox
 from cloudtriggers.settings import Settings
+
+from . import targets
 
 NS = "bench"
 BENCH_UA = "cloudtriggers-bench"
@@ -121,11 +123,13 @@ def apply_crd(api: k8s.ApiClient) -> None:
             raise
         ext.create_custom_resource_definition(crd)  # type: ignore[arg-type]
     else:
+        assert current.metadata is not None
         crd["metadata"]["resourceVersion"] = current.metadata.resource_version
         ext.replace_custom_resource_definition(name, crd)  # type: ignore[arg-type]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        conditions = ext.read_custom_resource_definition(name).status.conditions or []
+        status = ext.read_custom_resource_definition(name).status
+        conditions = (status.conditions if status else None) or []
         if any(c.type == "Established" and c.status == "True" for c in conditions):
             return
         time.sleep(0.2)
@@ -161,11 +165,14 @@ class ReadyWatch:
         custom = k8s.CustomObjectsApi(self.api)
         while not self._stop.is_set():
             try:
-                listed = custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+                listed = cast(
+                    dict[str, Any],
+                    custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL),
+                )
                 for obj in listed["items"]:
                     self._see(obj)
                 version = listed["metadata"]["resourceVersion"]
-                stream = k8s_watch.Watch().stream(
+                stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
                     custom.list_namespaced_custom_object,
                     GROUP,
                     VERSION,
@@ -209,7 +216,7 @@ class World:
             self.kube.write_kubeconfig(self.kubeconfig)
             k8s.ApiextensionsV1Api(self.api).create_custom_resource_definition(build_crd())  # type: ignore[arg-type]
         else:
-            self.api = k8s_config.new_client_from_config(config_file=kubeconfig)
+            self.api = k8s_config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
             self.kubeconfig = Path(kubeconfig)
             self.ns = f"ct-bench-{secrets.token_hex(4)}"  # a namespace of its own per run
             apply_crd(self.api)
@@ -309,12 +316,13 @@ class World:
         # So do the credentials Secrets the operator held for them.
         custom, core = k8s.CustomObjectsApi(self.api), k8s.CoreV1Api(self.api)
         unheld = {"metadata": {"finalizers": None}}
-        for item in custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL)["items"]:
+        listed = cast(dict[str, Any], custom.list_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL))
+        for item in listed["items"]:
             if item["metadata"].get("finalizers"):
                 name = item["metadata"]["name"]
                 custom.patch_namespaced_custom_object(GROUP, VERSION, self.ns, PLURAL, name, unheld)
         for secret in core.list_namespaced_secret(self.ns).items:
-            if secret.metadata.finalizers:
+            if secret.metadata and secret.metadata.finalizers and secret.metadata.name:
                 core.patch_namespaced_secret(secret.metadata.name, self.ns, unheld)
         with contextlib.suppress(k8s.ApiException):
             core.delete_namespace(self.ns)
@@ -328,9 +336,10 @@ class World:
             sandbox.clear_requests()
 
     def _operator_total(self) -> int:
-        if self.kube is None:
+        kube = self.kube
+        if kube is None:
             return 0
-        counts = self.kube.call(lambda: _async(dict(self.kube.emulator.requests_by_agent)))
+        counts = kube.call(lambda: _async(dict(kube.emulator.requests_by_agent)))
         return sum(n for agent, n in counts.items() if agent != BENCH_UA)
 
     def operator_requests(self, since: int = 0) -> int:
@@ -773,9 +782,10 @@ def run(cfg: Config) -> dict[str, Any]:
         result["ratio_to_floor"] = (
             round(phases["create"].seconds / floor.seconds, 2) if floor.seconds else None
         )
-        if len(rounds) > 1 and None not in rounds:
-            result["ratio_by_round"] = rounds
-            result["ratio_median_of_rounds"] = statistics.median(rounds)
+        measured = [r for r in rounds if r is not None]
+        if len(rounds) > 1 and len(measured) == len(rounds):
+            result["ratio_by_round"] = measured
+            result["ratio_median_of_rounds"] = statistics.median(measured)
         if cfg.shape:
             shape = _median(shapes)
             result["shape"] = asdict(shape)
@@ -785,6 +795,7 @@ def run(cfg: Config) -> dict[str, Any]:
         if cfg.latency:
             bound = 1.2 * (cfg.n * cfg.latency / cfg.concurrency) + floor.seconds
             result["latency_target_seconds"] = round(bound, 2)
+    result["verdicts"] = [asdict(v) for v in targets.verdicts(result)]
     return result
 
 
@@ -895,7 +906,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{ns['provider_triggers_left']} of {ns['provider_triggers_before']}",
             ns_seconds,
         )
-    return "\n".join(rows) + "\n"
+    found = [targets.Verdict(**v) for v in result.get("verdicts", [])]
+    return "\n".join(rows) + "\n" + ("\n" + targets.markdown(found) if found else "")
 
 
 def save(result: dict[str, Any], out: Path) -> None:

@@ -65,7 +65,7 @@ def _create_pass(obj: dict[str, Any]) -> None:
     kube.emit_event(obj, "Normal", "Created", "created trigger 1")
 
 
-@kopf.on.event(GROUP, VERSION, PLURAL)  # type: ignore[arg-type]
+@kopf.on.event(GROUP, VERSION, PLURAL)
 async def watch(event: Any, body: Any, uid: str, **_: Any) -> None:
     # As cloudtriggers' event handler feeding its scheduler: a new Trigger's first pass, in a worker;
     # a deleted one loses the finalizer (the finalizer path, without its provider call).
