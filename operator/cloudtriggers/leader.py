@@ -16,10 +16,11 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
+import urllib3
 
+from .kube import KubeApiError, KubeClient
 from .metrics import LEADER
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,17 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _micro(t: datetime) -> str:
+    """A MicroTime as the API server decodes it (RFC3339Micro: exactly six digits of fraction)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
 class LeaseElector:
+    """The Lease is read and written as plain JSON (kube.KubeClient), not through the client's typed
+    models: those parse its MicroTimes into datetimes and send them back as `isoformat()`, which has
+    no fraction at a whole second, and a real API server refuses that (`cannot parse "+00:00" as
+    ".000000"`)."""
+
     def __init__(
         self,
         api_client: Any,
@@ -39,7 +50,7 @@ class LeaseElector:
         duration: float = 15.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.api = k8s.CoordinationV1Api(api_client)
+        self.kube = KubeClient(api_client, pool=1)
         self.name = name
         self.namespace = namespace
         self.identity = identity or socket.gethostname()
@@ -58,74 +69,91 @@ class LeaseElector:
         """How often a candidate looks: often, so that it notices a dead holder soon after expiry."""
         return max(self.duration / 10, 0.1)
 
+    def _path(self, name: str = "") -> str:
+        path = f"/apis/coordination.k8s.io/v1/namespaces/{quote(self.namespace)}/leases"
+        return f"{path}/{quote(name)}" if name else path
+
     def try_acquire_or_renew(self) -> bool:
-        """One attempt. True when this replica holds the Lease afterwards."""
-        now = _now()
+        """One attempt. True when this replica holds the Lease afterwards; False on any failure, the
+        API server unreachable included (the renewal loop then counts the time without a renewal)."""
         try:
-            # Typed as Any: the client's models make every field Optional, and the fields are checked here.
-            lease: Any = self.api.read_namespaced_lease(self.name, self.namespace)
-        except ApiException as e:
-            if e.status != 404:
-                log.warning(
-                    "leader election: cannot read lease %s/%s: %s", self.namespace, self.name, e.status
-                )
-                return False
+            return self._attempt(_now())
+        except KubeApiError as e:
+            log.warning("leader election: lease %s/%s: %s", self.namespace, self.name, e.status)
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            log.warning("leader election: lease %s/%s: %s", self.namespace, self.name, type(e).__name__)
+        return False
+
+    def _attempt(self, now: datetime) -> bool:
+        lease = self.kube.request_json("GET", self._path(self.name))
+        if lease is None:
             body = {
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
                 "metadata": {"name": self.name, "namespace": self.namespace},
                 "spec": self._spec(now, acquire=True, transitions=0),
             }
             try:
-                self.api.create_namespaced_lease(self.namespace, body)  # type: ignore[arg-type]
-            except ApiException:
+                self.kube.request_json("POST", self._path(), body)
+            except KubeApiError as e:
+                if e.status != 409:
+                    raise
                 return False  # someone else created it first
             log.info("leader election: acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
             return True
 
-        spec = lease.spec
-        record = (spec.holder_identity, spec.renew_time, spec.lease_transitions)
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity")
+        transitions = int(spec.get("leaseTransitions") or 0)
+        record = (holder, spec.get("renewTime"), transitions)
         if record != self._observed:
             self._observed, self._observed_at = record, self.clock()
-        holder = spec.holder_identity
-        transitions = spec.lease_transitions or 0
         if holder and holder != self.identity:
-            duration = spec.lease_duration_seconds or self.duration
+            duration = spec.get("leaseDurationSeconds") or self.duration
             if self.clock() - self._observed_at < duration:
                 return False  # held, and renewed within its duration as far as we have seen
             acquire, transitions = True, transitions + 1
         else:
             acquire = not holder
-        lease.spec = self._spec(now, acquire=acquire, transitions=transitions, keep=None if acquire else spec)
+        lease["spec"] = self._spec(
+            now, acquire=acquire, transitions=transitions, keep=None if acquire else spec
+        )
         try:
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)  # guarded by resourceVersion
-        except ApiException as e:
+            # A replace carries the resourceVersion read: a write in between makes it a 409.
+            if self.kube.request_json("PUT", self._path(self.name), lease) is None:
+                return False  # deleted in between
+        except KubeApiError as e:
             if e.status != 409:
-                log.warning("leader election: cannot update lease: %s", e.status)
+                raise
             return False
         if acquire:
             log.info("leader election: acquired lease %s/%s as %s", self.namespace, self.name, self.identity)
         return True
 
-    def _spec(self, now: datetime, *, acquire: bool, transitions: int, keep: Any = None) -> dict[str, Any]:
-        acquired = now if acquire or keep is None else keep.acquire_time
+    def _spec(
+        self, now: datetime, *, acquire: bool, transitions: int, keep: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        # Kept as the server wrote it: a MicroTime it marshalled itself.
+        acquired = _micro(now) if acquire or keep is None else keep.get("acquireTime")
         return {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": max(1, round(self.duration)),
-            "acquireTime": acquired.strftime("%Y-%m-%dT%H:%M:%S.%fZ") if acquired else None,
-            "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "acquireTime": acquired,
+            "renewTime": _micro(now),
             "leaseTransitions": transitions,
         }
 
     def release(self) -> None:
         """Give the Lease up on a clean shutdown so the standby need not wait for it to expire."""
         try:
-            lease: Any = self.api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec.holder_identity != self.identity:
+            lease = self.kube.request_json("GET", self._path(self.name))
+            spec = (lease or {}).get("spec") or {}
+            if lease is None or spec.get("holderIdentity") != self.identity:
                 return
-            lease.spec.holder_identity = None
-            lease.spec.renew_time = _now()
-            self.api.replace_namespaced_lease(self.name, self.namespace, lease)
-        except ApiException:
-            pass
+            lease["spec"] = {**spec, "holderIdentity": None, "renewTime": _micro(_now())}
+            self.kube.request_json("PUT", self._path(self.name), lease)
+        except (KubeApiError, urllib3.exceptions.HTTPError, OSError) as e:
+            log.warning("leader election: could not release lease %s/%s: %s", self.namespace, self.name, e)
 
 
 def lead(

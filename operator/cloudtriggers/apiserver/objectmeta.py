@@ -7,7 +7,8 @@ an update adds ValidateObjectMetaAccessorUpdate (no new finalizer while deleting
 A core kind's strategy runs pkg/apis/core/validation ValidateObjectMeta first, with the kind's
 name rule (a DNS subdomain for most) and validateKubeFinalizerName. The Secret strategy adds
 ValidateSecret / ValidateSecretUpdate (data keys, 1 MiB, type and `immutable`), the Event strategy
-legacyValidateEvent (namespaces; an eventTime Event's reporting fields).
+legacyValidateEvent (namespaces; an eventTime Event's reporting fields), the Lease strategy
+coordination's ValidateLeaseSpec.
 
 The messages are apimachinery/pkg/util/validation's; a refusal is NewInvalid's 422 Status
 (crd_validation.invalid, as every emulated check answers).
@@ -20,7 +21,16 @@ import binascii
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from .crd_validation import OMIT, FieldError, GoRepr, _forbidden, _go_quote, _invalid, _required
+from .crd_validation import (
+    OMIT,
+    FieldError,
+    GoRepr,
+    _forbidden,
+    _go_quote,
+    _invalid,
+    _not_supported,
+    _required,
+)
 from .names import (
     is_config_map_key,
     is_dns1035_label,
@@ -253,4 +263,33 @@ def validate_event(body: Mapping[str, Any]) -> list[FieldError]:
             if len(text.encode()) > limit:
                 errs.append(_invalid(field, "", f"can have at most {limit} characters"))
     errs += [_invalid("namespace", namespace, m) for m in is_dns1123_subdomain(namespace)]
+    return errs
+
+
+# -- Lease ----------------------------------------------------------------------------------------
+
+_LEASE_STRATEGIES: Final = ["OldestEmulationVersion"]  # coordination validLeaseStrategies
+
+
+def validate_lease(body: Mapping[str, Any]) -> list[FieldError]:
+    """pkg/apis/coordination/validation ValidateLeaseSpec (a create's and an update's alike). Its
+    times were checked by the decode (typed.py): "a MicroTime and doesn't need further validation"."""
+    spec = body.get("spec") or {}
+    errs: list[FieldError] = []
+    duration, transitions = spec.get("leaseDurationSeconds"), spec.get("leaseTransitions")
+    if duration is not None and duration <= 0:
+        errs.append(_invalid("spec.leaseDurationSeconds", duration, "must be greater than 0"))
+    if transitions is not None and transitions < 0:
+        errs.append(_invalid("spec.leaseTransitions", transitions, "must be greater than or equal to 0"))
+    strategy = spec.get("strategy")
+    if strategy is not None:
+        # ValidateCoordinatedLeaseStrategy is given spec.strategy and names its child strategy again.
+        path = "spec.strategy.strategy"
+        if "/" not in strategy:
+            if strategy not in _LEASE_STRATEGIES:
+                errs.append(_not_supported(path, strategy, _LEASE_STRATEGIES))
+        else:
+            errs += [_invalid(path, strategy, m) for m in is_qualified_name(strategy)]
+    if spec.get("preferredHolder") and not strategy:
+        errs.append(_forbidden("spec.preferredHolder", "may only be specified if `strategy` is defined"))
     return errs

@@ -40,7 +40,7 @@ import kubernetes.client
 from kmock._internal import parsing
 from kmock._internal.filtering import K8sCriteria
 
-from ..apiserver import admission, objectmeta
+from ..apiserver import admission, objectmeta, typed
 from ..apiserver.crd_validation import FieldError, invalid
 from ..crd import build_crd
 from . import collector, crds, namespaces, openapi
@@ -575,6 +575,8 @@ class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
             raise _error(404, "NotFound", f"the server could not find {request.url.path}")
         # PatchResource checks the Content-Type first, before it looks the object up (patch.go).
         patch_type = self._patch_type(request) if request.method == kmock.method.PATCH else None
+        if request.method == kmock.method.PUT and isinstance(request.data, dict):
+            self._decode(resource, request.data)  # UpdateResource decodes before it looks the object up
         try:
             if request.action == kmock.action.CREATE:
                 return await self._create(request)
@@ -747,6 +749,7 @@ class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
         info = self._info(resource)
         if not isinstance(request.data, dict):
             raise _error(400, "BadRequest", "the body of a create must be a JSON object")
+        self._decode(resource, request.data)
         body: Body = copy.deepcopy(request.data)
         meta: Body = body.setdefault("metadata", {})
         if request.namespace is not None and meta.get("namespace", request.namespace) != request.namespace:
@@ -980,6 +983,15 @@ class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
             self._validating_policies(resource, body, old)
         return body
 
+    def _decode(self, resource: kmock.resource, body: Body) -> None:
+        """A built-in kind's body decoded into its Go type: a time that does not parse is a 400
+        (apiserver/typed.py); a custom resource is decoded as unstructured."""
+        if resource in self._crds:
+            return
+        group, plural = str(resource.group or ""), str(resource.plural)
+        if (message := typed.decode_error(group, plural, str(resource.version), body)) is not None:
+            raise _error(400, "BadRequest", message)
+
     def _validate_meta(self, resource: kmock.resource, body: Body, old: Body | None) -> None:
         """The metadata rules of every write, and a Secret's own (apiserver/objectmeta.py). A custom
         resource's name rule is resources.admit's, a namespace's namespaces.prepare_create's; a CRD's
@@ -998,6 +1010,8 @@ class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
             errors += objectmeta.validate_secret(body, old)
         elif not group and plural == "events":
             errors += objectmeta.validate_event(body)
+        elif group == "coordination.k8s.io" and plural == "leases":
+            errors += objectmeta.validate_lease(body)
         if errors:
             kind = self._info(resource).kind or plural
             raise ApiError(invalid(group, kind, str(_meta(body).get("name") or ""), errors))
