@@ -1,10 +1,12 @@
-"""Times as a real API server decodes them, and the Lease and Event writes that depend on it.
+"""Times and bytes as a real API server decodes them, and the writes that depend on it.
 
 apiserver/gotime.py follows Go's time.Parse (src/time/format.go) for the two layouts of metav1.Time
-(RFC3339) and metav1.MicroTime (RFC3339Micro); the error cases below are Go's own
-(src/time/format_test.go parseErrorTests and TestQuote). A built-in object whose time does not
-decode is a 400 (apiserver endpoints/handlers/rest.go transformDecodeError); a Lease's spec is
-checked as pkg/apis/coordination/validation ValidateLeaseSpec does.
+(RFC3339) and metav1.MicroTime (RFC3339Micro); apiserver/typed.py's base64_error follows
+encoding/base64's StdEncoding.Decode, which encoding/json runs on a []byte such as a Secret's data.
+The error cases below are Go's own (src/time/format_test.go parseErrorTests and TestQuote,
+src/encoding/base64/base64_test.go TestDecodeCorrupt). A built-in object that does not decode is a
+400 (apiserver endpoints/handlers/rest.go transformDecodeError); a Lease's spec is checked as
+pkg/apis/coordination/validation ValidateLeaseSpec does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 import requests
 
 from cloudtriggers.apiserver.gotime import RFC3339, RFC3339_MICRO, parse, quote
+from cloudtriggers.apiserver.typed import base64_error
 from cloudtriggers.sandbox.kube import KubeServer
 
 LAYOUT = '"2006-01-02T15:04:05Z07:00"'  # as Go quotes RFC3339 in an error
@@ -100,6 +103,40 @@ def test_quote_is_gos() -> None:
     assert quote("\x04") == '"\\x04"'
 
 
+@pytest.mark.parametrize(
+    ("text", "offset"),
+    [
+        # base64_test.go TestDecodeCorrupt, every row (None: no corruption).
+        ("", None),
+        ("\n", None),
+        ("AAA=\n", None),
+        ("AAAA\n", None),
+        ("!!!!", 0),
+        ("====", 0),
+        ("x===", 1),
+        ("=AAA", 0),
+        ("A=AA", 1),
+        ("AA=A", 2),
+        ("AA==A", 4),
+        ("AAA=AAAA", 4),
+        ("AAAAA", 4),
+        ("AAAAAA", 4),
+        ("A=", 1),
+        ("A==", 1),
+        ("AA=", 3),
+        ("AA==", None),
+        ("AAA=", None),
+        ("AAAA", None),
+        ("AAAAAA=", 7),
+        ("YWJjZA=====", 8),
+        ("A!\n", 1),
+        ("A=\n", 1),
+    ],
+)
+def test_base64_corruption_is_found_where_go_finds_it(text: str, offset: int | None) -> None:
+    assert base64_error(text.encode()) == offset
+
+
 # -- the emulated API ---------------------------------------------------------------------------------
 
 
@@ -176,3 +213,25 @@ def test_an_event_whose_timestamp_does_not_decode_is_a_400(kube: KubeServer) -> 
     )
     micro = {**event, "eventTime": "2026-12-06T23:10:00Z", "reportingComponent": "c", "action": "A"}
     assert 'cannot parse "Z" as ".000000"' in requests.post(url, json=micro, timeout=5).json()["message"]
+
+
+def test_a_secret_whose_data_is_not_base64_is_a_400(kube: KubeServer) -> None:
+    url = f"{kube.url}/api/v1/namespaces/default/secrets"
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}}
+    rsp = requests.post(
+        url, json={**secret, "data": {"ok": "dG9rZW4=", "token": "plain-token"}}, timeout=5
+    )  # "-" at 5
+    assert rsp.status_code == 400
+    assert rsp.json()["message"] == (
+        'Secret in version "v1" cannot be handled as a Secret: illegal base64 data at input byte 5'
+    )
+    # A time that fails ends the decode and wins over a saved base64 error, wherever it stands.
+    timed = {**secret, "data": {"token": "!"}, "metadata": {"name": "s", "creationTimestamp": "now"}}
+    message = requests.post(url, json=timed, timeout=5).json()["message"]
+    assert 'parsing time "now"' in message and "base64" not in message
+    rsp = requests.post(url, json={**secret, "data": {"n": 5}}, timeout=5)
+    assert rsp.json()["message"].endswith(
+        "json: cannot unmarshal number into Go struct field Secret.data of type []uint8"
+    )
+    # stringData is text: anything goes, and it is folded into data.
+    assert requests.post(url, json={**secret, "stringData": {"token": "plain"}}, timeout=5).status_code == 201
