@@ -7,7 +7,7 @@ orphaned, and the namespace must go.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -57,7 +57,7 @@ def namespace_exists(w: LocalWorld, namespace: str) -> bool:
 
 def populate(
     w: LocalWorld,
-    kits: list[ProviderKit],
+    kits: Sequence[ProviderKit],
     creds: dict[str, dict[str, str]],
     namespace: str,
     per_provider: int,
@@ -92,7 +92,7 @@ def populate(
     return names
 
 
-def delete_namespace(w: LocalWorld, kits: list[ProviderKit], namespace: str, timeout: float) -> Outcome:
+def delete_namespace(w: LocalWorld, kits: Sequence[ProviderKit], namespace: str, timeout: float) -> Outcome:
     """Delete the namespace and wait for it to go; what is left at the providers."""
     before = {kit.name: {i for i, _ in kit.objects(w)} for kit in kits}
     orphans = orphan_count()
@@ -100,8 +100,10 @@ def delete_namespace(w: LocalWorld, kits: list[ProviderKit], namespace: str, tim
 
     def gone() -> bool:
         for s in w.core.list_namespaced_secret(namespace).items:
-            if "cloudtriggers.io/credentials-in-use" in (s.metadata.finalizers or []):
-                held.add(s.metadata.name)
+            meta = s.metadata
+            assert meta is not None and meta.name is not None  # as every object the API server lists
+            if "cloudtriggers.io/credentials-in-use" in (meta.finalizers or []):
+                held.add(meta.name)
         return not namespace_exists(w, namespace)
 
     start = time.monotonic()

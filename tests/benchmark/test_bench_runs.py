@@ -10,10 +10,20 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 from bench.run import Config, Phase, markdown, parse_mix, run, save
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, V1ObjectMeta
+
+
+def _name(meta: V1ObjectMeta | None) -> str:
+    assert meta is not None and meta.name is not None  # as every object the API server lists
+    return meta.name
 
 
 def test_parse_mix() -> None:
@@ -146,7 +156,7 @@ def test_the_bench_runs_on_any_api_server_from_a_kubeconfig(tmp_path: Path) -> N
         kubeconfig = tmp_path / "kubeconfig"
         server.write_kubeconfig(kubeconfig)
         api = kube_client(server.url)
-        k8s.CoreV1Api(api).create_namespace({"metadata": {"name": "users"}})  # type: ignore[arg-type]
+        k8s.CoreV1Api(api).create_namespace(k8s.V1Namespace.model_validate({"metadata": {"name": "users"}}))
         theirs = {
             "apiVersion": "cloudtriggers.io/v1alpha1",
             "kind": "Trigger",
@@ -177,13 +187,14 @@ def test_the_bench_runs_on_any_api_server_from_a_kubeconfig(tmp_path: Path) -> N
         assert not re.search(r"\d until all Ready\)", table)  # nor counted until all Ready
         assert result["floor"]["seconds"] > 0
 
-        after = custom.get_namespaced_custom_object(
-            "cloudtriggers.io", "v1alpha1", "users", "triggers", "prod"
+        after = cast(
+            dict[str, Any],
+            custom.get_namespaced_custom_object("cloudtriggers.io", "v1alpha1", "users", "triggers", "prod"),
         )
         assert "status" not in after and not after["metadata"].get("finalizers")
 
         def ours() -> list[str]:
-            names = [ns.metadata.name for ns in k8s.CoreV1Api(api).list_namespace().items]
+            names = [_name(ns.metadata) for ns in k8s.CoreV1Api(api).list_namespace().items]
             return [n for n in names if n.startswith("ct-bench-")]
 
         # Each world's namespace goes with it, though the operator held its Triggers and the
@@ -212,12 +223,14 @@ def test_bench_apiserver_serves_the_emulated_api_alone_through_a_kubeconfig(tmp_
     try:
         assert proc.stdout is not None
         assert "serving http://127.0.0.1:" in proc.stdout.readline()  # after the kubeconfig is written
-        api = k8s_config.new_client_from_config(config_file=str(kubeconfig))
-        names = [ns.metadata.name for ns in k8s.CoreV1Api(api).list_namespace().items]
+        # kubernetes.config is not annotated: the client it builds, typed.
+        new_client = cast(Callable[..., "ApiClient"], k8s_config.new_client_from_config)
+        api = new_client(config_file=str(kubeconfig))
+        names = [_name(ns.metadata) for ns in k8s.CoreV1Api(api).list_namespace().items]
         assert "default" in names
         # No CRD of ours: the bench applies it, as on a cluster.
         crds = k8s.ApiextensionsV1Api(api).list_custom_resource_definition().items
-        assert "triggers.cloudtriggers.io" not in [c.metadata.name for c in crds]
+        assert "triggers.cloudtriggers.io" not in [_name(c.metadata) for c in crds]
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=15) == 0

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from deploykit import helm_template, one, schema_errors
 
 from cloudtriggers.apiserver.admission import applies, compile_errors, denials
+from deploy.deploykit import helm_template, one, schema_errors
 
 CLASSES = {
     "default": ["https://gitlab.com"],
@@ -108,7 +108,7 @@ def test_an_unknown_class_is_refused_by_name(rendered: Any) -> None:
 
 
 def test_the_schema_refuses_patterns_the_policy_cannot_express() -> None:
-    from deploykit import helm_fails
+    from deploy.deploykit import helm_fails
 
     for bad in ("https://10.0.0.0/8", "gitlab.com", "https://a.*.example", "https://x/path"):
         assert "/admissionPolicy/classes/default/0" in helm_fails(

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from deploykit import CHART, ROOT, helm_template, one, run, tool
 from prometheus_client.parser import text_string_to_metric_families
+
+from deploy.deploykit import CHART, ROOT, helm_template, one, run, tool
 
 RULES = CHART / "files" / "prometheus-rules.yaml"
 PLAIN_RULES = ROOT / "deploy" / "prometheus" / "cloudtriggers.rules.yaml"

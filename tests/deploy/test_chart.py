@@ -9,7 +9,10 @@ from typing import Any
 
 import pytest
 import yaml
-from deploykit import (
+
+from cloudtriggers import __version__
+from cloudtriggers.settings import Settings
+from deploy.deploykit import (
     CHART,
     CRD,
     NAMESPACE,
@@ -23,9 +26,6 @@ from deploykit import (
     schema_errors,
     tool,
 )
-
-from cloudtriggers import __version__
-from cloudtriggers.settings import Settings
 
 NAMESPACED: dict[str, Any] = {
     "image": {"repository": "registry.example.com/ops/cloudtriggers", "digest": "sha256:" + "ab" * 32},

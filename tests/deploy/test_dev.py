@@ -20,11 +20,11 @@ from typing import Any
 
 import pytest
 import yaml
-from deploykit import CRD, DEV, ROOT, Obj, by_kind, kustomize, one, run, schema_errors, tool
 
 from cloudtriggers.apiserver.cel import violations
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.settings import Settings
+from deploy.deploykit import CRD, DEV, ROOT, Obj, by_kind, kustomize, one, run, schema_errors, tool
 
 E2E_SCRIPT = ROOT / "scripts" / "e2e-kind.sh"
 

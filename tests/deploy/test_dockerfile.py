@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 
 import pytest
 import yaml
-from deploykit import CHART, ROOT, run, tool
+
+from deploy.deploykit import CHART, ROOT, run, tool
 
 DOCKERFILE = ROOT / "Dockerfile"
 # What must never be in the final image: compilers and build tool chains.

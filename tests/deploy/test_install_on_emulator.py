@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 import yaml
-from deploykit import CHART, CRD, MANIFESTS, NAMESPACE, RELEASE, helm_template, tool
 
 from cloudtriggers.crd import build_crd
 from cloudtriggers.sandbox import local
 from cloudtriggers.sandbox.kube import KubeServer
+from deploy.deploykit import CHART, CRD, MANIFESTS, NAMESPACE, RELEASE, helm_template, tool
 
 CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
 CRD_NAME = "triggers.cloudtriggers.io"

@@ -6,7 +6,8 @@ import copy
 from typing import Any
 
 import pytest
-from deploykit import CRD, MANIFESTS, Obj, helm_template, key, kustomize, schema_errors
+
+from deploy.deploykit import CRD, MANIFESTS, Obj, helm_template, key, kustomize, schema_errors
 
 # Labels only Helm sets; kustomize users' tools set their own managed-by.
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")

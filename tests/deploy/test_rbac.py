@@ -11,14 +11,24 @@ rendered roles, in both modes: cluster-wide and watchNamespaces. kopf's own obse
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aiohttp.web
 import attrs
 import kmock
 import pytest
-from deploykit import (
+
+from cloudtriggers.credentials import release_all
+from cloudtriggers.kube import SECRET_FINALIZER, KubeClient
+from cloudtriggers.leader import LeaseElector
+from cloudtriggers.runner import OperatorParts, build_operator
+from cloudtriggers.sandbox.gitlab import MAINTAINER
+from cloudtriggers.sandbox.kopfthread import KopfThread, login_handler_for
+from cloudtriggers.sandbox.kube import ClusterEmulator, KubeServer, kube_client
+from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
+from cloudtriggers.settings import Settings
+from deploy.deploykit import (
     NAMESPACE,
     RELEASE,
     Access,
@@ -29,16 +39,6 @@ from deploykit import (
     is_discovery,
     one,
 )
-
-from cloudtriggers.credentials import release_all
-from cloudtriggers.kube import SECRET_FINALIZER, KubeClient
-from cloudtriggers.leader import LeaseElector
-from cloudtriggers.runner import build_operator
-from cloudtriggers.sandbox.gitlab import MAINTAINER
-from cloudtriggers.sandbox.kopfthread import KopfThread, login_handler_for
-from cloudtriggers.sandbox.kube import ClusterEmulator, KubeServer, kube_client
-from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
-from cloudtriggers.settings import Settings
 
 SCENARIO_AGENT = "cloudtriggers-rbac-scenario"  # the test's own requests, left out of the recording
 HOOK_AGENT = "cloudtriggers-release-credentials-hook"
@@ -83,18 +83,20 @@ class RecordingWorld(LocalWorld):
         self.first_request = len(self.emulator.log)
         return self
 
-    def start_operator(self) -> Any:
-        self.parts = build_operator(
+    def start_operator(self, prepare: Callable[[OperatorParts], None] | None = None) -> OperatorParts:
+        self.parts = parts = build_operator(
             self.settings, kube_client(self.kube.url), login=login_handler_for(self.kube.url)
         )
-        kopf_settings = self.parts.settings
+        if prepare is not None:
+            prepare(parts)
+        kopf_settings = parts.settings
         kopf_settings.scanning.disabled = False  # kopf's real observers: CRDs and (namespaced) namespaces
         kopf_settings.watching.server_timeout = 30
         kopf_settings.networking.request_timeout = 10
         kopf_settings.networking.error_backoffs = [0.1, 0.2, 0.5, 1]
         self.operator = KopfThread(self.parts.registry, kopf_settings, namespaces=self.namespaces or None)
         self.operator.start()
-        return self.parts
+        return parts
 
     def accesses(self, agent: str | None = None) -> set[Access]:
         """The operator's accesses, or (agent) those of the requests sent with that User-Agent."""

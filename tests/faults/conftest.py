@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import faultkit
 import pytest
+
+from faults import faultkit
 
 
 @pytest.hookimpl(hookwrapper=True)

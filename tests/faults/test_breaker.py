@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from faultkit import KITS, NS, TALLY, ProviderKit, new_world, trigger_obj, wait_goal
 
 from cloudtriggers.metrics import render
 from cloudtriggers.providers.base import AccountLimiter, CredentialsBreaker
@@ -28,6 +27,7 @@ from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.settings import Settings
 from fakekube import FakeKube
+from faults.faultkit import KITS, NS, TALLY, ProviderKit, new_world, trigger_obj, wait_goal
 
 
 class Clock:
@@ -98,7 +98,13 @@ def test_the_triggers_told_to_wait_are_woken_when_a_first_call_ends() -> None:
     woken: list[set[str]] = []
     b = CredentialsBreaker(threshold=2, cooldown=60)
     # Called outside the breaker's lock: a wake that asks the breaker again must not deadlock.
-    b.wake = lambda uids: woken.append(set(uids)) or [b.admit("k", u) for u in sorted(uids)]
+
+    def wake(uids: set[str]) -> None:
+        woken.append(set(uids))
+        for u in sorted(uids):
+            b.admit("k", u)
+
+    b.wake = wake
     assert b.admit("k", "a") is None and b.admit("k", "b") is None
     assert b.admit("k", "c") is not None and b.admit("k", "d") is not None  # wait for a and b
     b.success("k", "a")  # proven: whoever waited may go now, and is told so at once

@@ -13,7 +13,10 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from faultkit import (
+
+from cloudtriggers.sandbox.kube import reject_write
+from cloudtriggers.sandbox.local import LocalWorld, wait_for
+from faults.faultkit import (
     KITS,
     NS,
     TALLY,
@@ -31,9 +34,6 @@ from faultkit import (
     wait_goal,
     wait_invariant,
 )
-
-from cloudtriggers.sandbox.kube import reject_write
-from cloudtriggers.sandbox.local import LocalWorld, wait_for
 
 
 class Harness:

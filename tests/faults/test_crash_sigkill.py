@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faultkit import (
+
+from cloudtriggers.sandbox.local import LocalWorld, wait_for
+from faults.faultkit import (
     KITS,
     NS,
     TALLY,
@@ -38,8 +40,6 @@ from faultkit import (
     wait_goal,
     wait_invariant,
 )
-
-from cloudtriggers.sandbox.local import LocalWorld, wait_for
 
 TEST_AGENT = "cloudtriggers-fault-test"
 

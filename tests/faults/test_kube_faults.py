@@ -16,7 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from faultkit import (
+
+from cloudtriggers.sandbox.kube import reject_write, throttle
+from cloudtriggers.sandbox.local import LocalWorld, wait_for
+from faults.faultkit import (
     KITS,
     NS,
     TALLY,
@@ -28,10 +31,7 @@ from faultkit import (
     trigger_obj,
     wait_goal,
 )
-from faultkit import violations as invariant_violations
-
-from cloudtriggers.sandbox.kube import reject_write, throttle
-from cloudtriggers.sandbox.local import LocalWorld, wait_for
+from faults.faultkit import violations as invariant_violations
 
 TEST_AGENT = "cloudtriggers-fault-test"
 N = 3

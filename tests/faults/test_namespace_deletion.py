@@ -19,11 +19,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from faultkit import KITS, ProviderKit, rounds, seed
 
 from cloudtriggers.sandbox.kube import ClusterEmulator, KubeServer
 from cloudtriggers.sandbox.local import LocalWorld, wait_for
 from cloudtriggers.settings import Settings
+from faults.faultkit import KITS, ProviderKit, rounds, seed
 from nsdeletion import Outcome, delete_namespace, namespace_exists, populate
 
 SECRETS, TRIGGERS = "v1/secrets", "cloudtriggers.io/v1alpha1/triggers"

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from faultkit import NS, TALLY
 
 from cloudtriggers.metrics import PERMA_DIFF_STOPS
-from cloudtriggers.providers.base import AccountLimiter
+from cloudtriggers.providers.base import AccountLimiter, Provider
 from cloudtriggers.providers.gitlab import GitLabProvider
 from cloudtriggers.providers.swr import SwrProvider
 from cloudtriggers.reconcile import Reconciler
@@ -28,6 +27,7 @@ from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
 from cloudtriggers.sandbox.swr import SwrSandbox
 from cloudtriggers.settings import Settings
 from fakekube import FakeKube
+from faults.faultkit import NS, TALLY
 
 
 @dataclass
@@ -51,7 +51,7 @@ def case(request: pytest.FixtureRequest) -> Iterator[Case]:
             user = gl.add_user("bot")
             pid = gl.add_project("group/web", {"bot": MAINTAINER})
             kube.put_secret(NS, "creds", {"token": user.token})
-            provider = GitLabProvider(policy=LOOPBACK, limiter=limiter, timeout=(2.0, 5.0))
+            provider: Provider = GitLabProvider(policy=LOOPBACK, limiter=limiter, timeout=(2.0, 5.0))
             yield Case(
                 "gitlab",
                 kube,

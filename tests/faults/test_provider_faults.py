@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from faultkit import (
+
+from cloudtriggers.providers.ack import AckProvider
+from cloudtriggers.providers.base import AccountLimiter, Provider
+from cloudtriggers.providers.gitlab import GitLabProvider
+from cloudtriggers.providers.swr import SwrProvider
+from cloudtriggers.sandbox import LOOPBACK
+from cloudtriggers.sandbox.gitlab import MAINTAINER
+from cloudtriggers.sandbox.local import LocalWorld, wait_for
+from cloudtriggers.settings import Settings
+from faults.faultkit import (
     NS,
     ROTATING,
     TALLY,
@@ -28,15 +37,6 @@ from faultkit import (
     wait_goal,
     wait_rotated,
 )
-
-from cloudtriggers.providers.ack import AckProvider
-from cloudtriggers.providers.base import AccountLimiter, Provider
-from cloudtriggers.providers.gitlab import GitLabProvider
-from cloudtriggers.providers.swr import SwrProvider
-from cloudtriggers.sandbox import LOOPBACK
-from cloudtriggers.sandbox.gitlab import MAINTAINER
-from cloudtriggers.sandbox.local import LocalWorld, wait_for
-from cloudtriggers.settings import Settings
 
 N = 5
 # How long one phase (creates, changes, rotations, deletes) may take. Throttles drawn at random (8 %)

@@ -45,7 +45,8 @@ def test_sandbox_walkthrough_reaches_ready_for_every_provider() -> None:
             names.append(doc["metadata"]["name"])
         assert len(names) == 3
         for name in names:
-            wait_for(
-                lambda name=name: condition(world.trigger("apps", name)).get("reason") == "Available",
-                timeout=15,
-            )
+
+            def available(name: str = name) -> bool:
+                return condition(world.trigger("apps", name)).get("reason") == "Available"
+
+            wait_for(available, timeout=15)

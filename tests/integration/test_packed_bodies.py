@@ -8,10 +8,10 @@ import json
 from typing import Any
 
 import pytest
-import test_ack_operator as ack
-import test_gitlab_operator as gitlab
-import test_swr_operator as swr
 
+import integration.test_ack_operator as ack
+import integration.test_gitlab_operator as gitlab
+import integration.test_swr_operator as swr
 from cloudtriggers.packed import kept, pack, unpack
 from cloudtriggers.settings import Settings
 

@@ -52,8 +52,12 @@ def world(request: pytest.FixtureRequest) -> Iterator[tuple[LocalWorld, Provider
 
 
 def _provider_writes(w: LocalWorld) -> int:
-    calls = [*w.gitlab.calls(), *w.ack.calls(), *w.swr.calls()]
-    return sum(1 for c in calls if c.method in WRITES or (c.method == "GET" and "Create" in c.path))
+    calls = [
+        *((c.method, c.path) for c in w.gitlab.calls()),
+        *((c.method, c.path) for c in w.ack.calls()),
+        *((c.method, c.path) for c in w.swr.calls()),
+    ]
+    return sum(1 for method, path in calls if method in WRITES or (method == "GET" and "Create" in path))
 
 
 def plan(w: LocalWorld, docs: list[dict[str, Any]], prune: bool = False) -> Plan:
@@ -172,7 +176,11 @@ def test_blockers_and_adoption_are_planned_as_they_turn_out() -> None:
         for doc in (twin, no_creds, invalid):
             w.create_trigger(copy.deepcopy(doc))
         for name, reason in (("twin", "Conflict"), ("nocreds", "CredentialsMissing"), ("bad", "InvalidSpec")):
-            wait_for(lambda name=name, reason=reason: condition(w.trigger(NS, name)).get("reason") == reason)
+
+            def blocked(name: str = name, reason: str = reason) -> bool:
+                return condition(w.trigger(NS, name)).get("reason") == reason
+
+            wait_for(blocked)
         # Adoption: the twin's conflict gone, it takes the trigger over.
         w.delete_trigger(NS, "twin")
         w.patch_trigger(NS, "web", {"spec": {"deletionPolicy": "Orphan"}})

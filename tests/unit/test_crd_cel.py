@@ -244,10 +244,12 @@ def test_a_rule_that_reads_a_few_fields_sees_only_them_and_gives_the_same_answer
     root_rule = str(
         CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"][0]["rule"]
     )
-    assert cel._compile(root_rule).paths == {("spec", "swr"), ("spec", "secretName"), ("metadata", "name")}
+    assert cel._compile(root_rule).paths == frozenset(
+        {("spec", "swr"), ("spec", "secretName"), ("metadata", "name")}
+    )
     assert cel._compile("self == oldSelf").paths is None  # self read whole: nothing projected
     assert cel._compile("size(self) > 0").paths is None
-    assert cel._compile("self.a[0].b == 1").paths == {("a",)}  # the chain stops at an index
+    assert cel._compile("self.a[0].b == 1").paths == frozenset({("a",)})  # the chain stops at an index
     assert cel._compile("self.foo__dash__bar == 1").paths is None  # escaped names: left whole
     assert cel.project({"a": {"b": 1, "c": 2}, "d": 3}, frozenset({("a", "b")})) == {"a": {"b": 1}}
     assert cel.project({"a": {"b": 1, "c": 2}}, frozenset({("a", "b"), ("a",)})) == {"a": {"b": 1, "c": 2}}

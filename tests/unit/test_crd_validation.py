@@ -776,7 +776,7 @@ def test_max_items_alone_is_not_enough_and_the_factor_is_printed_like_go(max_ite
 
 def test_cost_of_all_over_a_list_multiplies_by_its_size() -> None:
     """costComprehension: range size x (step + condition) for an all() macro."""
-    prop = {
+    prop: dict[str, Any] = {
         "type": "array",
         "items": {"type": "string"},
         "x-kubernetes-validations": [{"rule": "self.all(x, x.contains('a'))"}],

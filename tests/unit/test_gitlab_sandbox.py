@@ -402,9 +402,11 @@ def test_a_burst_of_new_connections_is_queued_not_dropped() -> None:
 
     server = SandboxServer(("127.0.0.1", 0), SandboxHandler, None)
     conns: list[socket.socket] = []
+    host, port = server.server_address[:2]
+    assert isinstance(host, str)  # an AF_INET server's address: (host, port)
     try:
         for _ in range(32):
-            conns.append(socket.create_connection(server.server_address[:2], timeout=0.5))
+            conns.append(socket.create_connection((host, port), timeout=0.5))
     finally:
         for conn in conns:
             conn.close()

@@ -82,7 +82,8 @@ def test_claims_of_one_object_keep_the_winner_rule_and_leave_nothing_behind() ->
     assert winner(old, index.others("gitlab|h|1|9", "u1")).uid == "u2"  # then the owner
     index.put("gitlab|h|1|10", new)  # u2 moves to another object
     assert index.others("gitlab|h|1|9", "u1") == [] and index.others("gitlab|h|1|10", "u1") == [new]
-    index.drop("u1"), index.drop("u2")
+    index.drop("u1")
+    index.drop("u2")
     assert index._by_key == {} and index._by_uid == {}
 
 
@@ -106,7 +107,8 @@ def test_a_trigger_lock_is_exclusive_and_lives_only_while_a_pass_wants_it() -> N
     r.forget("u1")  # the Trigger's DELETED event while its last pass runs
     second = threading.Thread(target=a_pass, args=(2,))
     second.start()
-    first.join(5), second.join(5)
+    first.join(5)
+    second.join(5)
     assert overlap == []  # forget() did not let a second pass in beside the first
     assert r._locks == {}
 

@@ -23,12 +23,21 @@ import copy
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
 import pytest
 import requests
-from kubernetes.client import ApiextensionsV1Api, CoreV1Api, CustomObjectsApi
+from kubernetes.client import (
+    ApiextensionsV1Api,
+    CoreV1Api,
+    CoreV1Event,
+    CustomObjectsApi,
+    V1CustomResourceDefinition,
+    V1Namespace,
+    V1ObjectMeta,
+    V1Secret,
+)
 from kubernetes.client.exceptions import ApiException
 
 from cloudtriggers.crd import build_crd
@@ -60,7 +69,20 @@ def api(kube: KubeServer) -> Iterator[kubernetes.client.ApiClient]:
 
 
 def status_of(e: ApiException) -> dict[str, Any]:
+    assert e.body is not None
     return dict(json.loads(e.body))
+
+
+def meta_of(obj: V1Namespace) -> V1ObjectMeta:
+    assert obj.metadata is not None
+    return obj.metadata
+
+
+def stored(kube: KubeServer, gvp: str, namespace: str, name: str) -> dict[str, Any]:
+    """The object the emulated API holds: the test fails where there is none."""
+    obj = kube.get(gvp, namespace, name)
+    assert obj is not None, f"{gvp} {namespace}/{name} does not exist"
+    return obj
 
 
 def trigger(name: str, **spec: Any) -> dict[str, Any]:
@@ -86,7 +108,9 @@ def test_a_crd_a_real_server_refuses_is_refused_with_its_message(bare: KubeServe
     root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     root["properties"]["metadata"] = {"type": "object", "description": "standard object metadata"}
     with kube_client(bare.url) as client, pytest.raises(ApiException) as refused:
-        ApiextensionsV1Api(client).create_custom_resource_definition(crd)
+        ApiextensionsV1Api(client).create_custom_resource_definition(
+            V1CustomResourceDefinition.model_validate(crd)
+        )
     assert refused.value.status == 422
     status = status_of(refused.value)
     assert status["reason"] == "Invalid" and status["details"]["kind"] == "CustomResourceDefinition"
@@ -111,7 +135,9 @@ def test_an_update_that_breaks_the_crd_is_refused_and_the_old_one_stays(kube: Ku
         broken["metadata"]["resourceVersion"] = current["metadata"]["resource_version"]
         broken["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].pop("type")
         with pytest.raises(ApiException) as refused:
-            ext.replace_custom_resource_definition(CRD_NAME, broken)
+            ext.replace_custom_resource_definition(
+                CRD_NAME, V1CustomResourceDefinition.model_validate(broken)
+            )
         assert refused.value.status == 422
         assert (
             "spec.validation.openAPIV3Schema.properties[spec].type: Required value"
@@ -125,7 +151,9 @@ def test_a_stored_crd_is_established_and_served(bare: KubeServer) -> None:
     # naming controller: acceptedNames + NamesAccepted; establishing controller: Established;
     # strategy PrepareForCreate: storedVersions = [the storage version].
     with kube_client(bare.url) as client:
-        ApiextensionsV1Api(client).create_custom_resource_definition(build_crd())
+        ApiextensionsV1Api(client).create_custom_resource_definition(
+            V1CustomResourceDefinition.model_validate(build_crd())
+        )
     crd = bare.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, CRD_NAME)
     assert crd is not None
     conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
@@ -270,19 +298,22 @@ def test_status_writes_are_validated_against_the_status_schema(kube: KubeServer,
 
 def test_every_cluster_has_its_namespaces_and_a_new_one_is_active(kube: KubeServer, api: Any) -> None:
     core = CoreV1Api(api)
-    names = {n.metadata.name for n in core.list_namespace().items}
+    names = {meta_of(n).name for n in core.list_namespace().items}
     assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
-    created = core.create_namespace(namespace("team-a"))
+    created = core.create_namespace(V1Namespace.model_validate(namespace("team-a")))
+    assert created.spec is not None and created.status is not None
     assert created.spec.finalizers == ["kubernetes"] and created.status.phase == "Active"
-    assert created.metadata.labels == {"kubernetes.io/metadata.name": "team-a"}
+    assert meta_of(created).labels == {"kubernetes.io/metadata.name": "team-a"}
     with pytest.raises(ApiException) as refused:
-        core.create_namespace(namespace("Team_A"))
+        core.create_namespace(V1Namespace.model_validate(namespace("Team_A")))
     assert refused.value.status == 422
 
 
 def test_nothing_is_created_in_a_namespace_that_does_not_exist(api: Any) -> None:
     with pytest.raises(ApiException) as refused:
-        CoreV1Api(api).create_namespaced_secret("nowhere", {"metadata": {"name": "s"}})
+        CoreV1Api(api).create_namespaced_secret(
+            "nowhere", V1Secret.model_validate({"metadata": {"name": "s"}})
+        )
     assert refused.value.status == 404
     assert status_of(refused.value)["message"] == 'namespaces "nowhere" not found'
 
@@ -300,17 +331,24 @@ def test_immortal_namespaces_cannot_be_deleted(api: Any) -> None:
 
 def test_a_terminating_namespace_refuses_new_content_events_included(kube: KubeServer, api: Any) -> None:
     core = CoreV1Api(api)
-    core.create_namespace(namespace("team-a"))
+    core.create_namespace(V1Namespace.model_validate(namespace("team-a")))
     held = {"metadata": {"name": "keep", "finalizers": ["example.com/hold"]}}
-    core.create_namespaced_secret("team-a", held)
+    core.create_namespaced_secret("team-a", V1Secret.model_validate(held))
     core.delete_namespace("team-a")
     ns = core.read_namespace("team-a")
-    assert ns.status.phase == "Terminating" and ns.metadata.deletion_timestamp
+    assert ns.status is not None
+    assert ns.status.phase == "Terminating" and meta_of(ns).deletion_timestamp
     for create, name in (
-        (lambda: core.create_namespaced_secret("team-a", {"metadata": {"name": "new"}}), "secrets"),
+        (
+            lambda: core.create_namespaced_secret(
+                "team-a", V1Secret.model_validate({"metadata": {"name": "new"}})
+            ),
+            "secrets",
+        ),
         (
             lambda: core.create_namespaced_event(
-                "team-a", {"metadata": {"generateName": "x."}, "involvedObject": {}}
+                "team-a",
+                CoreV1Event.model_validate({"metadata": {"generateName": "x."}, "involvedObject": {}}),
             ),
             "events",
         ),
@@ -346,10 +384,10 @@ def test_a_terminating_namespace_refuses_new_content_events_included(kube: KubeS
 def test_the_namespace_controller_deletes_the_content_then_the_namespace(kube: KubeServer, api: Any) -> None:
     core = CoreV1Api(api)
     custom = CustomObjectsApi(api)
-    core.create_namespace(namespace("team-a"))
-    core.create_namespaced_secret("team-a", {"metadata": {"name": "free"}})
+    core.create_namespace(V1Namespace.model_validate(namespace("team-a")))
+    core.create_namespaced_secret("team-a", V1Secret.model_validate({"metadata": {"name": "free"}}))
     core.create_namespaced_secret(
-        "team-a", {"metadata": {"name": "keep", "finalizers": ["example.com/hold"]}}
+        "team-a", V1Secret.model_validate({"metadata": {"name": "keep", "finalizers": ["example.com/hold"]}})
     )
     custom.create_namespaced_custom_object(GROUP, VERSION, "team-a", PLURAL, trigger("web"))
     core.delete_namespace("team-a")
@@ -374,7 +412,7 @@ def test_the_deletion_order_follows_the_seed() -> None:
     def order(seed: int) -> list[str]:
         with KubeServer(ClusterEmulator(namespace_seed=seed, namespace_requeue=0.05)) as server:
             with kube_client(server.url) as client:
-                CoreV1Api(client).create_namespace(namespace("x"))
+                CoreV1Api(client).create_namespace(V1Namespace.model_validate(namespace("x")))
                 CoreV1Api(client).delete_namespace("x")
             wait_for(lambda: server.get("v1/namespaces", None, "x") is None, what="x gone")
             return server.emulator.namespace_orders[0][2]
@@ -387,7 +425,7 @@ def test_a_dependent_of_an_absent_owner_is_collected(kube: KubeServer, api: Any)
     # garbagecollector.attemptToDeleteItem: all owners absent (by uid) -> the dependent is deleted.
     owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Trigger", "name": "gone", "uid": "0000-absent"}
     CoreV1Api(api).create_namespaced_secret(
-        "default", {"metadata": {"name": "orphan", "ownerReferences": [owner]}}
+        "default", V1Secret.model_validate({"metadata": {"name": "orphan", "ownerReferences": [owner]}})
     )
     wait_for(lambda: kube.get("v1/secrets", "default", "orphan") is None, what="orphan collected")
 
@@ -432,7 +470,7 @@ def test_every_write_goes_through_the_metadata_rules(kube: KubeServer, api: Any)
         "must be no more than 253 characters"
     )
     assert status["details"]["kind"] == "Secret" and "group" not in status["details"]
-    core.create_namespaced_secret("default", {"metadata": {"name": "a" * 253}})
+    core.create_namespaced_secret("default", V1Secret.model_validate({"metadata": {"name": "a" * 253}}))
 
     status = refused(labels={"app": "not valid!"})
     assert status["details"]["causes"][0]["field"] == "metadata.labels"
@@ -449,7 +487,7 @@ def test_every_write_goes_through_the_metadata_rules(kube: KubeServer, api: Any)
     assert "name is neither a standard finalizer name nor is it fully qualified" in status["message"]
 
     # The same rules on an update.
-    core.create_namespaced_secret("default", {"metadata": {"name": "s"}})
+    core.create_namespaced_secret("default", V1Secret.model_validate({"metadata": {"name": "s"}}))
     status = refusal(
         lambda: core.patch_namespaced_secret("s", "default", {"metadata": {"labels": {"-bad": "x"}}})
     )
@@ -458,13 +496,16 @@ def test_every_write_goes_through_the_metadata_rules(kube: KubeServer, api: Any)
     # storage/names SimpleNameGenerator: a generateName longer than 58 is cut, then 5 random characters.
     event = core.create_namespaced_event(
         "default",
-        {
-            "metadata": {"generateName": "e" * 100 + "."},
-            "involvedObject": {"kind": "Secret", "name": "s", "namespace": "default"},
-            "reason": "R",
-            "message": "m",
-        },
+        CoreV1Event.model_validate(
+            {
+                "metadata": {"generateName": "e" * 100 + "."},
+                "involvedObject": {"kind": "Secret", "name": "s", "namespace": "default"},
+                "reason": "R",
+                "message": "m",
+            }
+        ),
     )
+    assert event.metadata.name is not None
     assert len(event.metadata.name) == 63 and event.metadata.name.startswith("e" * 58)
 
 
@@ -473,18 +514,23 @@ def test_a_secret_is_validated_as_validate_secret_does(api: Any) -> None:
     # `immutable`).
     core = CoreV1Api(api)
     status = refusal(
-        lambda: core.create_namespaced_secret("default", {"metadata": {"name": "k"}, "data": {"bad/key": ""}})
+        lambda: core.create_namespaced_secret(
+            "default", V1Secret.model_validate({"metadata": {"name": "k"}, "data": {"bad/key": ""}})
+        )
     )
     assert status["details"]["causes"][0]["field"] == "data[bad/key]"
     assert "a valid config key must consist of alphanumeric characters" in status["message"]
     huge = {"a": "x" * (1024 * 1024 + 1)}
     status = refusal(
-        lambda: core.create_namespaced_secret("default", {"metadata": {"name": "h"}, "stringData": huge})
+        lambda: core.create_namespaced_secret(
+            "default", V1Secret.model_validate({"metadata": {"name": "h"}, "stringData": huge})
+        )
     )
     assert "data: Too long: may not be more than 1048576 bytes" in status["message"]
 
     core.create_namespaced_secret(
-        "default", {"metadata": {"name": "i"}, "immutable": True, "stringData": {"a": "1"}}
+        "default",
+        V1Secret.model_validate({"metadata": {"name": "i"}, "immutable": True, "stringData": {"a": "1"}}),
     )
     status = refusal(lambda: core.patch_namespaced_secret("i", "default", {"stringData": {"a": "2"}}))
     assert (
@@ -533,6 +579,7 @@ def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> N
         obj = custom.create_namespaced_custom_object(
             GROUP, VERSION, "default", PLURAL, {**trigger(name), "metadata": meta}
         )
+        assert isinstance(obj, dict)
         ref = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "Trigger",
@@ -541,7 +588,8 @@ def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> N
             **extra,
         }
         core.create_namespaced_secret(
-            "default", {"metadata": {"name": f"{name}-out", "ownerReferences": [ref]}}
+            "default",
+            V1Secret.model_validate({"metadata": {"name": f"{name}-out", "ownerReferences": [ref]}}),
         )
         return str(obj["metadata"]["uid"])
 
@@ -558,7 +606,8 @@ def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> N
     wait_for(lambda: kube.get("v1/secrets", "default", "fg-out") is None, what="dependent deleted first")
     wait_for(
         lambda: (
-            kube.get(TRIGGERS, "default", "fg")["metadata"]["finalizers"] == ["cloudtriggers.io/finalizer"]
+            stored(kube, TRIGGERS, "default", "fg")["metadata"]["finalizers"]
+            == ["cloudtriggers.io/finalizer"]
         ),
         what="foregroundDeletion taken off",
     )
@@ -570,14 +619,16 @@ def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> N
     core.patch_namespaced_secret("blk-out", "default", {"metadata": {"finalizers": ["example.com/hold"]}})
     requests.delete(f"{path}/blk", params={"propagationPolicy": "Foreground"}, timeout=5).raise_for_status()
     wait_for(
-        lambda: kube.get("v1/secrets", "default", "blk-out")["metadata"].get("deletionTimestamp"),
+        lambda: stored(kube, "v1/secrets", "default", "blk-out")["metadata"].get("deletionTimestamp"),
         what="deleting",
     )
     time.sleep(0.3)
-    assert "foregroundDeletion" in kube.get(TRIGGERS, "default", "blk")["metadata"]["finalizers"]
+    assert "foregroundDeletion" in stored(kube, TRIGGERS, "default", "blk")["metadata"]["finalizers"]
     core.patch_namespaced_secret("blk-out", "default", {"metadata": {"finalizers": []}})
     wait_for(
-        lambda: "foregroundDeletion" not in kube.get(TRIGGERS, "default", "blk")["metadata"]["finalizers"],
+        lambda: (
+            "foregroundDeletion" not in stored(kube, TRIGGERS, "default", "blk")["metadata"]["finalizers"]
+        ),
         what="unblocked",
     )
     release("blk")
@@ -608,7 +659,7 @@ def test_a_delete_propagates_as_its_policy_says(kube: KubeServer, api: Any) -> N
     assert (
         rsp.status_code == 409 and "Precondition failed: UID in precondition: not-it" in rsp.json()["message"]
     )
-    assert kube.get(TRIGGERS, "default", "bad")["metadata"].get("deletionTimestamp") is None
+    assert stored(kube, TRIGGERS, "default", "bad")["metadata"].get("deletionTimestamp") is None
 
 
 def test_an_update_is_checked_as_the_store_and_the_patch_handler_check_it(kube: KubeServer, api: Any) -> None:
@@ -616,7 +667,10 @@ def test_an_update_is_checked_as_the_store_and_the_patch_handler_check_it(kube: 
     # message), and a replace without one is refused by the kinds that do not allow unconditional
     # updates (custom resources, Leases: 422); patch.go checkName: a patch may not rename (400).
     custom = CustomObjectsApi(api)
-    obj = custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("web"))
+    obj = cast(
+        dict[str, Any],
+        custom.create_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, trigger("web")),
+    )
     url = f"{kube.url}/apis/{GROUP}/{VERSION}/namespaces/default/{PLURAL}/web"
     json_patch = {"Content-Type": "application/json-patch+json"}
 
@@ -649,7 +703,7 @@ def test_an_update_is_checked_as_the_store_and_the_patch_handler_check_it(kube: 
     }
     assert requests.put(url, json=obj, timeout=5).status_code == 200  # with it: fine
     # A Secret's strategy allows an unconditional replace.
-    CoreV1Api(api).create_namespaced_secret("default", {"metadata": {"name": "s"}})
+    CoreV1Api(api).create_namespaced_secret("default", V1Secret.model_validate({"metadata": {"name": "s"}}))
     secret_url = f"{kube.url}/api/v1/namespaces/default/secrets/s"
     assert (
         requests.put(secret_url, json={"metadata": {"name": "s"}, "data": {}}, timeout=5).status_code == 200
@@ -664,7 +718,9 @@ def test_an_update_is_checked_as_the_store_and_the_patch_handler_check_it(kube: 
     rsp = requests.patch(url, data=json.dumps(move), headers=merge, timeout=5)
     assert rsp.status_code == 400
     assert (
-        custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "web")["metadata"]["name"]
+        cast(dict[str, Any], custom.get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL, "web"))[
+            "metadata"
+        ]["name"]
         == "web"
     )
 

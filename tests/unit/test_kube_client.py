@@ -6,10 +6,10 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
-from kubernetes.client import CoreV1Api, CustomObjectsApi
+from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Secret
 
 from cloudtriggers import kube as kube_module
 from cloudtriggers.kube import SECRET_FINALIZER, KubeClient, SharedReads
@@ -36,7 +36,9 @@ def client(server: KubeServer, fresh: float, agent: str) -> KubeClient:
 
 def test_one_read_serves_every_reader_while_fresh_and_a_change_is_seen_after(kube: KubeServer) -> None:
     core = CoreV1Api(kube_client(kube.url))
-    core.create_namespaced_secret("default", {"metadata": {"name": "gl"}, "stringData": {"token": "one"}})
+    core.create_namespaced_secret(
+        "default", V1Secret.model_validate({"metadata": {"name": "gl"}, "stringData": {"token": "one"}})
+    )
     shared = client(kube, 0.5, "shared")
     results = []
 
@@ -52,11 +54,13 @@ def test_one_read_serves_every_reader_while_fresh_and_a_change_is_seen_after(kub
     assert results == ["one"] * 20
     assert gets(kube, "shared") == 1  # concurrent readers waited for the one GET in flight
     core.replace_namespaced_secret(
-        "gl", "default", {"metadata": {"name": "gl"}, "stringData": {"token": "two"}}
+        "gl", "default", V1Secret.model_validate({"metadata": {"name": "gl"}, "stringData": {"token": "two"}})
     )
-    assert (shared.read_credentials("default", "gl") or None).data["token"] == "one"  # type: ignore[union-attr]
+    held = shared.read_credentials("default", "gl")
+    assert held is not None and held.data["token"] == "one"
     time.sleep(0.6)
-    assert (shared.read_credentials("default", "gl") or None).data["token"] == "two"  # type: ignore[union-attr]
+    changed = shared.read_credentials("default", "gl")
+    assert changed is not None and changed.data["token"] == "two"
     # No sharing: every read is a GET.
     plain = client(kube, 0, "plain")
     for _ in range(3):
@@ -66,7 +70,9 @@ def test_one_read_serves_every_reader_while_fresh_and_a_change_is_seen_after(kub
 
 def test_our_own_hold_is_never_hidden_by_a_shared_read(kube: KubeServer) -> None:
     core = CoreV1Api(kube_client(kube.url))
-    core.create_namespaced_secret("default", {"metadata": {"name": "gl"}, "stringData": {"token": "one"}})
+    core.create_namespaced_secret(
+        "default", V1Secret.model_validate({"metadata": {"name": "gl"}, "stringData": {"token": "one"}})
+    )
     c = client(kube, 60, "c")
     before = c.read_credentials("default", "gl")
     assert before is not None and not before.held
@@ -82,10 +88,10 @@ def test_a_missing_secret_is_shared_too() -> None:
     calls = []
     reads = SharedReads(10)
     for _ in range(5):
-        assert reads.get(("ns", "x"), lambda: calls.append(1)) is None  # type: ignore[func-returns-value]
+        assert reads.get(("ns", "x"), lambda: calls.append(1)) is None
     assert len(calls) == 1
     reads.forget(("ns", "x"))
-    reads.get(("ns", "x"), lambda: calls.append(1))  # type: ignore[func-returns-value]
+    reads.get(("ns", "x"), lambda: calls.append(1))
     assert len(calls) == 2
 
 
@@ -114,12 +120,12 @@ def test_the_refreshed_token_is_reused_briefly_then_reread(monkeypatch: pytest.M
         c.api_key["BearerToken"] = f"Bearer t{len(hooks)}"
 
     config.api_key = {"BearerToken": "Bearer t0"}
-    config.refresh_api_key_hook = refresh
+    cast(Any, config).refresh_api_key_hook = refresh  # the client declares the hook as `= None`
     c = KubeClient(k8s.ApiClient(config))
     pool = _Connections()
     c.connections = pool  # type: ignore[assignment]
     now = [1000.0]
-    monkeypatch.setattr(kube_module.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("cloudtriggers.kube.time.monotonic", lambda: now[0])
     for _ in range(5):
         c.get_trigger("ns", "a")
     assert pool.sent == ["Bearer t1"] * 5 and len(hooks) == 1
@@ -143,7 +149,8 @@ def _owner(kube: KubeServer, name: str) -> dict[str, Any]:
         "spec": {"gitlab": {"url": "https://gitlab.example.com", "project": "group/web"}},
     }
     api = CustomObjectsApi(kube_client(kube.url))
-    return api.create_namespaced_custom_object("cloudtriggers.io", "v1alpha1", "default", "triggers", body)  # type: ignore[no-any-return]
+    created = api.create_namespaced_custom_object("cloudtriggers.io", "v1alpha1", "default", "triggers", body)
+    return cast(dict[str, Any], created)
 
 
 def _until(what: str, check: Callable[[], bool], timeout: float = 5) -> None:
@@ -234,7 +241,9 @@ def test_a_bookmark_carries_the_view_past_writes_it_does_not_watch() -> None:
     where a watch resumed from its last event's version would get 410 and list again."""
     with _view(ClusterEmulator(event_log_limit=3, bookmark_interval=0.2)) as (kube, core, c):
         for n in range(6):  # not ours: no label, so not in the view's selection
-            core.create_namespaced_secret("default", {"metadata": {"name": f"other-{n}"}})
+            core.create_namespaced_secret(
+                "default", V1Secret.model_validate({"metadata": {"name": f"other-{n}"}})
+            )
         time.sleep(0.5)  # a bookmark or two
         before = gets(kube, "ops")
         kube.disturb_watches()
@@ -265,7 +274,7 @@ def test_a_request_turned_away_with_retry_after_is_sent_again_after_the_wait(
     written), and client-go's rest client retries any verb then. A create turned away twice is made
     once, after the waits asked."""
     waits: list[float] = []
-    monkeypatch.setattr(kube_module.time, "sleep", waits.append)
+    monkeypatch.setattr("cloudtriggers.kube.time.sleep", waits.append)
     turned_away = [3, 1]
 
     def before_write(request: Any) -> None:
@@ -284,7 +293,7 @@ def test_retries_stop_after_client_gos_ten_and_a_refusal_without_retry_after_is_
     kube: KubeServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     waits: list[float] = []
-    monkeypatch.setattr(kube_module.time, "sleep", waits.append)
+    monkeypatch.setattr("cloudtriggers.kube.time.sleep", waits.append)
     seen: list[str] = []
 
     def always(request: Any) -> None:

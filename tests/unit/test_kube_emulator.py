@@ -13,14 +13,14 @@ import pathlib
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import kmock
 import kopf
 import kubernetes
 import pytest
 import requests
-from kubernetes.client import CoreV1Api, CustomObjectsApi
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi, V1Secret
 from kubernetes.client.exceptions import ApiException
 
 from cloudtriggers.sandbox.kopfthread import KopfThread, login_handler_for, test_settings
@@ -32,7 +32,7 @@ NS = "default"
 FINALIZER = "cloudtriggers.io/finalizer"
 
 
-def wait_for(what: str, check: Callable[[], T], timeout: float = 5.0) -> T:
+def wait_for(what: str, check: Callable[[], T | None], timeout: float = 5.0) -> T:
     deadline = time.monotonic() + timeout
     while True:
         value = check()
@@ -41,6 +41,20 @@ def wait_for(what: str, check: Callable[[], T], timeout: float = 5.0) -> T:
         if time.monotonic() > deadline:
             raise AssertionError(f"Timed out after {timeout} s waiting for: {what}; last value: {value!r}")
         time.sleep(0.02)
+
+
+def name_of(obj: V1Secret) -> str | None:
+    assert obj.metadata is not None
+    return obj.metadata.name
+
+
+def raw(version: kmock.ObjectVersion | None) -> dict[str, Any]:
+    assert version is not None, "a soft-deletion marker in the history"
+    return version.raw
+
+
+# kubernetes.config is not annotated: the client it builds, typed.
+new_client_from_config = cast(Callable[..., ApiClient], kubernetes.config.new_client_from_config)
 
 
 def must_get(kube: KubeServer, gvp: str, name: str) -> dict[str, Any]:
@@ -100,7 +114,7 @@ class ToyOperator:
             }
             kopf.adopt(secret)  # needs apiVersion/kind/uid filled in server-side
             with kube_client(url) as client:
-                CoreV1Api(client).create_namespaced_secret(namespace or NS, secret)
+                CoreV1Api(client).create_namespaced_secret(namespace or NS, V1Secret.model_validate(secret))
             patch.status["secretName"] = f"{name}-out"
 
         @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=self.registry)
@@ -126,6 +140,7 @@ def test_secrets_and_events_with_the_kubernetes_client(
         string_data={"token": "t0"},
     )
     created = core.create_namespaced_secret(NS, body)
+    assert created.metadata is not None
     assert created.metadata.uid and created.metadata.resource_version and created.metadata.creation_timestamp
     assert created.metadata.namespace == NS and created.type == "Opaque"
     assert created.data == {"token": base64.b64encode(b"t0").decode()}  # stringData folded into data
@@ -135,17 +150,19 @@ def test_secrets_and_events_with_the_kubernetes_client(
     assert conflict.value.status == 409
 
     patched = core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"extra": "x"}}})
+    assert patched.metadata is not None and patched.metadata.resource_version is not None
     assert patched.metadata.labels == {"app": "a", "extra": "x"}
     assert int(patched.metadata.resource_version) > int(created.metadata.resource_version)
-    assert core.read_namespaced_secret("s1", NS).metadata.labels["extra"] == "x"
-    assert [s.metadata.name for s in core.list_namespaced_secret(NS, label_selector="app=a").items] == ["s1"]
+    read = core.read_namespaced_secret("s1", NS).metadata
+    assert read is not None and read.labels is not None and read.labels["extra"] == "x"
+    assert [name_of(s) for s in core.list_namespaced_secret(NS, label_selector="app=a").items] == ["s1"]
     assert core.list_namespaced_secret(NS, label_selector="app=b").items == []
 
     # PUT replaces the object, with metadata.resourceVersion as an optimistic lock.
     patched.string_data, patched.data = {"token": "t1"}, None
     replaced = core.replace_namespaced_secret("s1", NS, patched)
     assert replaced.data == {"token": base64.b64encode(b"t1").decode()}
-    assert replaced.metadata.uid == created.metadata.uid
+    assert replaced.metadata is not None and replaced.metadata.uid == created.metadata.uid
     with pytest.raises(ApiException) as stale:
         core.replace_namespaced_secret("s1", NS, patched)
     assert stale.value.status == 409
@@ -153,10 +170,8 @@ def test_secrets_and_events_with_the_kubernetes_client(
     # The kubernetes client logs in through a kubeconfig written for the server.
     kubeconfig = tmp_path / "kubeconfig"
     kube.write_kubeconfig(kubeconfig)
-    with kubernetes.config.new_client_from_config(config_file=str(kubeconfig)) as via_config:
-        assert [s.metadata.name for s in CoreV1Api(via_config).list_secret_for_all_namespaces().items] == [
-            "s1"
-        ]
+    with new_client_from_config(config_file=str(kubeconfig)) as via_config:
+        assert [name_of(s) for s in CoreV1Api(via_config).list_secret_for_all_namespaces().items] == ["s1"]
 
     core.delete_namespaced_secret("s1", NS)
     with pytest.raises(ApiException) as missing:
@@ -194,9 +209,11 @@ def test_json_patch_with_a_failing_test_op_gets_422_and_changes_nothing(
     kube: KubeServer, api: kubernetes.client.ApiClient
 ) -> None:
     custom = CustomObjectsApi(api)
-    created = custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1"))
+    created = cast(
+        dict[str, Any], custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("t1"))
+    )
     rv = created["metadata"]["resourceVersion"]
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": "999"},
         {"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]},
     ]
@@ -204,12 +221,15 @@ def test_json_patch_with_a_failing_test_op_gets_422_and_changes_nothing(
     with pytest.raises(ApiException) as error:
         custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", ops, _content_type=json_patch)
     assert error.value.status == 422
-    assert json.loads(error.value.body)["reason"] == "Invalid"
+    assert error.value.body is not None and json.loads(error.value.body)["reason"] == "Invalid"
     assert kube.get(TRIGGERS, NS, "t1") == created
 
     ops[0]["value"] = rv
-    patched = custom.patch_namespaced_custom_object(
-        GROUP, VERSION, NS, PLURAL, "t1", ops, _content_type=json_patch
+    patched = cast(
+        dict[str, Any],
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "t1", ops, _content_type=json_patch
+        ),
     )
     assert patched["metadata"]["finalizers"] == [FINALIZER]
     assert int(patched["metadata"]["resourceVersion"]) > int(rv)
@@ -218,12 +238,12 @@ def test_json_patch_with_a_failing_test_op_gets_422_and_changes_nothing(
 def test_watch_resumes_from_a_resource_version(kube: KubeServer, api: kubernetes.client.ApiClient) -> None:
     core = CoreV1Api(api)
     for name in ("s1", "s2"):
-        core.create_namespaced_secret(NS, {"metadata": {"name": name}})
+        core.create_namespaced_secret(NS, V1Secret.model_validate({"metadata": {"name": name}}))
     listed = requests.get(f"{kube.url}/api/v1/namespaces/{NS}/secrets", timeout=5).json()
     since = listed["metadata"]["resourceVersion"]
     assert len(listed["items"]) == 2 and since.isdigit()
 
-    core.create_namespaced_secret(NS, {"metadata": {"name": "s3"}})
+    core.create_namespaced_secret(NS, V1Secret.model_validate({"metadata": {"name": "s3"}}))
     core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"x": "y"}}})
     core.delete_namespaced_secret("s2", NS)
 
@@ -242,7 +262,9 @@ def test_watch_resumes_from_a_resource_version(kube: KubeServer, api: kubernetes
     with KubeServer(ClusterEmulator(event_log_limit=2)) as small:
         with kube_client(small.url) as client:
             for name in ("a", "b", "c", "d"):  # rv 1..4; the log keeps only rv 3 and 4
-                CoreV1Api(client).create_namespaced_secret(NS, {"metadata": {"name": name}})
+                CoreV1Api(client).create_namespaced_secret(
+                    NS, V1Secret.model_validate({"metadata": {"name": name}})
+                )
         url = f"{small.url}/api/v1/namespaces/{NS}/secrets"
         rsp = requests.get(url, params={"watch": "true", "resourceVersion": "0"}, stream=True, timeout=5)
         rsp.close()  # a watch from "0" sends the current state; dropping it must not break the server
@@ -266,14 +288,15 @@ def test_a_removed_object_is_forgotten_as_etcd_forgets_it(
     since = requests.get(f"{kube.url}/api/v1/namespaces/{NS}/secrets", timeout=5).json()["metadata"]
     for round_ in range(3):
         for i in range(50):
-            core.create_namespaced_secret(NS, {"metadata": {"name": f"s{i}"}})
+            core.create_namespaced_secret(NS, V1Secret.model_validate({"metadata": {"name": f"s{i}"}}))
         for i in range(50):
             core.delete_namespaced_secret(f"s{i}", NS)
         assert len(kube.emulator.objects) == before, f"round {round_}: removed objects kept"
     with pytest.raises(ApiException) as gone:
         core.read_namespaced_secret("s0", NS)
     assert gone.value.status == 404
-    again = core.create_namespaced_secret(NS, {"metadata": {"name": "s0"}})
+    again = core.create_namespaced_secret(NS, V1Secret.model_validate({"metadata": {"name": "s0"}}))
+    assert again.metadata is not None
     assert again.metadata.uid and again.metadata.resource_version
     url = f"{kube.url}/api/v1/namespaces/{NS}/secrets"
     params = {"watch": "true", "timeoutSeconds": "0.5", "resourceVersion": since["resourceVersion"]}
@@ -294,14 +317,19 @@ def test_no_write_changes_a_stored_version_in_place(
     custom = CustomObjectsApi(api)
     core.create_namespaced_secret(
         NS,
-        {"metadata": {"name": "s", "labels": {"a": "1"}, "annotations": {"x": "y"}}, "data": {"k": "dg=="}},
+        V1Secret.model_validate(
+            {
+                "metadata": {"name": "s", "labels": {"a": "1"}, "annotations": {"x": "y"}},
+                "data": {"k": "dg=="},
+            }
+        ),
     )
     custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, trigger("web"))
     keys = [(kmock.resource("v1/secrets"), NS, "s"), (kmock.resource(TRIGGERS), NS, "web")]
 
     def versions() -> dict[tuple[kmock.resource, str, str], list[str]]:
         return {
-            k: [json.dumps(v.raw, sort_keys=True) for v in kube.emulator.objects[k].history]
+            k: [json.dumps(raw(v), sort_keys=True) for v in kube.emulator.objects[k].history]
             for k in keys
             if k in kube.emulator.objects
         }
@@ -340,7 +368,7 @@ def test_a_watch_that_allows_bookmarks_gets_them_with_the_current_version() -> N
     # the resourceVersion the watcher is up to date through; none without the parameter.
     with KubeServer(ClusterEmulator(bookmark_interval=0.1)) as kube:
         core = CoreV1Api(kube_client(kube.url))
-        core.create_namespaced_secret(NS, {"metadata": {"name": "s"}})
+        core.create_namespaced_secret(NS, V1Secret.model_validate({"metadata": {"name": "s"}}))
         url = f"{kube.url}/api/v1/namespaces/{NS}/secrets"
         with requests.get(
             url,
@@ -371,7 +399,9 @@ def test_a_selector_watch_sees_objects_enter_and_leave_the_selection(
     core = CoreV1Api(api)
     listed = requests.get(f"{kube.url}/api/v1/namespaces/{NS}/secrets", timeout=5).json()
     since = listed["metadata"]["resourceVersion"]
-    core.create_namespaced_secret(NS, {"metadata": {"name": "s1"}, "stringData": {"k": "1"}})
+    core.create_namespaced_secret(
+        NS, V1Secret.model_validate({"metadata": {"name": "s1"}, "stringData": {"k": "1"}})
+    )
     core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"mine": "yes"}}})
     core.patch_namespaced_secret("s1", NS, {"stringData": {"k": "2"}})
     removed = core.patch_namespaced_secret("s1", NS, {"metadata": {"labels": {"mine": None}}})
@@ -384,6 +414,7 @@ def test_a_selector_watch_sees_objects_enter_and_leave_the_selection(
     seen = [(e["type"], base64.b64decode(e["object"]["data"]["k"]).decode()) for e in events]
     assert seen == [("ADDED", "1"), ("MODIFIED", "2"), ("DELETED", "2")]
     gone = events[-1]["object"]["metadata"]
+    assert removed.metadata is not None
     assert gone["labels"] == {"mine": "yes"} and gone["resourceVersion"] == removed.metadata.resource_version
 
 
@@ -454,7 +485,9 @@ def test_generation_is_kept_where_the_api_server_keeps_it(
     custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, "t1", change)
     assert must_get(kube, TRIGGERS, "t1")["metadata"]["generation"] == 2
 
-    core.create_namespaced_secret(NS, {"metadata": {"name": "s", "finalizers": [FINALIZER]}, "data": {}})
+    core.create_namespaced_secret(
+        NS, V1Secret.model_validate({"metadata": {"name": "s", "finalizers": [FINALIZER]}, "data": {}})
+    )
     core.patch_namespaced_secret("s", NS, {"data": {"k": base64.b64encode(b"v").decode()}})
     assert "generation" not in must_get(kube, "v1/secrets", "s")["metadata"]
 
@@ -480,12 +513,11 @@ def test_operator_handles_triggers_created_before_it_started(
     toy = ToyOperator(kube.url)
     with toy.run(namespaces):
         for name in names:
-            wait_for(
-                f"{name} handled",
-                lambda name=name: ((kube.get(TRIGGERS, NS, name) or {}).get("status") or {}).get(
-                    "secretName"
-                ),
-            )
+
+            def handled(name: str = name) -> Any:
+                return ((kube.get(TRIGGERS, NS, name) or {}).get("status") or {}).get("secretName")
+
+            wait_for(f"{name} handled", handled)
     assert sorted(s["metadata"]["name"] for s in kube.list("v1/secrets", NS)) == [f"{n}-out" for n in names]
 
 

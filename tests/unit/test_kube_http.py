@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import urllib3
@@ -41,7 +41,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         peer = self.connection.getpeercert() if isinstance(self.connection, ssl.SSLSocket) else None
-        subject = dict(x[0] for x in peer["subject"]) if peer else {}
+        # getpeercert()'s subject: relative distinguished names, each a tuple of (key, value) pairs.
+        rdns = cast(tuple[tuple[tuple[str, str], ...], ...], peer["subject"]) if peer else ()
+        subject = dict(x[0] for x in rdns)
         server.seen.append((self.command, self.path, self.client_address[1]))
         payload = json.dumps(
             {
@@ -297,7 +299,7 @@ def _http_client_bytes(
     cls = http.client.HTTPSConnection if tls else http.client.HTTPConnection
     conn = cls(host, port)
     sock = _Recorder()
-    conn.sock = sock  # type: ignore[assignment]
+    conn.sock = sock
     conn.request(method, target, body=body, headers=headers)
     return b"".join(sock.writes)
 
@@ -370,7 +372,7 @@ def test_a_request_and_its_body_go_in_one_write() -> None:
         conn.connect()
         assert conn.sock is not None
         counting = _Counting(conn.sock)
-        conn.sock = counting  # type: ignore[assignment]
+        conn.sock = counting
         conns.give_back(conn)  # the idle connection the request takes
         status, data, _ = conns.request("PATCH", "/x", b'{"b":2}', {"Content-Type": "application/json"})
         assert status == 200 and json.loads(data)["body"] == '{"b":2}'

@@ -137,7 +137,7 @@ def test_a_scheduler_entry_keeps_no_managed_fields_or_last_applied_copy() -> Non
     managedFields and kubectl's last-applied annotation are often larger than the rest."""
     from cloudtriggers.packed import kept as _kept
 
-    body = {
+    body: dict[str, Any] = {
         "metadata": {
             "name": "web",
             "uid": "u1",

@@ -197,7 +197,7 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "patch"]
 
 
 def _cases() -> list[tuple[str, str, Any, Any, Any]]:
-    cases = [(m, u, None, None, None) for m in METHODS for u in URLS]
+    cases: list[tuple[str, str, Any, Any, Any]] = [(m, u, None, None, None) for m in METHODS for u in URLS]
     cases += [(m, URLS[0], h, None, None) for m in METHODS for h in HEADERS]
     cases += [(m, URLS[1], h, d, j) for m in METHODS for h in HEADERS[:4] + HEADERS[6:8] for d, j in BODIES]
     return cases
@@ -489,9 +489,12 @@ def test_a_refused_endpoint_sends_nothing(server: Recorder, monkeypatch: pytest.
     s = new_session(EndpointPolicy())  # refuses plain http and loopback
     fallback: list[Any] = []
     real = requests.Session.request
-    monkeypatch.setattr(
-        requests.Session, "request", lambda self, *a, **k: fallback.append(a) or real(self, *a, **k)
-    )
+
+    def recording(self: requests.Session, *a: Any, **k: Any) -> requests.Response:
+        fallback.append(a)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(requests.Session, "request", recording)
     with pytest.raises(ProviderError) as e:
         s.request("POST", server.url + "/t", json={"a": 1}, timeout=(5, 30))
     assert (e.value.kind, e.value.code) == (ErrorClass.ENDPOINT, "EndpointNotAllowed")

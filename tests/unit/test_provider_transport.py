@@ -143,6 +143,7 @@ class _RawHandler(socketserver.StreamRequestHandler):
                 text = line.decode("latin-1").strip()
                 self.server.requests.append((text, self.client_address[1]))
                 path = text.split()[1].split("?", 1)[0]
+                answer: bytes | None
                 if path == "/slow":
                     time.sleep(1.0)
                     answer, close = _json(BODY), False
@@ -320,7 +321,12 @@ def test_a_slow_answer_is_a_read_timeout_both_ways(raw: RawServer) -> None:
 def test_a_refused_endpoint_opens_no_connection(raw: RawServer, monkeypatch: pytest.MonkeyPatch) -> None:
     opened: list[Any] = []
     real = connection.create_connection
-    monkeypatch.setattr(connection, "create_connection", lambda *a, **k: opened.append(a) or real(*a, **k))
+
+    def recording(*a: Any, **k: Any) -> socket.socket:
+        opened.append(a)
+        return real(*a, **k)
+
+    monkeypatch.setattr(connection, "create_connection", recording)
     s = _session(EndpointPolicy())  # plain http and loopback refused
     with pytest.raises(ProviderError) as e:
         s.request("POST", f"http://127.0.0.1:{raw.port}/plain", json={"a": 1}, timeout=(5, 30))
@@ -451,7 +457,12 @@ def test_the_transport_is_what_a_provider_session_sends_with(
     monkeypatch.setattr(adapter, "send", lambda *a, **k: pytest.fail("the adapter sent"))
     sent: list[Any] = []
     real = Transport.send
-    monkeypatch.setattr(Transport, "send", lambda self, *a: sent.append(a[1:]) or real(self, *a))
+
+    def recording(self: Transport, *a: Any) -> Any:
+        sent.append(a[1:])
+        return real(self, *a)
+
+    monkeypatch.setattr(Transport, "send", recording)
     s.request(
         "POST",
         f"http://127.0.0.1:{raw.port}/plain",
@@ -495,11 +506,11 @@ def test_a_request_goes_in_one_write_with_the_bytes_urllib3_would_send(
     ).prepare()
     conn = _Origin(LOCAL, "http", "127.0.0.1", 8080, True).new_connection()
     ours = _Recorder()
-    conn.sock = ours  # type: ignore[assignment]
+    conn.sock = ours
     Transport._write(conn, prepared)
     plain = http.client.HTTPConnection("127.0.0.1", 8080)
     theirs = _Recorder()
-    plain.sock = theirs  # type: ignore[assignment]
+    plain.sock = theirs
     Transport._write(plain, prepared)
     assert len(ours.writes) == 1
     assert len(theirs.writes) == (2 if body else 1)

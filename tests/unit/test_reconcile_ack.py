@@ -386,7 +386,7 @@ def test_a_crash_after_the_first_intent_write_creates_once_and_after_the_create_
     _brand_new(world, "b")
     patch = world.kube.patch_trigger_status
 
-    def crash(ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def crash(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         raise Crash
 
     world.kube.patch_trigger_status = crash  # type: ignore[method-assign]
@@ -442,9 +442,9 @@ def test_a_finalizer_taken_off_later_is_put_back_before_a_create(world: World) -
         order.append(f"finalizer {world.writes()}")
         return hold(body, present, annotations)
 
-    def patching(ns: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+    def patching(namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         order.append(f"status {world.writes()} {'pendingCreate' in status}")
-        return patch(ns, name, status)
+        return patch(namespace, name, status)
 
     world.kube.set_trigger_finalizer = holding  # type: ignore[method-assign]
     world.kube.patch_trigger_status = patching  # type: ignore[method-assign]

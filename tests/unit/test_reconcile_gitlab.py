@@ -267,7 +267,8 @@ def test_bad_token_is_credentials_invalid_with_slow_retry(world: World) -> None:
     assert "401" in world.kube.cond(NS, "web")["message"]
     assert "glpat-wrong" not in json.dumps(list(world.kube.triggers.values()))
     assert all(d is not None and d >= 9 for d in delays)  # at most ~5 attempts a minute
-    assert delays[-1] > delays[0]  # and backing off
+    first, last = delays[0], delays[-1]
+    assert first is not None and last is not None and last > first  # and backing off
 
 
 def test_open_circuit_survives_a_metadata_only_change_of_the_secret(world: World) -> None:

@@ -14,17 +14,17 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
-from kubernetes.client import CoreV1Api, CustomObjectsApi
+from kubernetes.client import CoreV1Api, CustomObjectsApi, V1Namespace
 from kubernetes.client.exceptions import ApiException
-from test_crd_cel import ACK, GITLAB, REJECTED, trigger
 
 from cloudtriggers.review.manifests import Document, load
 from cloudtriggers.review.validate import check, validate
 from cloudtriggers.sandbox.kube import KubeServer, kube_client
+from unit.test_crd_cel import ACK, GITLAB, REJECTED, trigger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def server() -> Iterator[tuple[CustomObjectsApi, KubeServer]]:
     with KubeServer() as kube:
         api = kube_client(kube.url)
-        CoreV1Api(api).create_namespace({"metadata": {"name": "apps"}})
+        CoreV1Api(api).create_namespace(V1Namespace.model_validate({"metadata": {"name": "apps"}}))
         yield CustomObjectsApi(api), kube
 
 
@@ -47,11 +47,12 @@ def _answer(api: CustomObjectsApi, obj: dict[str, Any], old: dict[str, Any] | No
         if old is None:
             api.create_namespaced_custom_object(*args, copy.deepcopy(obj), field_validation="Strict")
         else:
-            stored = api.create_namespaced_custom_object(*args, copy.deepcopy(old))
+            stored = cast(dict[str, Any], api.create_namespaced_custom_object(*args, copy.deepcopy(old)))
             new = copy.deepcopy(obj)
             new["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
             api.replace_namespaced_custom_object(*args, name, new, field_validation="Strict")
     except ApiException as e:
+        assert e.body is not None
         return str(json.loads(e.body)["message"])
     return ""
 

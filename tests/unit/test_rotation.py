@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from test_crd_cel import ACK, GITLAB, trigger
 
 from cloudtriggers.apiserver.cel import violations
 from cloudtriggers.crd import build_crd
@@ -21,6 +20,7 @@ from cloudtriggers.sandbox import LOOPBACK
 from cloudtriggers.sandbox.gitlab import MAINTAINER, GitLabSandbox
 from cloudtriggers.settings import Settings
 from fakekube import FakeKube
+from unit.test_crd_cel import ACK, GITLAB, trigger
 
 NS = "apps"
 START = 1_800_000_000.0  # a simulated wall clock
@@ -63,7 +63,7 @@ def world() -> Iterator[World]:
         provider = GitLabProvider(policy=LOOPBACK, limiter=AccountLimiter(rate=1000, burst=1000))
         rec = Reconciler(kube, {"gitlab": provider}, Settings())
         now = [START]
-        rec.clock = lambda: now[0]  # type: ignore[method-assign]
+        rec.clock = lambda: now[0]
         yield World(sb, kube, rec, pid, now)
 
 
@@ -207,7 +207,7 @@ def test_an_interrupted_rotation_whose_request_is_withdrawn_is_finished(world: W
     world.kube.apply(NS, "web", spec)
     world.kube.triggers[(NS, "web")]["metadata"]["annotations"] = {}
     fresh = Reconciler(world.kube, {"gitlab": provider}, Settings())  # the restarted operator
-    fresh.clock = world.rec.clock  # type: ignore[method-assign]
+    fresh.clock = world.rec.clock
     fresh.reconcile(NS, "web")
     st = world.kube.status(NS, "web")
     assert st["externalId"] != old and "pendingCreate" not in st and len(world.tokens()) == 2
