@@ -1,4 +1,8 @@
-"""Two replicas with --leader-election: one acts, the other waits, and takes over when the first dies."""
+"""Two replicas with --leader-election: one acts, the other waits, and takes over when the first dies.
+
+The scenario runs `cloudtriggers run` twice, as a Deployment with two replicas does, against the API
+server of a kubeconfig: here the emulated one; tests/e2e runs it against a real one.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
@@ -20,14 +23,30 @@ from cloudtriggers.leader import LeaseElector
 from cloudtriggers.sandbox.gitlab import MAINTAINER
 from cloudtriggers.sandbox.kube import kube_client
 from cloudtriggers.sandbox.local import LocalWorld, condition, wait_for
+from cloudtriggers.settings import Settings
+from integration.test_gitlab_operator import World
 
 DURATION = 3.0
+LEASE = "cloudtriggers"
 
 
 @pytest.fixture
-def world() -> Iterator[LocalWorld]:
-    with LocalWorld() as w:
-        yield w
+def world() -> Iterator[World]:
+    w = World(Settings())
+    w.start()
+    try:
+        yield prepare(w)
+    finally:
+        w.stop()
+
+
+def prepare(w: World) -> World:
+    """The GitLab user, project and credentials; no operator: the scenario starts its replicas."""
+    w.user = w.gitlab.add_user("bot")
+    w.pid = w.gitlab.add_project("group/web", {"bot": MAINTAINER})
+    w.gitlab_tokens = []
+    w.apply_secret(w.ns, "gl", {"token": w.user.token})
+    return w
 
 
 def _free_port() -> int:
@@ -41,10 +60,13 @@ def _leader_gauge(port: int) -> float:
     return float(next(ln for ln in text.splitlines() if ln.startswith("cloudtriggers_leader ")).split()[1])
 
 
-def _replica(kubeconfig: Path, identity: str, log: Path, port: int = 0) -> subprocess.Popen[bytes]:
+def _replica(
+    kubeconfig: Path, namespace: str, identity: str, log: Path, port: int = 0
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "KUBECONFIG": str(kubeconfig),
+        "CLOUDTRIGGERS_NAMESPACES": namespace,  # confined to the scenario's namespace, its Lease there
         "CLOUDTRIGGERS_IDENTITY": identity,
         "CLOUDTRIGGERS_HTTP_PORT": str(port),
         "CLOUDTRIGGERS_ALLOWED_ENDPOINTS": "http://127.0.0.1",  # the sandboxes
@@ -55,7 +77,7 @@ def _replica(kubeconfig: Path, identity: str, log: Path, port: int = 0) -> subpr
         "--lease-duration",
         f"{DURATION:.0f}s",
         "--lease-namespace",
-        "default",
+        namespace,
     ]
     return subprocess.Popen(
         [sys.executable, "-m", "cloudtriggers.cli", *args, "--log-level", "info"],
@@ -65,41 +87,34 @@ def _replica(kubeconfig: Path, identity: str, log: Path, port: int = 0) -> subpr
     )
 
 
-def _holder(world: LocalWorld) -> Any:
-    lease = world.kube.get("coordination.k8s.io/v1/leases", "default", "cloudtriggers")
-    return ((lease or {}).get("spec") or {}).get("holderIdentity")
+def _holder(world: World) -> str | None:
+    try:
+        lease = k8s.CoordinationV1Api(world.api).read_namespaced_lease(LEASE, world.ns)
+    except k8s.ApiException as e:
+        if e.status == 404:
+            return None
+        raise
+    return lease.spec.holder_identity if lease.spec is not None else None
 
 
-def _trigger(world: LocalWorld, name: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "cloudtriggers.io/v1alpha1",
-        "kind": "Trigger",
-        "metadata": {"name": name, "namespace": "apps"},
-        "spec": {
-            "gitlab": {"url": world.gitlab.url, "project": "group/web"},
-            "credentialsSecretRef": {"name": "gl"},
-        },
-    }
+def _available(world: World, name: str) -> bool:
+    return condition(world.trigger(world.ns, name)).get("reason") == "Available"
 
 
-def test_standby_takes_over_when_the_leader_dies(world: LocalWorld, tmp_path: Path) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    world.kube.write_kubeconfig(kubeconfig)
-    user = world.gitlab.add_user("bot")
-    pid = world.gitlab.add_project("group/web", {"bot": MAINTAINER})
-    world.apply_secret("apps", "gl", {"token": user.token})
-    a = _replica(kubeconfig, "replica-a", tmp_path / "a.log")
+def standby_takes_over_when_the_leader_dies(world: World, kubeconfig: Path, tmp_path: Path) -> None:
+    ns = world.ns
+    a = _replica(kubeconfig, ns, "replica-a", tmp_path / "a.log")
     b: subprocess.Popen[bytes] | None = None
     try:
-        wait_for(lambda: _holder(world) == "replica-a", timeout=20, what="replica-a to lead")
+        wait_for(lambda: _holder(world) == "replica-a", timeout=30, what="replica-a to lead")
         b_port = _free_port()
-        b = _replica(kubeconfig, "replica-b", tmp_path / "b.log", b_port)
-        world.create_trigger(_trigger(world, "one"))
-        wait_for(lambda: condition(world.trigger("apps", "one")).get("reason") == "Available", timeout=20)
+        b = _replica(kubeconfig, ns, "replica-b", tmp_path / "b.log", b_port)
+        world.create_trigger(world.trigger_obj("one"))
+        wait_for(lambda: _available(world, "one"), timeout=30, what="Trigger one to be Available")
         time.sleep(DURATION)  # the standby has been watching the Lease for a whole duration
         assert _holder(world) == "replica-a"
         standby_log = (tmp_path / "b.log").read_text()
-        assert "waiting for lease" in standby_log and "apps/one" not in standby_log
+        assert "waiting for lease" in standby_log and f"{ns}/one" not in standby_log
         # The standby answers its probes (or the kubelet would kill it) and says it is not leading.
         assert requests.get(f"http://127.0.0.1:{b_port}/healthz", timeout=5).status_code == 200
         assert requests.get(f"http://127.0.0.1:{b_port}/readyz", timeout=5).status_code == 200
@@ -114,10 +129,20 @@ def test_standby_takes_over_when_the_leader_dies(world: LocalWorld, tmp_path: Pa
         assert takeover <= 2 * DURATION
         wait_for(lambda: _leader_gauge(b_port) == 1, timeout=5, what="the leader gauge")
 
-        world.create_trigger(_trigger(world, "two"))
-        wait_for(lambda: condition(world.trigger("apps", "two")).get("reason") == "Available", timeout=20)
-        assert len(world.gitlab.triggers(pid)) == 2
+        world.create_trigger(world.trigger_obj("two"))
+        wait_for(lambda: _available(world, "two"), timeout=30, what="Trigger two to be Available")
+        assert len(world.gitlab.triggers(world.pid)) == 2
         assert len(world.gitlab.calls("POST", "/triggers")) == 2  # nothing was done twice
+
+        # The new leader finalizes too: both Triggers go, and their provider triggers with them.
+        for name in ("one", "two"):
+            world.delete_trigger(ns, name)
+        wait_for(
+            lambda: world.trigger(ns, "one") is None and world.trigger(ns, "two") is None,
+            timeout=30,
+            what="the Triggers to be deleted",
+        )
+        assert world.gitlab.triggers(world.pid) == []
 
         b.send_signal(signal.SIGTERM)  # a clean stop gives the Lease up at once
         assert b.wait(20) == 0
@@ -127,6 +152,12 @@ def test_standby_takes_over_when_the_leader_dies(world: LocalWorld, tmp_path: Pa
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+
+
+def test_standby_takes_over_when_the_leader_dies(world: World, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    world.kube.write_kubeconfig(kubeconfig)
+    standby_takes_over_when_the_leader_dies(world, kubeconfig, tmp_path)
 
 
 class _Clock:
