@@ -1,6 +1,8 @@
-"""`python -m bench.apiserver KUBECONFIG`: the emulated API server in a process of its own, writing a
-kubeconfig for it, until interrupted. `python -m bench --kubeconfig KUBECONFIG` then runs as against a
-real API server, with the server's CPU off the bench process (which keeps the sandboxes and clients)."""
+"""`python -m bench.apiserver [--tls] KUBECONFIG`: the emulated API server in a process of its own,
+writing a kubeconfig for it, until interrupted. `python -m bench --kubeconfig KUBECONFIG` then runs as
+against a real API server, with the server's CPU off the bench process (which keeps the sandboxes and
+clients). `--tls` serves HTTPS with a CA and a client certificate of its own, as a kind cluster does
+(.ci/run runs tests/e2e so)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,12 @@ from cloudtriggers.sandbox.kube import KubeServer
 
 
 def main(argv: list[str]) -> int:
+    tls = "--tls" in argv
+    argv = [a for a in argv if a != "--tls"]
     if len(argv) != 1:
-        print("usage: python -m bench.apiserver KUBECONFIG", file=sys.stderr)
+        print("usage: python -m bench.apiserver [--tls] KUBECONFIG", file=sys.stderr)
         return 2
-    server = KubeServer(install_crd=False).start()  # the bench applies the CRD, as on a cluster
+    server = KubeServer(install_crd=False, tls=tls).start()  # the bench applies the CRD, as on a cluster
     try:
         server.write_kubeconfig(argv[0])
         print(f"serving {server.url}; kubeconfig {argv[0]}", flush=True)

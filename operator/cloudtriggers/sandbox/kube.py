@@ -24,7 +24,9 @@ import json
 import os
 import random
 import socket
+import ssl
 import string
+import tempfile
 import threading
 import time
 import uuid
@@ -1466,12 +1468,27 @@ class KubeServer:
     The server lives outside the test's thread so that synchronous tests (and kopf in its own
     thread, H1) can block freely. kmock.Server is not used: it patches aiohttp's resolver
     process-wide and requires strictly LIFO shutdowns, which breaks with several servers.
+
+    `tls=True` serves HTTPS as a kind cluster does (sandbox/pki.py): a certificate from a CA of its
+    own, and a client certificate required; write_kubeconfig then embeds the CA and the client's
+    certificate and key. (A real server would also take a token and answer 401 without either; here
+    the handshake itself refuses a client without the certificate, which is what the mode checks.)
     """
 
     def __init__(
-        self, emulator: ClusterEmulator | None = None, *, declare: bool = True, install_crd: bool = True
+        self,
+        emulator: ClusterEmulator | None = None,
+        *,
+        declare: bool = True,
+        install_crd: bool = True,
+        tls: bool = False,
     ) -> None:
         self.emulator = emulator if emulator is not None else ClusterEmulator()
+        self.pki: Any = None  # sandbox.pki.Pki in the TLS mode
+        if tls:
+            from . import pki  # needs cryptography, a dev dependency
+
+            self.pki = pki.issue()
         if declare:
             declare_resources(self.emulator, install_crd=install_crd)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1485,7 +1502,7 @@ class KubeServer:
     def url(self) -> str:
         if self._port is None:
             raise RuntimeError("The server is not started.")
-        return f"http://127.0.0.1:{self._port}"
+        return f"{'https' if self.pki else 'http'}://127.0.0.1:{self._port}"
 
     def start(self, timeout: float = 10) -> KubeServer:
         if self._thread is not None:
@@ -1542,11 +1559,26 @@ class KubeServer:
         async with self.emulator:  # starts kmock's stream feeder, accumulates request errors
             await runner.setup()
             try:
-                await aiohttp.web.SockSite(runner, sock).start()
+                await aiohttp.web.SockSite(runner, sock, ssl_context=self._ssl_context()).start()
                 self._started.set()
                 await self._stopping.wait()
             finally:
                 await runner.cleanup()  # closes open watches before the emulator goes away
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self.pki is None:
+            return None
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(cadata=self.pki.ca.decode())
+        with tempfile.TemporaryDirectory() as d:  # load_cert_chain reads files only
+            cert, key = os.path.join(d, "tls.crt"), os.path.join(d, "tls.key")
+            with open(cert, "wb") as f:
+                f.write(self.pki.server_cert)
+            with open(key, "wb") as f:
+                f.write(self.pki.server_key)
+            ctx.load_cert_chain(cert, key)
+        return ctx
 
     def call(self, factory: Callable[[], Coroutine[Any, Any, T]], timeout: float = 10) -> T:
         """Run a coroutine in the server's loop from any other thread and return its result."""
@@ -1578,14 +1610,21 @@ class KubeServer:
         return self.call(lambda: self.emulator.disturb_watches(silence=silence))
 
     def write_kubeconfig(self, path: str | os.PathLike[str]) -> None:
-        """Write a kubeconfig for this server (plain HTTP, a dummy token, namespace ``default``)."""
+        """Write a kubeconfig for this server, namespace ``default``: plain HTTP and a dummy token, or
+        in the TLS mode the CA, the client certificate and its key embedded, as kind writes them."""
+        cluster: dict[str, Any] = {"server": self.url, "insecure-skip-tls-verify": True}
+        user: dict[str, Any] = {"token": "dummy-token"}
+        if self.pki is not None:
+            cluster = {"server": self.url, "certificate-authority-data": _b64(self.pki.ca)}
+            user = {
+                "client-certificate-data": _b64(self.pki.client_cert),
+                "client-key-data": _b64(self.pki.client_key),
+            }
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [
-                {"name": "emulator", "cluster": {"server": self.url, "insecure-skip-tls-verify": True}}
-            ],
-            "users": [{"name": "emulator", "user": {"token": "dummy-token"}}],
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": "emulator", "user": user}],
             "contexts": [
                 {
                     "name": "emulator",
@@ -1596,6 +1635,10 @@ class KubeServer:
         }
         with open(path, "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2)  # JSON is valid YAML, and needs no YAML writer
+
+
+def _b64(pem: bytes) -> str:
+    return base64.b64encode(pem).decode()
 
 
 def kube_client(url: str) -> kubernetes.client.ApiClient:
