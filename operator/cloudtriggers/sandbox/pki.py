@@ -43,19 +43,28 @@ def _pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def issue(host: str = "127.0.0.1") -> Pki:
-    """A CA, a server certificate for `host` (an IP) and localhost, and an admin client certificate."""
+def _builder(
+    subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+) -> x509.CertificateBuilder:
+    """A day's certificate for `key`, valid from five minutes ago (clocks a little apart)."""
     now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("kubernetes")
-    ca = (
+    return (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
+    )
+
+
+def issue(host: str = "127.0.0.1") -> Pki:
+    """A CA, a server certificate for `host` (an IP) and localhost, and an admin client certificate."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name("kubernetes")
+    ca = (
+        _builder(ca_name, ca_name, ca_key)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -79,13 +88,7 @@ def issue(host: str = "127.0.0.1") -> Pki:
     ) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(ec.SECP256R1())
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
+            _builder(subject, ca_name, key)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         )
