@@ -104,9 +104,7 @@ def _bytes_error(value: Any, field: str) -> str | None:
     return None if at is None else f"illegal base64 data at input byte {at}"
 
 
-_ALPHABET: Final = {
-    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
-}
+_ALPHABET: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 _NEWLINES: Final = (ord("\n"), ord("\r"))
 _PAD: Final = ord("=")
 
