@@ -986,8 +986,8 @@ class ClusterEmulator(GarbageCollector, kmock.KubernetesEmulator):
         return body
 
     def _decode(self, resource: kmock.resource, body: Body) -> None:
-        """A built-in kind's body decoded into its Go type: a time that does not parse is a 400
-        (apiserver/typed.py); a custom resource is decoded as unstructured."""
+        """A built-in kind's body decoded into its Go type: a time or a Secret's bytes that do not
+        decode are a 400 (apiserver/typed.py); a custom resource is decoded as unstructured."""
         if resource in self._crds:
             return
         group, plural = str(resource.group or ""), str(resource.plural)
