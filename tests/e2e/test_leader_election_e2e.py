@@ -22,7 +22,7 @@ if not have_cluster():
 
 from cloudtriggers.settings import Settings  # noqa: E402
 from integration.test_gitlab_operator import World  # noqa: E402
-from integration.test_leader_election import prepare, standby_takes_over_when_the_leader_dies  # noqa: E402
+from integration.test_leader_election import prepared, standby_takes_over_when_the_leader_dies  # noqa: E402
 
 
 class ClusterWorld(ClusterMixin, World):
@@ -31,12 +31,8 @@ class ClusterWorld(ClusterMixin, World):
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    w = ClusterWorld(Settings())
-    w.start()
-    try:
-        yield prepare(w)
-    finally:
-        w.stop()
+    with prepared(ClusterWorld(Settings())) as w:
+        yield w
 
 
 def test_standby_takes_over_when_the_leader_dies(world: World, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ server of a kubeconfig: here the emulated one; tests/e2e runs it against a real 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -32,21 +33,23 @@ LEASE = "cloudtriggers"
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    w = World(Settings())
+    with prepared(World(Settings())) as w:
+        yield w
+
+
+@contextlib.contextmanager
+def prepared(w: World) -> Iterator[World]:
+    """The world started with the GitLab user, project and credentials, and no operator: the
+    scenario starts its replicas (tests/e2e passes a world on a real cluster)."""
     w.start()
     try:
-        yield prepare(w)
+        w.user = w.gitlab.add_user("bot")
+        w.pid = w.gitlab.add_project("group/web", {"bot": MAINTAINER})
+        w.gitlab_tokens = []
+        w.apply_secret(w.ns, "gl", {"token": w.user.token})
+        yield w
     finally:
         w.stop()
-
-
-def prepare(w: World) -> World:
-    """The GitLab user, project and credentials; no operator: the scenario starts its replicas."""
-    w.user = w.gitlab.add_user("bot")
-    w.pid = w.gitlab.add_project("group/web", {"bot": MAINTAINER})
-    w.gitlab_tokens = []
-    w.apply_secret(w.ns, "gl", {"token": w.user.token})
-    return w
 
 
 def _free_port() -> int:

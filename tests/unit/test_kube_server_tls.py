@@ -31,14 +31,16 @@ def test_clients_configured_from_the_kubeconfig_get_in_and_others_do_not(tmp_pat
         got: Any = KubeClient(api).request_json("GET", "/api/v1/namespaces/default")
         assert got["metadata"]["name"] == "default"
 
+        pki = server.pki
+        assert pki is not None
         ca = tmp_path / "ca.crt"
-        ca.write_bytes(server.pki.ca)
+        ca.write_bytes(pki.ca)
         # Trusting the CA is not enough: the handshake wants the client certificate.
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.get(f"{server.url}/api", verify=str(ca), timeout=5)
         cert, key = tmp_path / "client.crt", tmp_path / "client.key"
-        cert.write_bytes(server.pki.client_cert)
-        key.write_bytes(server.pki.client_key)
+        cert.write_bytes(pki.client_cert)
+        key.write_bytes(pki.client_key)
         assert requests.get(f"{server.url}/api", verify=str(ca), cert=(str(cert), str(key)), timeout=5).ok
         # And a client that does not trust the CA refuses the server.
         with pytest.raises(requests.exceptions.SSLError):

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aiohttp.web
 import attrs
@@ -49,6 +49,9 @@ from . import collector, crds, namespaces, openapi
 from .collector import Body, GarbageCollector, ObjKey, _meta
 from .crds import CRDS, ApiError, group_resource
 from .namespaces import NAMESPACES
+
+if TYPE_CHECKING:  # only the TLS mode imports it (cryptography)
+    from .pki import Pki
 
 __all__ = [
     "TRIGGERS",
@@ -1484,11 +1487,11 @@ class KubeServer:
         tls: bool = False,
     ) -> None:
         self.emulator = emulator if emulator is not None else ClusterEmulator()
-        self.pki: Any = None  # sandbox.pki.Pki in the TLS mode
+        self.pki: Pki | None = None  # the TLS mode's certificates
         if tls:
-            from . import pki  # needs cryptography, a dev dependency
+            from .pki import issue  # needs cryptography, a dev dependency
 
-            self.pki = pki.issue()
+            self.pki = issue()
         if declare:
             declare_resources(self.emulator, install_crd=install_crd)
         self._loop: asyncio.AbstractEventLoop | None = None
